@@ -1,0 +1,38 @@
+# RayDer scaling-law toolkit. `make demo` runs the embedded study; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+NATTEN_SPEC ?= natten==0.21.7
+
+.PHONY: install test test-fast demo bench clean system-deps
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q --no-build-isolation "$(NATTEN_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian packages used by the tests: poppler (PDF -> PNG checks) and a one-node SLURM cluster.
+system-deps:
+	bash tests/slurm/install-deps.sh
+
+test: install system-deps
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not slurm"
+
+demo: install
+	$(PY) -m sweeps.demo
+
+bench: install
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) data runs results.duckdb reports/out

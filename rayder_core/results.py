@@ -1,0 +1,321 @@
+"""The results store: one DuckDB file (default `results.duckdb`) that every run, evaluation and fit writes to.
+
+Tables (schema version `SCHEMA_VERSION`, kept in table `meta`):
+
+- `runs(run_id, sweep, preset, params, fraction, D, config, status, host, run_dir, created, updated)`
+- `checkpoints(run_id, step, samples, flops, compute_gflop, wall_time_s)` — `flops` is cumulative training compute in
+  FLOPs (2 per multiply-accumulate, training = 3 x forward); `compute_gflop = flops / 1e9`, the paper's unit for C.
+- `evals(run_id, step, bench, metric, value, n, missing_reason)` — `value` is NULL when the metric could not be
+  computed, and `missing_reason` then says why (never a substitute number).
+- `train_log(run_id, step, loss, psnr, lr, grad_norm, skipped, focal_mean, flops)`
+- `fits(fit_id, sweep, law, metric, bench, x_cols, y_col, params, ci_low, ci_high, r2, r2_log, rmse, n_points,
+  objective, n_starts, n_starts_at_best, n_bootstrap, data_hash, holdout, formula, created)`
+
+Concurrency: DuckDB lets one process write a file at a time (and no reader may open it meanwhile). Every operation
+here therefore opens the database for the duration of one transaction under an advisory `fcntl.flock` on
+`<db>.lock` (exclusive for writes, shared for reads) and closes it again, so any number of jobs can write to the same
+store: they queue on the lock instead of failing. Each write is one transaction with primary keys and
+`INSERT OR REPLACE`, so re-writing the same record (a resumed run, a second `collect`) never duplicates rows, and a
+writer killed mid-transaction leaves the previous committed state (DuckDB's WAL). flock is reliable on local disks;
+on network filesystems where it is not, runs still write their own run directory and `rayder-sweep collect` merges
+them into the store from one process.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+import pandas as pd
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = "results.duckdb"
+LOCK_TIMEOUT_S = 600.0
+
+_SCHEMA_V1 = [
+    """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, sweep VARCHAR, preset VARCHAR, params BIGINT, fraction DOUBLE, D BIGINT,
+        config VARCHAR, status VARCHAR, host VARCHAR, run_dir VARCHAR, created TIMESTAMP, updated TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        run_id VARCHAR, step BIGINT, samples BIGINT, flops DOUBLE, compute_gflop DOUBLE, wall_time_s DOUBLE,
+        PRIMARY KEY (run_id, step))""",
+    """CREATE TABLE IF NOT EXISTS evals (
+        run_id VARCHAR, step BIGINT, bench VARCHAR, metric VARCHAR, value DOUBLE, n INTEGER, missing_reason VARCHAR,
+        PRIMARY KEY (run_id, step, bench, metric))""",
+    """CREATE TABLE IF NOT EXISTS train_log (
+        run_id VARCHAR, step BIGINT, loss DOUBLE, psnr DOUBLE, lr DOUBLE, grad_norm DOUBLE, skipped BIGINT,
+        focal_mean DOUBLE, flops DOUBLE, PRIMARY KEY (run_id, step))""",
+    """CREATE TABLE IF NOT EXISTS fits (
+        fit_id VARCHAR PRIMARY KEY, sweep VARCHAR, law VARCHAR, metric VARCHAR, bench VARCHAR, x_cols VARCHAR,
+        y_col VARCHAR, params VARCHAR, ci_low VARCHAR, ci_high VARCHAR, r2 DOUBLE, r2_log DOUBLE, rmse DOUBLE,
+        n_points INTEGER, objective DOUBLE, n_starts INTEGER, n_starts_at_best INTEGER, n_bootstrap INTEGER,
+        data_hash VARCHAR, holdout VARCHAR, formula VARCHAR, created TIMESTAMP)""",
+]
+
+# Migrations from version k to k+1, applied in order when an older store is opened for writing.
+_MIGRATIONS: dict[int, list[str]] = {}
+
+RUN_STATUSES = ("pending", "running", "finished", "failed", "preempted")
+
+
+class StoreError(RuntimeError):
+    """The results store cannot be used as asked (newer schema, not a DuckDB file, lock timeout...)."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _finite_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+class ResultsStore:
+    """Process-safe access to a results DuckDB file. Cheap to create; every call is one short transaction."""
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout_s = lock_timeout_s
+        self._schema_checked = False
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    # ------------------------------------------------------------------------------------------------ connections
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_timeout_s
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreError(f"{self.path}: waited {self.lock_timeout_s:.0f} s for the store lock "
+                                         f"{self.lock_path}; is another process stuck holding it?") from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
+    def _connect(self, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._locked(exclusive=write or not self.path.exists()):
+            try:
+                con = duckdb.connect(str(self.path), read_only=not write and self.path.exists())
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.path}: cannot open as a DuckDB results store: {exc}") from None
+            try:
+                if not self._schema_checked:
+                    self._ensure_schema(con, write)
+                if write:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        yield con
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                else:
+                    yield con
+            finally:
+                con.close()
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection, write: bool) -> None:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        version = None
+        if "meta" in tables:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else None
+        if version is None and tables - {"meta"}:
+            raise StoreError(f"{self.path}: has tables {sorted(tables)} but no schema version; "
+                             "not a rayder results store")
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this toolkit's "
+                             f"({SCHEMA_VERSION}); upgrade rayder to read it")
+        if version == SCHEMA_VERSION:
+            self._schema_checked = True
+            return
+        if not write and self.path.exists() and version is not None:
+            raise StoreError(f"{self.path}: schema version {version} is older than {SCHEMA_VERSION}; open it for "
+                             "writing once (e.g. `rayder-sweep collect`) to migrate")
+        if version is None:
+            for stmt in _SCHEMA_V1:
+                con.execute(stmt)
+            version = 1
+        while version < SCHEMA_VERSION:
+            for stmt in _MIGRATIONS[version]:
+                con.execute(stmt)
+            version += 1
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        self._schema_checked = True
+
+    def initialise(self) -> None:
+        """Create the file and schema if absent (no-op otherwise)."""
+        with self._connect(write=True):
+            pass
+
+    # ------------------------------------------------------------------------------------------------ writes
+    def upsert_run(self, run_id: str, *, sweep: str, preset: str, params: int, fraction: float, D: int,
+                   config: dict, status: str, host: str = "", run_dir: str = "") -> None:
+        """Create or update a run. `fraction` is the data fraction (0.01 = 1%); D the number of videos in it."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run {run_id}: status must be one of {RUN_STATUSES}, got {status!r}")
+        now = _now()
+        with self._connect(write=True) as con:
+            created = con.execute("SELECT created FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            con.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, sweep, preset, int(params), float(fraction), int(D), json.dumps(config, sort_keys=True),
+                 status, host, str(run_dir), created[0] if created else now, now],
+            )
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run {run_id}: status must be one of {RUN_STATUSES}, got {status!r}")
+        with self._connect(write=True) as con:
+            con.execute("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", [status, _now(), run_id])
+
+    def add_checkpoint(self, run_id: str, *, step: int, samples: int, flops: float, wall_time_s: float) -> None:
+        """Record a checkpoint with its cumulative training compute `flops` (FLOPs)."""
+        with self._connect(write=True) as con:
+            con.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+                        [run_id, int(step), int(samples), float(flops), float(flops) / 1e9, float(wall_time_s)])
+
+    def add_evals(self, run_id: str, step: int, *, bench: str, values: dict[str, float], n: int,
+                  missing: dict[str, str] | None = None) -> None:
+        """Record evaluated metrics of one checkpoint on one benchmark; `missing` maps metric -> reason."""
+        rows = []
+        for metric, value in values.items():
+            v = _finite_or_none(value)
+            reason = None if v is not None else f"non-finite value {value!r}"
+            rows.append([run_id, int(step), bench, metric, v, int(n), reason])
+        for metric, reason in (missing or {}).items():
+            rows.append([run_id, int(step), bench, metric, None, int(n), str(reason)])
+        if not rows:
+            return
+        with self._connect(write=True) as con:
+            con.executemany("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def add_train_log(self, run_id: str, rows: list[dict]) -> None:
+        """Record logged training steps (keys: step, loss, psnr, lr, grad_norm, skipped, focal_mean, flops)."""
+        if not rows:
+            return
+        values = [[run_id, int(r["step"]), _finite_or_none(r.get("loss")), _finite_or_none(r.get("psnr")),
+                   _finite_or_none(r.get("lr")), _finite_or_none(r.get("grad_norm")), int(r.get("skipped", 0)),
+                   _finite_or_none(r.get("focal_mean")), _finite_or_none(r.get("flops"))] for r in rows]
+        with self._connect(write=True) as con:
+            con.executemany("INSERT OR REPLACE INTO train_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+
+    def write_fit(self, record: dict) -> str:
+        """Store one fit; the same (sweep, law, metric, bench, x_cols, y_col, data_hash) replaces the older row."""
+        import hashlib
+
+        key = json.dumps([record.get("sweep"), record["law"], record["metric"], record["bench"],
+                          list(record.get("x_cols", [])), record.get("y_col"), record.get("data_hash")])
+        fit_id = hashlib.sha1(key.encode()).hexdigest()[:16]
+        dumps = lambda v: json.dumps(v, sort_keys=True, default=float)  # noqa: E731
+        with self._connect(write=True) as con:
+            con.execute(
+                "INSERT OR REPLACE INTO fits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [fit_id, record.get("sweep"), record["law"], record["metric"], record["bench"],
+                 dumps(list(record.get("x_cols", []))), record.get("y_col"), dumps(record.get("params", {})),
+                 dumps(record.get("ci_low", {})), dumps(record.get("ci_high", {})),
+                 _finite_or_none(record.get("r2")), _finite_or_none(record.get("r2_log")),
+                 _finite_or_none(record.get("rmse")), record.get("n_points"),
+                 _finite_or_none(record.get("objective")), record.get("n_starts"), record.get("n_starts_at_best"),
+                 record.get("n_bootstrap"), record.get("data_hash"), dumps(record.get("holdout", {})),
+                 record.get("formula"), _now()],
+            )
+        return fit_id
+
+    # ------------------------------------------------------------------------------------------------ reads
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run a read-only SQL query (with bound `params`) and return a DataFrame. Empty store -> empty frame."""
+        if not self.path.exists():
+            self.initialise()
+        with self._connect(write=False) as con:
+            return con.execute(sql, params or []).df()
+
+    def runs(self, sweep: str | None = None) -> pd.DataFrame:
+        if sweep is None:
+            return self.query("SELECT * FROM runs ORDER BY sweep, preset, fraction")
+        return self.query("SELECT * FROM runs WHERE sweep = ? ORDER BY preset, fraction", [sweep])
+
+    def checkpoints(self, run_id: str | None = None) -> pd.DataFrame:
+        if run_id is None:
+            return self.query("SELECT * FROM checkpoints ORDER BY run_id, step")
+        return self.query("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])
+
+    def evals(self, run_id: str | None = None) -> pd.DataFrame:
+        if run_id is None:
+            return self.query("SELECT * FROM evals ORDER BY run_id, step, bench, metric")
+        return self.query("SELECT * FROM evals WHERE run_id = ? ORDER BY step, bench, metric", [run_id])
+
+    def train_log(self, run_id: str | None = None) -> pd.DataFrame:
+        if run_id is None:
+            return self.query("SELECT * FROM train_log ORDER BY run_id, step")
+        return self.query("SELECT * FROM train_log WHERE run_id = ? ORDER BY step", [run_id])
+
+    def fits(self, metric: str | None = None, bench: str | None = None) -> pd.DataFrame:
+        sql, params = "SELECT * FROM fits WHERE 1=1", []
+        if metric is not None:
+            sql += " AND metric = ?"
+            params.append(metric)
+        if bench is not None:
+            sql += " AND bench = ?"
+            params.append(bench)
+        return self.query(sql + " ORDER BY created", params)
+
+    def eval_points(self, bench: str, metric: str, sweep: str | None = None) -> pd.DataFrame:
+        """One row per evaluated checkpoint with its compute: the input of frontiers and fits.
+
+        Columns: run_id, sweep, preset, params, fraction, D, step, samples, compute_gflop (C, GFLOP), value (raw
+        metric as evaluated), n (scenes). Checkpoints whose metric is missing are excluded (see `missing_evals`).
+        """
+        sql = """
+            SELECT r.run_id, r.sweep, r.preset, r.params, r.fraction, r.D, e.step, c.samples, c.compute_gflop,
+                   e.value, e.n
+            FROM evals e JOIN runs r USING (run_id) JOIN checkpoints c ON c.run_id = e.run_id AND c.step = e.step
+            WHERE e.bench = ? AND e.metric = ? AND e.value IS NOT NULL"""
+        params: list = [bench, metric]
+        if sweep is not None:
+            sql += " AND r.sweep = ?"
+            params.append(sweep)
+        return self.query(sql + " ORDER BY r.run_id, e.step", params)
+
+    def missing_evals(self, bench: str | None = None, metric: str | None = None) -> pd.DataFrame:
+        sql, params = "SELECT run_id, step, bench, metric, missing_reason FROM evals WHERE value IS NULL", []
+        if bench is not None:
+            sql += " AND bench = ?"
+            params.append(bench)
+        if metric is not None:
+            sql += " AND metric = ?"
+            params.append(metric)
+        return self.query(sql + " ORDER BY run_id, step", params)
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of every table (handy for idempotency checks and summaries)."""
+        out = {}
+        for table in ("runs", "checkpoints", "evals", "train_log", "fits"):
+            out[table] = int(self.query(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
+        return out

@@ -1,0 +1,156 @@
+"""The configuration of one training run (`rayder-train CONFIG.yaml --set key=value`), validated from plain YAML.
+
+A run's identity (`run_id`) is a hash of its resolved config, so the same config always maps to the same run
+directory and the same rows in the results store; launching it again resumes or skips it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml, to_mapping
+
+
+@dataclass
+class DataConfig:
+    """Training data: a manifest of nested fractions (see `rayder-data manifest`) and clip sampling."""
+
+    manifest: str = "data/synth/manifest.json"
+    fraction: float = 1.0          # data fraction, e.g. 0.01 for the 1% subset
+    frames: int = 8                # K frames per clip
+    fps: float = 2.0               # average sampling rate of the K frames (frames/second of video)
+    resolution: int = 64           # square training resolution in pixels (divisible by 16)
+    num_workers: int = 0           # DataLoader workers per rank
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"data.fraction must be in (0, 1], got {self.fraction}")
+        if self.frames < 2:
+            raise ValueError(f"data.frames must be >= 2, got {self.frames}")
+        if self.resolution % 16:
+            raise ValueError(f"data.resolution must be divisible by 16 (the model downsamples 16x), "
+                             f"got {self.resolution}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and a warmup-stable-decay (WSD) schedule; gradient clipping and step skipping."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+    decay_start: int | None = None        # WSD: the LR is constant from warmup until this step ...
+    decay_halve_every: int | None = None  # ... then halves every N steps (None: no decay stage)
+    grad_clip: float = 1.0
+    skip_grad_factor: float = 10.0        # after warmup, skip a step whose grad norm > factor x grad_clip
+    max_consecutive_skips: int = 20       # stop the run (last good checkpoint intact) after this many in a row
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError("optim.lr and optim.grad_clip must be > 0")
+        if (self.decay_start is None) != (self.decay_halve_every is None):
+            raise ValueError("optim.decay_start and optim.decay_halve_every must be given together")
+        if self.decay_halve_every is not None and self.decay_halve_every <= 0:
+            raise ValueError("optim.decay_halve_every must be > 0")
+
+
+@dataclass
+class BenchmarkSpec:
+    """One evaluation set: `kind` re10k (NVS, pixelSplat format) or probe (camera probe sequences)."""
+
+    name: str
+    path: str
+    kind: Literal["re10k", "probe"] = "re10k"
+    max_scenes: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Zero-shot evaluation of checkpoints, run automatically every `every` steps from `from_step`."""
+
+    every: int = 1000
+    from_step: int = 0
+    benchmarks: list[BenchmarkSpec] = field(default_factory=lambda: [
+        BenchmarkSpec("re10k-synth", "data/synth/bench/re10k-synth", "re10k"),
+        BenchmarkSpec("probe-synth", "data/synth/bench/probe-synth", "probe"),
+    ])
+    probe_iters: int = 10000
+    lpips: bool = True
+    batch_scenes: int = 8
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Units: steps are optimizer steps; batch_size is the global batch."""
+
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny-xs"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    steps: int = 1000
+    batch_size: int = 4
+    precision: Literal["bf16", "fp32"] = "bf16"
+    device: str = "auto"                  # auto | cpu | cuda
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 0             # 0 keeps all (a scaling study evaluates every one)
+    log_every: int = 10
+    perceptual_weight: float = 0.0        # weight of an LPIPS-VGG term added to the MSE loss
+    sweep: str = "default"
+    out_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        if "preset" not in self.model:
+            raise ValueError("model.preset is required (e.g. tiny-xs, XS, S, B, L)")
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError("steps and batch_size must be > 0")
+        if self.checkpoint_every <= 0 or self.log_every <= 0:
+            raise ValueError("checkpoint_every and log_every must be > 0")
+
+    # --------------------------------------------------------------------------------------------- identity
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what is trained (not where it is written or how it is logged)."""
+        d = to_mapping(self)
+        for k in ("out_dir", "log_every", "keep_checkpoints", "device"):
+            d.pop(k)
+        d["eval"] = {k: v for k, v in d["eval"].items() if k in ("every", "from_step")}
+        return d
+
+    @property
+    def run_id(self) -> str:
+        """Stable id: `<sweep>-<preset>-f<fraction>-<hash of the resolved config>`."""
+        digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+        frac = f"{self.data.fraction:g}"
+        return f"{self.sweep}-{self.model['preset']}-f{frac}-{digest}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_mapping(self)
+
+
+def load_train_config(source: str | Path | dict, overrides: list[str] | None = None) -> TrainConfig:
+    """Build a TrainConfig from a YAML file (or mapping) plus `key.sub=value` overrides; errors name the key."""
+    if isinstance(source, dict):
+        data, name = source, "<mapping>"
+    else:
+        data, name = load_yaml(source), str(source)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        name += " (with --set overrides)"
+    cfg = from_mapping(TrainConfig, data, source=name)
+    try:
+        from rayder_core.model_config import ModelConfig
+
+        ModelConfig.from_dict(dict(cfg.model), source=f"{name}: model")
+    except ImportError:  # pragma: no cover - model module always present in a complete install
+        pass
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cfg
