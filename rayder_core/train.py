@@ -1,0 +1,557 @@
+"""Training runs a scaling study can trust: exact compute, exact resume, stable steps, everything recorded.
+
+`rayder-train CONFIG.yaml [--set key=value ...]` (or `run_training(cfg)`) trains one RayDer model on one data
+fraction. A run lives in `cfg.run_dir` (`<out_dir>/<run_id>/`):
+
+- `config.yaml`        the resolved config (its hash is the run id)
+- `state.json`         heartbeat and progress, rewritten atomically at every log step (read by `rayder-sweep status`)
+- `metrics.jsonl`      one JSON object per logged step: step, loss, psnr, lr, grad_norm, skipped, flops, focal_mean
+- `checkpoints.jsonl`  one line per checkpoint: step, samples, flops, wall_time_s
+- `evals.jsonl`        one line per (checkpoint, benchmark): step, bench, values, n, missing
+- `checkpoints/step_XXXXXXX.pt`  model, optimizer, RNG and data-loader state, step, samples, cumulative FLOPs
+
+Compute: C = (analytic training FLOPs per step, `rayder_core.flops`) x steps, in FLOPs (2 per multiply-accumulate,
+training = 3 x forward); the store records it in GFLOP as the paper does. Skipped steps count: their compute was spent.
+
+Resume is exact on CPU: all randomness (data order, frame sampling, view order, state dropout) comes from seeded
+generators whose states are checkpointed, so a run killed and resumed yields bit-identical losses to an uninterrupted
+one (tests/test_train.py checks this).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from rayder_core.results import ResultsStore
+from rayder_core.train_config import TrainConfig, load_train_config
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps were skipped (non-finite loss or exploding gradients)."""
+
+
+@dataclass
+class TrainOutcome:
+    status: str      # "finished" | "preempted"
+    step: int
+    run_dir: Path
+
+
+# ------------------------------------------------------------------------------------------------ small file helpers
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Read a JSON-lines file; a torn last line (a writer killed mid-write) is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _truncate_jsonl(path: Path, max_step: int) -> None:
+    """Drop records of steps after `max_step` (logged after the checkpoint we resume from)."""
+    if path.exists():
+        rows = [r for r in _read_jsonl(path) if int(r["step"]) <= max_step]
+        _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.pt"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint file of a run (temp files of an interrupted save are ignored)."""
+    ckpts = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimizer step `step` (0-based): linear warmup, constant, then optional halving decay.
+
+    Warmup: lr * (step + 1) / warmup_steps for the first `warmup_steps` steps. WSD decay: from `decay_start` the LR
+    is lr * 2^(-(step - decay_start) / decay_halve_every), i.e. it halves every `decay_halve_every` steps.
+    """
+    o = cfg.optim
+    lr = o.lr
+    if o.warmup_steps > 0 and step < o.warmup_steps:
+        lr = o.lr * (step + 1) / o.warmup_steps
+    if o.decay_start is not None and step >= o.decay_start:
+        lr = lr * 2.0 ** (-(step - o.decay_start) / o.decay_halve_every)
+    return lr
+
+
+# ------------------------------------------------------------------------------------------------ distributed setup
+def init_distributed(device_pref: str) -> tuple[int, int, torch.device]:
+    """Initialise torch.distributed from torchrun/SLURM-exported env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but CUDA is not available on this machine")
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    return rank, world, device
+
+
+def _all_reduce_mean(x: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / world
+
+
+# ------------------------------------------------------------------------------------------------ signals
+class StopRequest:
+    """SIGTERM / SIGUSR2 only set a flag; the loop saves at the next step boundary, then chains the old handler."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread: no signal handling
+                pass
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def uninstall(self) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def chain(self) -> None:
+        """Call the handler that was installed before ours (submitit's USR2 handler requeues the job and exits)."""
+        prev = self._previous.get(self.signum) if self.signum is not None else None
+        self.uninstall()
+        if callable(prev):
+            prev(self.signum, None)
+
+
+# ------------------------------------------------------------------------------------------------ the trainer
+class _TrainingLoss(torch.nn.Module):
+    """DDP needs the loss computation as `forward`; this wraps `RayDer.training_loss`."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        return self.model.training_loss(x, generator=generator)
+
+
+class Trainer:
+    """Owns model, optimizer, data stream and bookkeeping of one run on one rank."""
+
+    def __init__(self, cfg: TrainConfig, *, db: str | None, rank: int, world: int, device: torch.device) -> None:
+        from rayder_core.data.loader import VideoClipLoader
+        from rayder_core.data.manifest import Manifest
+        from rayder_core.flops import train_flops_per_step
+        from rayder_core.model import RayDer
+        from rayder_core.model_config import ModelConfig
+
+        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
+        self.run_dir = cfg.run_dir
+        self.store = ResultsStore(db) if db and rank == 0 else None
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
+        self.local_batch = cfg.batch_size // world
+
+        self.model_cfg = ModelConfig.from_dict(dict(cfg.model), source=f"{self.run_dir}/config.yaml: model")
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = RayDer(self.model_cfg).to(device)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.ddp = None
+        if world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                _TrainingLoss(self.model), device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                           weight_decay=cfg.optim.weight_decay)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + rank)
+
+        manifest_path = Path(cfg.data.manifest)
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{manifest_path}: data manifest not found (create it with `rayder-data "
+                                    "manifest` or `rayder-data synth`)")
+        self.manifest = Manifest.load(manifest_path)
+        self.D = int(self.manifest.num_videos(cfg.data.fraction))
+        self.loader = VideoClipLoader(self.manifest.shards(cfg.data.fraction), frames=cfg.data.frames,
+                                      fps=cfg.data.fps, resolution=cfg.data.resolution,
+                                      batch_size=self.local_batch, seed=cfg.seed, rank=rank, world_size=world,
+                                      num_workers=cfg.data.num_workers)
+        self.flops_per_step = float(train_flops_per_step(self.model_cfg, cfg.data.resolution, cfg.data.frames,
+                                                         cfg.batch_size))
+        self.step = 0
+        self.samples = 0
+        self.skipped_total = 0
+        self.consecutive_skips = 0
+        self.elapsed_s = 0.0
+        self.started = time.time()
+        self.restarts = 0
+        self._synced_log_step = -1
+        self.last_checkpoint: int | None = None
+        self.latest: dict[str, float] = {}
+        self.lpips = None
+        if cfg.perceptual_weight > 0:
+            from rayder_core.metrics import LpipsMetric
+
+            metric = LpipsMetric.create(device)
+            if getattr(metric, "reason", None):
+                raise RuntimeError(f"perceptual_weight={cfg.perceptual_weight} needs LPIPS: {metric.reason}")
+            self.lpips = metric
+
+    # -------------------------------------------------------------------------------------------- state
+    @property
+    def flops(self) -> float:
+        return self.step * self.flops_per_step
+
+    def write_state(self, status: str, error: str | None = None) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "run_id": self.cfg.run_id, "sweep": self.cfg.sweep, "preset": self.model_cfg.preset,
+            "fraction": self.cfg.data.fraction, "D": self.D, "params": self.params, "status": status,
+            "step": self.step, "steps": self.cfg.steps, "samples": self.samples, "flops": self.flops,
+            "compute_gflop": self.flops / 1e9, "last_checkpoint": self.last_checkpoint, "heartbeat": time.time(),
+            "started": self.started, "elapsed_s": self.elapsed_s, "host": socket.gethostname(), "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "restarts": self.restarts, "latest": self.latest,
+            "skipped_total": self.skipped_total, "backend": getattr(self.model, "backend", None), "error": error,
+        }
+        _atomic_write_text(self.run_dir / "state.json", json.dumps(state, indent=1))
+
+    def checkpoint_state(self) -> dict:
+        rank_state = {"generator": self.generator.get_state(), "loader": self.loader.state_dict(),
+                      "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rank_state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        rank_states = [rank_state]
+        if self.world > 1:
+            rank_states = [None] * self.world
+            dist.all_gather_object(rank_states, rank_state)
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+            "samples": self.samples, "flops": self.flops, "flops_per_step": self.flops_per_step,
+            "skipped_total": self.skipped_total, "consecutive_skips": self.consecutive_skips,
+            "elapsed_s": self.elapsed_s, "started": self.started, "restarts": self.restarts,
+            "rank_states": rank_states, "run_id": self.cfg.run_id,
+        }
+
+    def save_checkpoint(self) -> None:
+        state = self.checkpoint_state()  # collective under DDP: every rank calls it
+        if self.rank == 0:
+            path = checkpoint_path(self.run_dir, self.step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)  # atomic: a checkpoint file is complete or absent
+            _truncate_jsonl(self.run_dir / "checkpoints.jsonl", self.step - 1)
+            _append_jsonl(self.run_dir / "checkpoints.jsonl",
+                          {"step": self.step, "samples": self.samples, "flops": self.flops,
+                           "wall_time_s": self.elapsed_s})
+            self.last_checkpoint = self.step
+            self._prune_checkpoints()
+        if self.world > 1:
+            dist.barrier()
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.cfg.keep_checkpoints
+        if keep > 0:
+            for old in sorted((self.run_dir / CHECKPOINT_DIR).glob("step_*.pt"))[:-keep]:
+                old.unlink()
+
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("run_id") != self.cfg.run_id:
+            raise RuntimeError(f"{path}: checkpoint belongs to run {state.get('run_id')}, not {self.cfg.run_id}")
+        if len(state["rank_states"]) != self.world:
+            raise RuntimeError(f"{path}: saved with {len(state['rank_states'])} ranks; resuming with {self.world} "
+                               "would change the data order (resume with the same number of processes)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        rs = state["rank_states"][self.rank]
+        self.generator.set_state(rs["generator"])
+        self.loader.load_state_dict(rs["loader"])
+        torch.set_rng_state(rs["torch_rng"])
+        if "cuda_rng" in rs and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rs["cuda_rng"], self.device)
+        self.step, self.samples = int(state["step"]), int(state["samples"])
+        self.skipped_total = int(state["skipped_total"])
+        self.consecutive_skips = int(state["consecutive_skips"])
+        self.elapsed_s, self.started = float(state["elapsed_s"]), float(state["started"])
+        self.restarts = int(state["restarts"]) + 1
+        self.last_checkpoint = self.step
+        if self.rank == 0:
+            for name in ("metrics.jsonl", "checkpoints.jsonl", "evals.jsonl"):
+                _truncate_jsonl(self.run_dir / name, self.step)
+            self._synced_log_step = -1
+        return True
+
+    # -------------------------------------------------------------------------------------------- one step
+    def train_step(self, x: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on a local batch x (B,K,3,H,W) in [-1,1]; returns the logged scalars."""
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                  enabled=cfg.precision == "bf16")
+        with autocast:
+            if self.ddp is None:
+                out = self.model.training_loss(x, generator=self.generator)
+            else:
+                out = self.ddp(x, generator=self.generator)
+            loss = out["loss"]
+            if self.lpips is not None:
+                pred = out["pred_grad"] if "pred_grad" in out else out["pred"]
+                loss = loss + cfg.perceptual_weight * self.lpips(pred, out["target"]).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # always, even if non-finite: DDP ranks must stay in lockstep
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))
+        loss_value = _all_reduce_mean(float(loss.detach()), self.world, self.device)
+        too_big = self.step >= cfg.optim.warmup_steps and grad_norm > cfg.optim.skip_grad_factor * cfg.optim.grad_clip
+        skipped = not math.isfinite(loss_value) or not math.isfinite(grad_norm) or too_big
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_total += 1
+            self.consecutive_skips += 1
+        else:
+            self.optimizer.step()
+            self.consecutive_skips = 0
+        mse = _all_reduce_mean(float(out["mse"]), self.world, self.device)
+        return {"loss": loss_value, "mse": mse, "psnr": -10 * math.log10(mse / 4) if mse > 0 else float("nan"),
+                "lr": lr, "grad_norm": grad_norm, "skipped": int(skipped),
+                "focal_mean": float(out.get("focal_mean", float("nan")))}
+
+    # -------------------------------------------------------------------------------------------- eval + store
+    def due_for_eval(self, step: int) -> bool:
+        e = self.cfg.eval
+        return step >= e.from_step and e.every > 0 and step % e.every == 0 and step > 0
+
+    def evaluate(self) -> None:
+        if self.rank == 0:
+            from rayder_core.evaluate import evaluate_model
+
+            self.model.eval()
+            try:
+                with torch.random.fork_rng(devices=[]):  # evaluation must not perturb training randomness
+                    records = evaluate_model(self.model, self.cfg.eval, resolution=self.cfg.data.resolution,
+                                             device=self.device, seed=self.cfg.seed)
+            finally:
+                self.model.train()
+            for rec in records:
+                _append_jsonl(self.run_dir / "evals.jsonl", {"step": self.step, **rec})
+        if self.world > 1:
+            dist.barrier()
+
+    def sync_store(self, status: str) -> None:
+        if self.store is not None:
+            record_run_dir(self.run_dir, self.store, status=status, since_step=self._synced_log_step)
+            self._synced_log_step = self.step
+
+    def fail(self, exc: BaseException) -> None:
+        self.write_state("failed", error=f"{type(exc).__name__}: {exc}")
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                record_run_dir(self.run_dir, self.store, status="failed")
+
+
+def record_run_dir(run_dir: str | Path, store: ResultsStore, *, status: str | None = None,
+                   since_step: int = -1) -> str:
+    """Write a run directory's records into the results store (idempotent: re-recording replaces rows).
+
+    `since_step` limits the training-log rows to steps after it (for incremental syncs). Returns the run id.
+    """
+    run_dir = Path(run_dir)
+    state_path = run_dir / "state.json"
+    if not state_path.exists():
+        raise FileNotFoundError(f"{state_path}: not a run directory (no state.json)")
+    state = json.loads(state_path.read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    run_id = state["run_id"]
+    store.upsert_run(run_id, sweep=state["sweep"], preset=state["preset"], params=int(state["params"]),
+                     fraction=float(state["fraction"]), D=int(state["D"]), config=config,
+                     status=status or state["status"], host=state.get("host", ""), run_dir=str(run_dir))
+    logs = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if int(r["step"]) > since_step]
+    store.add_train_log(run_id, logs)
+    for ck in _read_jsonl(run_dir / "checkpoints.jsonl"):
+        store.add_checkpoint(run_id, step=ck["step"], samples=ck["samples"], flops=ck["flops"],
+                             wall_time_s=ck["wall_time_s"])
+    for ev in _read_jsonl(run_dir / "evals.jsonl"):
+        store.add_evals(run_id, ev["step"], bench=ev["bench"], values=ev.get("values", {}), n=ev.get("n", 0),
+                        missing=ev.get("missing", {}))
+    return run_id
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run_training(cfg: TrainConfig, *, db: str | None = "results.duckdb", progress: bool = True,
+                 should_stop: Callable[[int], bool] | None = None) -> TrainOutcome:
+    """Train (or resume) the run `cfg`; see the module docstring. `should_stop(step)` lets tests stop early."""
+    rank, world, device = init_distributed(cfg.device)
+    run_dir = cfg.run_dir
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.exists():
+            _atomic_write_text(cfg_path, config_text)
+    if world > 1:
+        dist.barrier()
+    trainer = Trainer(cfg, db=db, rank=rank, world=world, device=device)
+    stop = StopRequest()
+    stop.install()
+    try:
+        resumed = trainer.resume()
+        if resumed and trainer.step >= cfg.steps:
+            trainer.write_state("finished")
+            trainer.sync_store("finished")
+            return TrainOutcome("finished", trainer.step, run_dir)
+        if resumed and trainer.due_for_eval(trainer.step) and not _has_eval(run_dir, trainer.step):
+            trainer.evaluate()  # killed between checkpoint and evaluation last time
+        trainer.write_state("running")
+        trainer.sync_store("running")
+        return _loop(trainer, stop, progress, should_stop)
+    except BaseException as exc:
+        trainer.fail(exc)
+        raise
+    finally:
+        stop.uninstall()
+
+
+def _has_eval(run_dir: Path, step: int) -> bool:
+    return any(int(r["step"]) == step for r in _read_jsonl(run_dir / "evals.jsonl"))
+
+
+def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
+          should_stop: Callable[[int], bool] | None) -> TrainOutcome:
+    from tqdm import tqdm
+
+    cfg = trainer.cfg
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc=cfg.run_id, disable=not progress or trainer.rank != 0,
+               dynamic_ncols=True, mininterval=2.0)
+    data = iter(trainer.loader)
+    t_last = time.time()
+    while trainer.step < cfg.steps:
+        batch = next(data)
+        x = batch["x"].to(trainer.device, non_blocking=True)
+        logged = trainer.train_step(x)
+        trainer.step += 1
+        trainer.samples += cfg.batch_size
+        now = time.time()
+        trainer.elapsed_s += now - t_last
+        t_last = now
+        bar.update(1)
+        if trainer.consecutive_skips >= cfg.optim.max_consecutive_skips:
+            raise TrainingDiverged(
+                f"run {cfg.run_id}: {trainer.consecutive_skips} consecutive steps skipped up to step {trainer.step} "
+                f"(last loss {logged['loss']:.4g}, grad norm {logged['grad_norm']:.4g}); the last good checkpoint "
+                f"is step {trainer.last_checkpoint} in {trainer.run_dir / CHECKPOINT_DIR}")
+        if trainer.rank == 0 and (trainer.step % cfg.log_every == 0 or trainer.step == cfg.steps):
+            row = {"step": trainer.step, **{k: logged[k] for k in ("loss", "psnr", "lr", "grad_norm", "skipped",
+                                                                     "focal_mean")},
+                   "skipped_total": trainer.skipped_total, "flops": trainer.flops}
+            _append_jsonl(trainer.run_dir / "metrics.jsonl", row)
+            trainer.latest = {"loss": logged["loss"], "psnr": logged["psnr"], "lr": logged["lr"]}
+            trainer.write_state("running")
+            bar.set_postfix(loss=f"{logged['loss']:.4f}", psnr=f"{logged['psnr']:.2f}", refresh=False)
+        at_ckpt = trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps
+        eval_due = trainer.due_for_eval(trainer.step) or (trainer.step == cfg.steps and
+                                                           trainer.step >= cfg.eval.from_step)
+        if at_ckpt or eval_due:
+            trainer.save_checkpoint()
+            if eval_due:
+                trainer.evaluate()
+            trainer.write_state("running")
+            trainer.sync_store("running")
+        stop_now = stop.signum is not None or (should_stop is not None and should_stop(trainer.step))
+        if trainer.world > 1:
+            flag = torch.tensor([float(stop_now)], device=trainer.device)
+            dist.all_reduce(flag)
+            stop_now = bool(flag.item() > 0)
+        if stop_now and trainer.step < cfg.steps:
+            if trainer.last_checkpoint != trainer.step:
+                trainer.save_checkpoint()
+            trainer.write_state("preempted")
+            trainer.sync_store("preempted")
+            bar.close()
+            if stop.signum is not None:
+                stop.chain()  # submitit's USR2 handler requeues and exits here
+            return TrainOutcome("preempted", trainer.step, trainer.run_dir)
+    bar.close()
+    trainer.write_state("finished")
+    trainer.sync_store("finished")
+    return TrainOutcome("finished", trainer.step, trainer.run_dir)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rayder-train", description="Train one RayDer run (resumes if possible).")
+    parser.add_argument("config", help="YAML training config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set optim.lr=3e-4 --set data.fraction=0.1")
+    parser.add_argument("--db", default="results.duckdb", help="results store ('' to write only the run dir)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    from rayder_core.yamlconf import ConfigError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"rayder-train: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        outcome = run_training(cfg, db=args.db or None)
+    except (TrainingDiverged, FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"rayder-train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{outcome.status} at step {outcome.step}: {outcome.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
