@@ -1,0 +1,79 @@
+"""Speed of scaling-law fits (not a test): timings and ratios measured in one run.
+
+    .venv/bin/python benchmarks/fit_speed.py [--bootstrap 1000] [--jobs 2] [--brute-force]
+
+1. one `kaplan` fit (20 refined grid starts) on ~40 frontier points of Eq. 4-like synthetic data (target < 2 s);
+2. the Chinchilla `additive` fit on 240 points (target < 30 s), and with --brute-force every grid start refined;
+3. N bootstrap refits of the kaplan fit in `--jobs` processes (target: 1000 in < 60 s on 2 cores).
+Timings are relative to a 256x256 float64 matmul measured in the same run (machine load varies).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from test_fitting_synth import eval_points  # noqa: E402
+
+from fitting import fit_law, frontier  # noqa: E402
+
+
+def _matmul_s() -> float:
+    a = np.random.default_rng(0).standard_normal((256, 256))
+    t = time.perf_counter()
+    for _ in range(50):
+        a @ a
+    return (time.perf_counter() - t) / 50
+
+
+def _timed(label: str, ref: float, fn):
+    t = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t
+    print(f"{label:<58} {dt:8.2f} s  ({dt / ref:10.0f} x matmul256)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--brute-force", action="store_true")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    ref = _matmul_s()
+    print(f"reference 256x256 matmul: {ref * 1e3:.3f} ms")
+
+    pts = frontier(eval_points("mse", 0, steps=range(50_000, 160_000, 20_000)), "mse", min_step=50_000)
+    r = _timed(f"kaplan fit, {int(pts.on_frontier_d.sum())} frontier points, 20 starts", ref,
+               lambda: fit_law(pts, bootstrap=0, holdout=False))
+    print("   ", r.formula(), f"({r.n_starts_at_best}/{r.n_starts} starts at best)")
+
+    csv = ROOT.parent / "shared" / "data" / "chinchilla" / "svg_extracted_data.csv"
+    if csv.exists():
+        df = pd.read_csv(csv).rename(columns={"Model Size": "N", "Training FLOP": "C"})
+        df["D"] = df["C"] / (6 * df["N"])
+        df = df.sort_values("loss").iloc[:-5]
+        c = _timed("Chinchilla additive fit, 240 points, 20 starts", ref,
+                   lambda: fit_law(df, law="additive", x=["N", "D"], y="loss", bootstrap=0, holdout=False))
+        print(f"    objective {c.objective:.6g}, alpha {c.params['alpha']:.4f}, beta {c.params['beta']:.4f}, "
+              f"E {c.params['L_inf']:.4f} ({c.n_starts_at_best}/{c.n_starts} starts at best)")
+        if args.brute_force:
+            b = _timed("Chinchilla additive fit, every grid start refined", ref,
+                       lambda: fit_law(df, law="additive", x=["N", "D"], y="loss", bootstrap=0, holdout=False,
+                                       n_starts=None))
+            print(f"    objective {b.objective:.6g} ({b.n_starts_at_best}/{b.n_starts} starts at best)")
+
+    _timed(f"kaplan fit + {args.bootstrap} bootstraps on {args.jobs} processes", ref,
+           lambda: fit_law(pts, bootstrap=args.bootstrap, holdout=False, n_jobs=args.jobs, progress=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""`rayder-fit`: fit a scaling law to the results store's frontier, or to any CSV.
+
+    rayder-fit --metric psnr --bench re10k --min-step 50000            # paper Eq. 4 (kaplan law on MSE)
+    rayder-fit --csv chinchilla.csv --x N,D --y loss --law additive \\
+        --eval 'N = `Model Size`' --eval 'D = `Training FLOP` / (6 * N)' --drop-top 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+import pandas as pd
+
+from .fit import FitWarning, fit_law
+from .laws import DEFAULT_LAW, LAWS
+from .pareto import TRANSFORMS, frontier
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rayder-fit", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("data from the results store")
+    src.add_argument("--metric", choices=sorted(TRANSFORMS), help="metric to fit (psnr is fitted as MSE on [-1,1])")
+    src.add_argument("--bench", help="benchmark name as stored by rayder-eval (e.g. re10k)")
+    src.add_argument("--db", default="results.duckdb", help="results store (default: %(default)s)")
+    src.add_argument("--sweep", default=None, help="only runs of this sweep")
+    src.add_argument("--min-step", type=int, default=0, help="ignore checkpoints before this step (paper: 50000)")
+    src.add_argument("--no-write", action="store_true", help="do not write the fit to the store's `fits` table")
+    ext = p.add_argument_group("external data")
+    ext.add_argument("--csv", help="CSV file with one point per row (fitted as given, no frontier)")
+    ext.add_argument("--x", default=None, help="input column(s), comma separated (default: C,D)")
+    ext.add_argument("--y", default=None, help="target column, positive and lower is better (default: y)")
+    ext.add_argument("--eval", action="append", default=[], metavar="EXPR",
+                     help="pandas DataFrame.eval assignment applied to the CSV, e.g. 'D = C / (6 * N)' (repeatable)")
+    ext.add_argument("--drop-top", type=int, default=0, metavar="K", help="drop the K rows with the highest y")
+    fit = p.add_argument_group("fit")
+    fit.add_argument("--law", default=DEFAULT_LAW, choices=sorted(LAWS), help="(default: %(default)s)")
+    fit.add_argument("--objective", default="huber", choices=("huber", "lsq"), help="(default: %(default)s)")
+    fit.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log residuals (default: %(default)g)")
+    fit.add_argument("--reduction", default="sum", choices=("sum", "mean"), help="Huber over points (default: sum)")
+    fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--starts", type=int, default=20, help="grid starts refined by L-BFGS-B (default: 20)")
+    fit.add_argument("--jobs", type=int, default=None, help="processes for the bootstrap (default: min(2, CPUs))")
+    p.add_argument("--json", action="store_true", help="print the fit record as JSON instead of text")
+    return p
+
+
+def _load_csv(args: argparse.Namespace, x: list[str], y: str) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(args.csv)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise SystemExit(f"rayder-fit: cannot read {args.csv}: {exc}")
+    for expr in args.eval:
+        try:
+            df = df.eval(expr)
+        except Exception as exc:  # pandas raises many kinds for a bad expression
+            raise SystemExit(f"rayder-fit: --eval {expr!r} failed on {args.csv}: {exc}")
+    missing = [c for c in [*x, y] if c not in df.columns]
+    if missing:
+        raise SystemExit(f"rayder-fit: {args.csv} has no column(s) {missing}; columns are {list(df.columns)}")
+    if args.drop_top:
+        df = df.sort_values(y).iloc[: len(df) - args.drop_top]
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    x = (args.x or "C,D").split(",")
+    y = args.y or "y"
+    if LAWS[args.law].n_inputs == 1 and args.x is None:
+        x = ["C"]
+    store = None
+    if args.csv:
+        df, metric, bench = _load_csv(args, x, y), None, args.bench
+    else:
+        if not (args.metric and args.bench):
+            print("rayder-fit: give --metric and --bench (results store) or --csv (external data)", file=sys.stderr)
+            return 2
+        from rayder_core.results import ResultsStore
+
+        store = ResultsStore(args.db)
+        points = store.eval_points(bench=args.bench, metric=args.metric, sweep=args.sweep)
+        if points.empty:
+            missing = store.missing_evals(args.bench, args.metric)
+            print(f"rayder-fit: {args.db} has no {args.metric} evaluations on bench {args.bench!r}"
+                  + (f" ({len(missing)} missing, e.g. {missing['missing_reason'].iloc[0]})" if len(missing) else ""),
+                  file=sys.stderr)
+            return 2
+        df, metric, bench = frontier(points, args.metric, min_step=args.min_step), args.metric, args.bench
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)  # kept in result.warnings and printed below
+            res = fit_law(df, law=args.law, x=x, y=y, objective=args.objective, delta=args.delta,
+                          reduction=args.reduction, bootstrap=args.bootstrap, seed=args.seed, n_starts=args.starts,
+                          n_jobs=args.jobs, metric=metric, bench=bench, sweep=args.sweep)
+    except (ValueError, RuntimeError) as exc:
+        print(f"rayder-fit: {exc}", file=sys.stderr)
+        return 2
+    record = res.to_record()
+    if store is not None and not args.no_write:
+        store.write_fit(record)
+    if args.json:
+        print(json.dumps({**record, "warnings": res.warnings, "elapsed_s": res.elapsed_s}, indent=2, default=float))
+    else:
+        print(res.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

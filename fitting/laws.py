@@ -1,0 +1,324 @@
+"""Registry of scaling laws (paper section B.2.1, Eqs. B.8-B.16) with analytic Jacobians.
+
+Every law maps one or two positive inputs (by default C = training compute in GFLOP and D = number of training
+videos, but any columns can play these roles, e.g. N = parameters and D = tokens) to a positive, lower-is-better
+target L. A law knows
+
+- its parameter names, box bounds (natural units) and which parameters are positive constants fitted in log space;
+- `evaluate(P, X, jac)`: predictions and, when asked, dL/dparam for every parameter (used by L-BFGS-B);
+- a grid of starting values for its *nonlinear* parameters (exponents, offsets) and a `basis` that turns one grid
+  point into a linear least-squares problem for the remaining constants (variable projection), so a multi-start
+  fit only has to search exponents;
+- a formula template that prints the fitted law like the paper's Eq. 4.
+
+Offsets (C0, D0) appear only in the `*_offset` variants; the base laws have them at 0 (so `additive` is
+Chinchilla's E + A/N^alpha + B/D^beta when x = [N, D]).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+Inputs = list[np.ndarray]
+
+# Bounds shared by all laws (natural units). Positive constants are fitted as log(value), so their bounds are wide.
+_CONST = (1e-30, 1e30)
+_EXP = (0.0, 5.0)
+_GAMMA = (0.05, 20.0)
+_OFFSET = (1e-30, 1e30)
+
+
+@dataclass(frozen=True)
+class Law:
+    """One scaling law. See the module docstring for the meaning of each field."""
+
+    name: str
+    equation: str  # paper equation number, e.g. "B.9"
+    n_inputs: int  # 1 (L(C)) or 2 (L(C, D))
+    param_names: tuple[str, ...]
+    log_params: frozenset[str]  # positive constants parametrised as log(value)
+    template: str  # formula with {param} and {x0}/{x1} placeholders
+    evaluate: Callable[[Params, Inputs, bool], tuple[np.ndarray, Params]]
+    basis: Callable[[Params, Inputs], tuple[list[np.ndarray], Callable[[Params, list[np.ndarray]], Params]]]
+    grid: Callable[[Inputs], Params]  # starting values of the nonlinear parameters (one entry per grid point)
+    # How constants depend on the units of the inputs: constant -> [(input index, exponent name)], i.e. the
+    # constant multiplies prod_j x_j^-exponent_j; and offset -> input index. Used to fit on inputs divided by a
+    # reference value (well conditioned) and convert the parameters back.
+    powers: dict[str, list[tuple[int, str]]]
+    offsets: dict[str, int]
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def denormalise(self, P: dict, refs: list[float]) -> dict:
+        """Parameters fitted on inputs x_j / refs[j] -> parameters for the raw inputs (arrays broadcast)."""
+        out = dict(P)
+        for const, factors in self.powers.items():
+            for j, exp_name in factors:
+                out[const] = out[const] * refs[j] ** P[exp_name]
+        for off, j in self.offsets.items():
+            out[off] = P[off] * refs[j]
+        return out
+
+    def predict(self, params: dict[str, float] | Params, X: Inputs) -> np.ndarray:
+        """Evaluate the law at inputs X (list of 1-D arrays, one per input column)."""
+        P = {k: np.asarray(params[k], dtype=float) for k in self.param_names}
+        return self.evaluate(P, [np.asarray(x, dtype=float) for x in X], False)[0]
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _logx(P: Params, X: Inputs, i: int, offset: str) -> tuple[np.ndarray, np.ndarray]:
+    """log(x_i + offset) and x_i + offset (offset 0 when the law has none)."""
+    shifted = X[i] + P[offset] if offset in P else X[i]
+    return np.log(shifted), shifted
+
+
+def _product(*grids: tuple[str, np.ndarray]) -> Params:
+    names = [g[0] for g in grids]
+    combos = np.array(list(itertools.product(*[g[1] for g in grids])), dtype=float)
+    return {n: combos[:, j] for j, n in enumerate(names)}
+
+
+_EXPONENTS = np.array([0.1, 0.25, 0.45, 0.7, 1.0, 1.5])
+_EXPONENTS_SMALL = np.array([0.15, 0.4, 0.8, 1.4])
+_OFFSET_FRACTIONS = np.array([1e-6, 0.1, 1.0])  # of the smallest input value
+
+
+def _offset_grid(X: Inputs, names: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for i, name in enumerate(names):
+        if name:
+            out.append((name, _OFFSET_FRACTIONS * float(np.min(X[i]))))
+    return out
+
+
+def _absorb_linear(names: tuple[str, ...]):
+    def absorb(P: Params, coef: list[np.ndarray]) -> Params:
+        out = dict(P)
+        for n, c in zip(names, coef):
+            out[n] = c
+        return out
+    return absorb
+
+
+# ---------------------------------------------------------------------------------------------------- B.8
+def _single(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    lc, cs = _logx(P, X, 0, "C0")
+    t = P["A"] * np.exp(-P["alpha"] * lc)
+    y = P["L_inf"] + t
+    if not jac:
+        return y, {}
+    g = {"L_inf": np.ones_like(y), "A": t / P["A"], "alpha": -t * lc, "C0": -P["alpha"] * t / cs}
+    return y, g
+
+
+def _single_basis(P: Params, X: Inputs):
+    lc, _ = _logx(P, X, 0, "C0")
+    return [np.ones_like(lc * P["alpha"]), np.exp(-P["alpha"] * lc)], _absorb_linear(("L_inf", "A"))
+
+
+# ---------------------------------------------------------------------------------------------------- B.9
+def _kaplan(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    lc, cs = _logx(P, X, 0, "C0")
+    ld, ds = _logx(P, X, 1, "D0")
+    tc = P["A"] * np.exp(-P["alpha"] * lc)
+    td = P["B"] * np.exp(-P["beta"] * ld)
+    s = tc + td
+    sg = s ** P["gamma"]
+    y = P["L_inf"] + sg
+    if not jac:
+        return y, {}
+    g1 = P["gamma"] * sg / s
+    g = {"L_inf": np.ones_like(y), "A": g1 * tc / P["A"], "alpha": -g1 * tc * lc, "B": g1 * td / P["B"],
+         "beta": -g1 * td * ld, "gamma": sg * np.log(s), "C0": -g1 * P["alpha"] * tc / cs,
+         "D0": -g1 * P["beta"] * td / ds}
+    return y, g
+
+
+def _kaplan_basis(P: Params, X: Inputs):
+    # With A = 1 and B = rho the law is L_inf + K * (C^-alpha + rho D^-beta)^gamma, linear in (L_inf, K);
+    # K = A^gamma then rescales A and B together.
+    lc, _ = _logx(P, X, 0, "C0")
+    ld, _ = _logx(P, X, 1, "D0")
+    phi = (np.exp(-P["alpha"] * lc) + P["B"] * np.exp(-P["beta"] * ld)) ** P["gamma"]
+
+    def absorb(P: Params, coef: list[np.ndarray]) -> Params:
+        out = dict(P)
+        scale = coef[1] ** (1.0 / P["gamma"])
+        out["L_inf"], out["A"], out["B"] = coef[0], scale, P["B"] * scale
+        return out
+    return [np.ones_like(phi), phi], absorb
+
+
+def _kaplan_grid_factory(offsets: bool):
+    def grid(X: Inputs) -> Params:
+        # "share": ratio of the D term to the C term at the median input, so the grid is scale free.
+        g = _product(("alpha", _EXPONENTS_SMALL), ("beta", _EXPONENTS_SMALL), ("gamma", np.array([0.5, 1.0, 2.0, 3.5])),
+                     ("share", np.array([0.1, 1.0, 10.0])), *(_offset_grid(X, ("C0", "D0")) if offsets else []))
+        log_mc, log_md = np.log(np.median(X[0])), np.log(np.median(X[1]))
+        g["B"] = g.pop("share") * np.exp(-g["alpha"] * log_mc + g["beta"] * log_md)
+        return g
+    return grid
+
+
+# ---------------------------------------------------------------------------------------------------- B.13
+def _additive(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    lc, cs = _logx(P, X, 0, "C0")
+    ld, ds = _logx(P, X, 1, "D0")
+    tc = P["A"] * np.exp(-P["alpha"] * lc)
+    td = P["B"] * np.exp(-P["beta"] * ld)
+    y = P["L_inf"] + tc + td
+    if not jac:
+        return y, {}
+    g = {"L_inf": np.ones_like(y), "A": tc / P["A"], "alpha": -tc * lc, "B": td / P["B"], "beta": -td * ld,
+         "C0": -P["alpha"] * tc / cs, "D0": -P["beta"] * td / ds}
+    return y, g
+
+
+def _additive_basis(P: Params, X: Inputs):
+    lc, _ = _logx(P, X, 0, "C0")
+    ld, _ = _logx(P, X, 1, "D0")
+    pc, pd = np.exp(-P["alpha"] * lc), np.exp(-P["beta"] * ld)
+    return [np.ones_like(pc * pd), pc, pd], _absorb_linear(("L_inf", "A", "B"))
+
+
+# ---------------------------------------------------------------------------------------------------- B.14
+def _cross(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    lc, cs = _logx(P, X, 0, "C0")
+    ld, ds = _logx(P, X, 1, "D0")
+    tc = P["A"] * np.exp(-P["alpha"] * lc)
+    td = P["B"] * np.exp(-P["beta"] * ld)
+    te = P["E"] * np.exp(-P["alpha2"] * lc - P["beta2"] * ld)
+    y = P["L_inf"] + tc + td + te
+    if not jac:
+        return y, {}
+    g = {"L_inf": np.ones_like(y), "A": tc / P["A"], "alpha": -tc * lc, "B": td / P["B"], "beta": -td * ld,
+         "E": te / P["E"], "alpha2": -te * lc, "beta2": -te * ld,
+         "C0": -(P["alpha"] * tc + P["alpha2"] * te) / cs, "D0": -(P["beta"] * td + P["beta2"] * te) / ds}
+    return y, g
+
+
+def _cross_basis(P: Params, X: Inputs):
+    lc, _ = _logx(P, X, 0, "C0")
+    ld, _ = _logx(P, X, 1, "D0")
+    pc, pd = np.exp(-P["alpha"] * lc), np.exp(-P["beta"] * ld)
+    pe = np.exp(-P["alpha2"] * lc - P["beta2"] * ld)
+    return [np.ones_like(pe), pc, pd, pe], _absorb_linear(("L_inf", "A", "B", "E"))
+
+
+# ---------------------------------------------------------------------------------------------------- B.15
+def _modulated(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    lc, cs = _logx(P, X, 0, "C0")
+    ld, ds = _logx(P, X, 1, "D0")
+    td = P["B"] * np.exp(-P["beta"] * ld)
+    tm = P["A"] * np.exp(-P["alpha"] * lc - P["delta"] * ld)
+    y = P["L_inf"] + td + tm
+    if not jac:
+        return y, {}
+    g = {"L_inf": np.ones_like(y), "B": td / P["B"], "beta": -td * ld, "A": tm / P["A"], "alpha": -tm * lc,
+         "delta": -tm * ld, "C0": -P["alpha"] * tm / cs, "D0": -(P["beta"] * td + P["delta"] * tm) / ds}
+    return y, g
+
+
+def _modulated_basis(P: Params, X: Inputs):
+    lc, _ = _logx(P, X, 0, "C0")
+    ld, _ = _logx(P, X, 1, "D0")
+    pd, pm = np.exp(-P["beta"] * ld), np.exp(-P["alpha"] * lc - P["delta"] * ld)
+    return [np.ones_like(pm), pd, pm], _absorb_linear(("L_inf", "B", "A"))
+
+
+# ---------------------------------------------------------------------------------------------------- B.16
+def _gated(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    lc, ld = np.log(X[0]), np.log(X[1])
+    dd1 = X[1] + P["D1"]
+    lgate = ld - np.log(dd1)
+    td = P["B"] * np.exp(-P["beta"] * ld)
+    tg = P["A"] * np.exp(-P["alpha"] * lc + P["kappa"] * lgate)
+    y = P["L_inf"] + td + tg
+    if not jac:
+        return y, {}
+    g = {"L_inf": np.ones_like(y), "B": td / P["B"], "beta": -td * ld, "A": tg / P["A"], "alpha": -tg * lc,
+         "kappa": tg * lgate, "D1": -P["kappa"] * tg / dd1}
+    return y, g
+
+
+def _gated_basis(P: Params, X: Inputs):
+    lc, ld = np.log(X[0]), np.log(X[1])
+    pd = np.exp(-P["beta"] * ld)
+    pg = np.exp(-P["alpha"] * lc + P["kappa"] * (ld - np.log(X[1] + P["D1"])))
+    return [np.ones_like(pg), pd, pg], _absorb_linear(("L_inf", "B", "A"))
+
+
+def _gated_grid(X: Inputs) -> Params:
+    return _product(("beta", _EXPONENTS_SMALL), ("alpha", _EXPONENTS_SMALL), ("kappa", np.array([0.5, 1.0, 2.0])),
+                    ("D1", np.array([0.1, 1.0, 10.0]) * float(np.median(X[1]))))
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+def _make(name: str, equation: str, n_inputs: int, names: tuple[str, ...], powers: dict, template: str,
+          evaluate, basis, grid) -> Law:
+    const = {"L_inf", "A", "B", "E"}
+    offsets = {"C0", "D0", "D1"}
+    bounds = {}
+    for n in names:
+        bounds[n] = _CONST if n in const else _OFFSET if n in offsets else _GAMMA if n == "gamma" else _EXP
+    return Law(name=name, equation=equation, n_inputs=n_inputs, param_names=names,
+               log_params=frozenset(n for n in names if n in const | offsets), template=template,
+               evaluate=evaluate, basis=basis, grid=grid, powers=powers,
+               offsets={o: j for o, j in (("C0", 0), ("D0", 1), ("D1", 1)) if o in names}, bounds=bounds)
+
+
+def _grid(exps: list[tuple[str, np.ndarray]], offsets: tuple[str, ...] = ()):
+    return lambda X: _product(*exps, *_offset_grid(X, offsets))
+
+
+_AB = {"A": [(0, "alpha")], "B": [(1, "beta")]}
+LAWS: dict[str, Law] = {}
+for _off in (False, True):
+    _sfx = "_offset" if _off else ""
+    _c = "({x0} + {C0})" if _off else "{x0}"
+    _d = "({x1} + {D0})" if _off else "{x1}"
+    _cd = ("C0", "D0") if _off else ("", "")
+    _extra = ("C0", "D0") if _off else ()
+    LAWS["single" + _sfx] = _make(
+        "single" + _sfx, "B.8", 1, ("L_inf", "A", "alpha") + (("C0",) if _off else ()), {"A": [(0, "alpha")]},
+        "{L_inf} + {A} " + _c + "^-{alpha}", _single, _single_basis,
+        _grid([("alpha", np.linspace(0.05, 2.0, 14))], ("C0",) if _off else ()))
+    LAWS["kaplan" + _sfx] = _make(
+        "kaplan" + _sfx, "B.9", 2, ("L_inf", "A", "alpha", "B", "beta", "gamma") + _extra, _AB,
+        "{L_inf} + ({A} " + _c + "^-{alpha} + {B} " + _d + "^-{beta})^{gamma}", _kaplan, _kaplan_basis,
+        _kaplan_grid_factory(_off))
+    LAWS["additive" + _sfx] = _make(
+        "additive" + _sfx, "B.13", 2, ("L_inf", "A", "alpha", "B", "beta") + _extra, _AB,
+        "{L_inf} + {A} " + _c + "^-{alpha} + {B} " + _d + "^-{beta}", _additive, _additive_basis,
+        _grid([("alpha", _EXPONENTS), ("beta", _EXPONENTS)], _cd))
+    LAWS["cross" + _sfx] = _make(
+        "cross" + _sfx, "B.14", 2, ("L_inf", "A", "alpha", "B", "beta", "E", "alpha2", "beta2") + _extra,
+        {**_AB, "E": [(0, "alpha2"), (1, "beta2")]},
+        "{L_inf} + {A} " + _c + "^-{alpha} + {B} " + _d + "^-{beta} + {E} " + _c + "^-{alpha2} " + _d + "^-{beta2}",
+        _cross, _cross_basis,
+        _grid([("alpha", _EXPONENTS_SMALL), ("beta", _EXPONENTS_SMALL), ("alpha2", _EXPONENTS_SMALL),
+               ("beta2", _EXPONENTS_SMALL)], _cd))
+    LAWS["modulated" + _sfx] = _make(
+        "modulated" + _sfx, "B.15", 2, ("L_inf", "B", "beta", "A", "alpha", "delta") + _extra,
+        {"B": [(1, "beta")], "A": [(0, "alpha"), (1, "delta")]},
+        "{L_inf} + {B} " + _d + "^-{beta} + {A} " + _c + "^-{alpha} " + _d + "^-{delta}", _modulated,
+        _modulated_basis,
+        _grid([("beta", _EXPONENTS_SMALL), ("alpha", _EXPONENTS_SMALL), ("delta", np.array([0.0, 0.1, 0.3, 0.6]))],
+              _cd))
+LAWS["gated"] = _make(
+    "gated", "B.16", 2, ("L_inf", "B", "beta", "A", "alpha", "kappa", "D1"), {"B": [(1, "beta")], "A": [(0, "alpha")]},
+    "{L_inf} + {B} {x1}^-{beta} + {A} {x0}^-{alpha} ({x1} / ({x1} + {D1}))^{kappa}", _gated, _gated_basis,
+    _gated_grid)
+
+DEFAULT_LAW = "kaplan"
+
+
+def get_law(name: str) -> Law:
+    """Look up a law by name with a clear error listing the registry."""
+    try:
+        return LAWS[name]
+    except KeyError:
+        raise ValueError(f"unknown law {name!r}; choose one of {sorted(LAWS)}") from None
