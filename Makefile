@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q --no-build-isolation "$(NATTEN_SPEC)"
 	$(PIP) install -q -e ".[dev]"
+	# lpips only for its linear-layer weights (v0.1/vgg.pth): its torchvision requirement would not import here.
+	$(PIP) install -q --no-deps "lpips==0.1.4"
 	touch $@
 
 install: $(VENV)/.installed

@@ -89,6 +89,7 @@ class ResultsStore:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout_s = lock_timeout_s
         self._schema_checked = False
+        self._batch_con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> "ResultsStore":
         return self
@@ -118,7 +119,26 @@ class ResultsStore:
             os.close(fd)  # closing releases the flock
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator["ResultsStore"]:
+        """Group many writes into one locked transaction: `with store.batch(): store.add_...(...)`.
+
+        All-or-nothing: an exception inside the block rolls every write of the block back.
+        """
+        if self._batch_con is not None:
+            yield self
+            return
+        with self._connect(write=True) as con:
+            self._batch_con = con
+            try:
+                yield self
+            finally:
+                self._batch_con = None
+
+    @contextlib.contextmanager
     def _connect(self, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._batch_con is not None:  # inside `batch()`: reuse its connection and transaction
+            yield self._batch_con
+            return
         with self._locked(exclusive=write or not self.path.exists()):
             try:
                 con = duckdb.connect(str(self.path), read_only=not write and self.path.exists())

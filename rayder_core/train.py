@@ -5,7 +5,8 @@ fraction. A run lives in `cfg.run_dir` (`<out_dir>/<run_id>/`):
 
 - `config.yaml`        the resolved config (its hash is the run id)
 - `state.json`         heartbeat and progress, rewritten atomically at every log step (read by `rayder-sweep status`)
-- `metrics.jsonl`      one JSON object per logged step: step, loss, psnr, lr, grad_norm, skipped, flops, focal_mean
+- `metrics.jsonl`      one JSON object per logged step: step, loss, psnr, lr, grad_norm, focal_mean, flops,
+                       skipped (steps skipped since the previous line), skipped_total
 - `checkpoints.jsonl`  one line per checkpoint: step, samples, flops, wall_time_s
 - `evals.jsonl`        one line per (checkpoint, benchmark): step, bench, values, n, missing
 - `checkpoints/step_XXXXXXX.pt`  model, optimizer, RNG and data-loader state, step, samples, cumulative FLOPs
@@ -230,6 +231,7 @@ class Trainer:
         self.started = time.time()
         self.restarts = 0
         self._synced_log_step = -1
+        self._skipped_since_log = 0
         self.last_checkpoint: int | None = None
         self.latest: dict[str, float] = {}
         self.lpips = None
@@ -357,6 +359,7 @@ class Trainer:
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_total += 1
+            self._skipped_since_log += 1
             self.consecutive_skips += 1
         else:
             self.optimizer.step()
@@ -412,6 +415,13 @@ def record_run_dir(run_dir: str | Path, store: ResultsStore, *, status: str | No
     state = json.loads(state_path.read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     run_id = state["run_id"]
+    with store.batch():
+        _record(store, run_dir, run_id, state, config, status, since_step)
+    return run_id
+
+
+def _record(store: ResultsStore, run_dir: Path, run_id: str, state: dict, config: dict, status: str | None,
+            since_step: int) -> None:
     store.upsert_run(run_id, sweep=state["sweep"], preset=state["preset"], params=int(state["params"]),
                      fraction=float(state["fraction"]), D=int(state["D"]), config=config,
                      status=status or state["status"], host=state.get("host", ""), run_dir=str(run_dir))
@@ -423,7 +433,6 @@ def record_run_dir(run_dir: str | Path, store: ResultsStore, *, status: str | No
     for ev in _read_jsonl(run_dir / "evals.jsonl"):
         store.add_evals(run_id, ev["step"], bench=ev["bench"], values=ev.get("values", {}), n=ev.get("n", 0),
                         missing=ev.get("missing", {}))
-    return run_id
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -490,9 +499,10 @@ def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
                 f"(last loss {logged['loss']:.4g}, grad norm {logged['grad_norm']:.4g}); the last good checkpoint "
                 f"is step {trainer.last_checkpoint} in {trainer.run_dir / CHECKPOINT_DIR}")
         if trainer.rank == 0 and (trainer.step % cfg.log_every == 0 or trainer.step == cfg.steps):
-            row = {"step": trainer.step, **{k: logged[k] for k in ("loss", "psnr", "lr", "grad_norm", "skipped",
-                                                                     "focal_mean")},
+            row = {"step": trainer.step, **{k: logged[k] for k in ("loss", "psnr", "lr", "grad_norm", "focal_mean")},
+                   "skipped": trainer._skipped_since_log,  # steps skipped since the previous log line
                    "skipped_total": trainer.skipped_total, "flops": trainer.flops}
+            trainer._skipped_since_log = 0
             _append_jsonl(trainer.run_dir / "metrics.jsonl", row)
             trainer.latest = {"loss": logged["loss"], "psnr": logged["psnr"], "lr": logged["lr"]}
             trainer.write_state("running")

@@ -127,3 +127,17 @@ def test_foreign_duckdb_file_rejected(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="not a rayder results store"):
         ResultsStore(path).runs()
+
+
+def test_batch_is_one_transaction(tmp_path):
+    store = ResultsStore(tmp_path / "r.duckdb")
+    with store.batch():
+        _run(store, "b")
+        for step in range(50):
+            store.add_checkpoint("b", step=step, samples=step, flops=1.0, wall_time_s=0.0)
+    assert store.table_counts()["checkpoints"] == 50
+    with pytest.raises(RuntimeError):
+        with store.batch():
+            store.add_checkpoint("b", step=999, samples=1, flops=1.0, wall_time_s=0.0)
+            raise RuntimeError("boom")
+    assert store.table_counts()["checkpoints"] == 50  # rolled back as a whole

@@ -1,0 +1,51 @@
+"""`rayder-report`: render the study report of a results store as a multi-page PDF plus one file per figure.
+
+    rayder-report --db results.duckdb --out reports/out/study.pdf
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rayder_core.results import DEFAULT_DB, StoreError
+
+DEFAULT_OUT = "reports/out/study.pdf"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rayder-report", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"results store (default {DEFAULT_DB})")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"report PDF (default {DEFAULT_OUT})")
+    parser.add_argument("--figures-dir", default=None,
+                        help="where one PDF/PNG per figure goes (default: <out stem>_figures/ next to the PDF)")
+    parser.add_argument("--formats", default="pdf,png",
+                        help="per-figure formats, comma separated; empty string for none (default pdf,png)")
+    parser.add_argument("--bootstrap", type=int, default=200,
+                        help="bootstrap resamples of laws fitted now (stored fits are used when present)")
+    parser.add_argument("--min-step", type=int, default=0,
+                        help="ignore checkpoints before this step in frontiers and fits (paper: 50000)")
+    parser.add_argument("--refit", action="store_true", help="ignore stored fits and fit every law now")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of the per-figure PNGs")
+    args = parser.parse_args(argv)
+
+    from reports.report import ReportError, build_report  # matplotlib is slow to import; keep --help fast
+
+    formats = tuple(f.strip().lstrip(".") for f in args.formats.split(",") if f.strip())
+    try:
+        result = build_report(args.db, args.out, figures_dir=args.figures_dir, figure_formats=formats,
+                              bootstrap=args.bootstrap, seed=args.seed, min_step=args.min_step,
+                              use_stored_fits=not args.refit, dpi=args.dpi)
+    except (ReportError, StoreError) as exc:
+        print(f"rayder-report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.pdf} ({len(result.pages)} pages) in {result.elapsed_s:.1f} s")
+    if result.figure_files:
+        print(f"wrote {len(result.figure_files)} figure files to {result.figure_files[0].parent}")
+    for fit in result.fits.values():
+        print(f"  {fit.bench} {fit.target}: {fit.formula if fit.ok else 'no fit: ' + (fit.problem or '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
