@@ -463,6 +463,12 @@ def run_training(cfg: TrainConfig, *, db: str | None = "results.duckdb", progres
         trainer.write_state("running")
         trainer.sync_store("running")
         return _loop(trainer, stop, progress, should_stop)
+    except (SystemExit, KeyboardInterrupt):
+        # submitit's USR2 handler exits after requeueing (state "preempted" is already written); Ctrl-C or another
+        # exit mid-step leaves the last checkpoint as the resume point. Neither is a failure of the run.
+        if stop.signum is None:
+            trainer.write_state("preempted", error="interrupted (KeyboardInterrupt/SystemExit)")
+        raise
     except BaseException as exc:
         trainer.fail(exc)
         raise

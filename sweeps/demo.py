@@ -1,0 +1,146 @@
+"""`make demo` (= `python -m sweeps.demo`): the whole study, small, on this machine.
+
+1. generate the synthetic corpus (nested 1%/10%/100% manifest) and benchmarks where `sweeps/demo.yaml` expects them
+   (cached: a second call is a no-op);
+2. launch `sweeps/demo.yaml` (4 tiny presets x 3 fractions) with the local executor and a progress bar;
+3. `rayder-fit` each evaluated metric and `rayder-report` the store to a PDF (when those tools are installed);
+4. print where the store and the PDF are and a summary: runs, compute, evaluated checkpoints, fitted law, time.
+
+Re-running is idempotent: finished runs are skipped and no rows are duplicated.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sweeps.launcher import launch
+from sweeps.spec import SweepSpec, load_spec
+
+DEMO_GRID = Path(__file__).with_name("demo.yaml")
+FIT_METRICS = ("mse", "psnr", "lpips", "ssim")
+FIT_BOOTSTRAP = 200  # bootstrap resamples per fit (CIs); the paper-scale default of rayder-fit is 1000
+
+
+def _run_tool(module: str, args: list[str]) -> int:
+    """Run a console-script module of this package with the current interpreter; returns its exit status."""
+    cmd = [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())", *args]
+    print(f"$ {module.split('.')[0]}: {' '.join(args)}", flush=True)
+    return subprocess.run(cmd).returncode
+
+
+def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int, seconds: float) -> None:
+    """Generate the corpus, manifest and benchmarks the grid's runs read (paths and resolution from the grid)."""
+    cfg = spec.runs()[0]
+    manifest = Path(cfg.data.manifest)
+    root = manifest.parent
+    fractions = ",".join(f"{f:g}" for f in sorted(spec.grid.fractions))
+    res = str(cfg.data.resolution)
+    if _run_tool("rayder_core.data.cli", ["synth", "--out", str(root), "--clips", str(clips), "--resolution", res,
+                                          "--seconds", f"{seconds:g}", "--workers", str(workers),
+                                          "--fractions", fractions]):
+        raise SystemExit("demo: generating the synthetic corpus failed (see above)")
+    if not manifest.is_file():
+        if _run_tool("rayder_core.data.cli", ["manifest", "--shards", str(root / "shards"), "--fractions",
+                                              fractions, "--out", str(manifest)]):
+            raise SystemExit("demo: building the manifest failed (see above)")
+    bench_roots = {Path(b.path).parent for b in cfg.eval.benchmarks}
+    for bench_root in sorted(bench_roots):
+        if _run_tool("rayder_core.data.cli", ["bench", "--out", str(bench_root), "--scenes", str(bench_scenes),
+                                              "--resolution", res]):
+            raise SystemExit("demo: generating the benchmarks failed (see above)")
+
+
+def fit_and_report(spec: SweepSpec, pdf: Path) -> tuple[list[str], Path | None]:
+    """Fit every metric evaluated on the first re10k benchmark, then render the report. Returns (fitted metrics,
+    PDF path or None)."""
+    from rayder_core.results import ResultsStore
+
+    store = ResultsStore(spec.db_path)
+    bench = next((b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"), None)
+    fitted: list[str] = []
+    if bench is not None and importlib.util.find_spec("fitting.cli") is not None:
+        for metric in FIT_METRICS:
+            if store.eval_points(bench, metric, sweep=spec.name).empty:
+                continue
+            if _run_tool("fitting.cli", ["--metric", metric, "--bench", bench, "--db", str(spec.db_path),
+                                          "--sweep", spec.name, "--bootstrap", str(FIT_BOOTSTRAP)]) == 0:
+                fitted.append(metric)
+            else:
+                print(f"demo: rayder-fit --metric {metric} failed (see above); continuing", file=sys.stderr)
+    elif bench is not None:
+        print("demo: rayder-fit is not available yet (fitting/cli.py); skipping the fits", file=sys.stderr)
+    if importlib.util.find_spec("reports.cli") is None:
+        print("demo: rayder-report is not available yet (reports/cli.py); skipping the PDF", file=sys.stderr)
+        return fitted, None
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf)]) != 0 or not pdf.is_file():
+        print("demo: rayder-report failed (see above)", file=sys.stderr)
+        return fitted, None
+    return fitted, pdf
+
+
+def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
+    from rayder_core.results import ResultsStore
+
+    store = ResultsStore(spec.db_path)
+    ids = [c.run_id for c in spec.runs()]
+    runs = store.runs(spec.name)
+    runs = runs[runs["run_id"].isin(ids)]
+    ck = store.checkpoints()
+    ck = ck[ck["run_id"].isin(ids)]
+    ev = store.evals()
+    ev = ev[ev["run_id"].isin(ids) & ev["value"].notna()]
+    n_eval = ev.groupby("run_id")["step"].nunique() if len(ev) else None
+    compute = ck.groupby("run_id")["compute_gflop"].max().sum() if len(ck) else 0.0
+    lines = [
+        f"store:   {spec.db_path}",
+        f"report:  {pdf if pdf else '(not rendered)'}",
+        f"runs:    {int((runs['status'] == 'finished').sum())}/{len(ids)} finished "
+        f"({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())})",
+        f"compute: {compute:.4g} GFLOP in total; evaluated checkpoints per run: "
+        f"{'-' if n_eval is None else f'{int(n_eval.min())}..{int(n_eval.max())}'}",
+    ]
+    fits = store.fits()
+    if len(fits):
+        fits = fits[fits["sweep"].fillna(spec.name) == spec.name]
+        for _, f in fits.tail(4).iterrows():
+            lines.append(f"law:     {f['metric']} on {f['bench']}: {f['formula']}  (R^2 = {f['r2']:.3f}, "
+                         f"{f['n_points']} frontier points)")
+    lines.append(f"time:    {seconds / 60:.1f} min (data, {len(ids)} runs, fits, report)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", default=str(DEMO_GRID), help="grid file (default: sweeps/demo.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a grid key, e.g. --set base.steps=400")
+    parser.add_argument("--executor", default="local", choices=("local", "slurm", "auto"),
+                        help="where the runs train (default: local; slurm waits for the jobs)")
+    parser.add_argument("--clips", type=int, default=2000, help="synthetic training clips (default 2000)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="clip length in seconds (default 5)")
+    parser.add_argument("--bench-scenes", type=int, default=16, help="benchmark scenes (default 16)")
+    parser.add_argument("--workers", type=int, default=2, help="data-generation processes (default 2)")
+    parser.add_argument("--pdf", default="reports/out/study.pdf", help="report path")
+    args = parser.parse_args(argv)
+
+    t0 = time.monotonic()
+    spec = load_spec(args.grid, args.overrides)
+    print(f"demo: preparing synthetic data for {args.grid}", flush=True)
+    prepare_data(spec, clips=args.clips, bench_scenes=args.bench_scenes, workers=args.workers, seconds=args.seconds)
+    t_data = time.monotonic() - t0
+    print(f"demo: data ready in {t_data:.0f} s; launching {len(spec.runs())} runs", flush=True)
+    result = launch(spec, executor=args.executor, wait=True)
+    t_train = time.monotonic() - t0 - t_data
+    print(f"demo: training done in {t_train / 60:.1f} min", flush=True)
+    _, pdf = fit_and_report(spec, Path(args.pdf))
+    print("\n" + summary(spec, pdf, time.monotonic() - t0))
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

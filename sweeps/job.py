@@ -1,0 +1,83 @@
+"""The submitit callable that trains one run of a sweep, on SLURM or on the local executor.
+
+`TrainJob()(config, db)` rebuilds the run's TrainConfig from its plain mapping (so a requeued job does not depend on
+pickled classes), sets up torch.distributed from the SLURM environment when the job has several tasks, and calls
+`rayder_core.train.run_training`, which resumes from the run directory's last checkpoint.
+
+Checkpointing: submitit calls `checkpoint()` when the job gets USR2 (preemption, or the time limit approaching) and
+requeues the same call; because the run directory holds the checkpoint, re-running the same arguments resumes.
+`run_training` saves before submitit's handler runs (it chains to it at the next step boundary; the handler's exit is
+deferred until run_training has returned, so the run's state reads "preempted", not "failed"). A plain
+`scontrol requeue` (SIGTERM, then SIGKILL after KillWait) is handled by `run_training` alone: it saves on SIGTERM and
+SLURM restarts the job, which resumes the same way.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import submitit
+
+
+def setup_distributed() -> dict[str, str]:
+    """Export torch.distributed's env:// variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT) from the submitit/SLURM job environment when the job has several tasks, as torchrun would.
+
+    All of a node's GPUs stay visible (run_training picks cuda:LOCAL_RANK). Returns the exported variables ({} for
+    a single-task job, which then trains without a process group).
+    """
+    env = submitit.JobEnvironment()
+    if env.num_tasks <= 1:
+        return {}
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                                       "MASTER_PORT")}
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Train (or resume) one run. `threads` > 0 sets torch's CPU threads (the local executor shares the cores)."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
+    def __call__(self, config: dict[str, Any], db: str | None) -> dict[str, Any]:
+        """Returns {"run_id", "status" ("finished"|"preempted"), "step", "run_dir"}; raises if training fails."""
+        import torch
+
+        from rayder_core.train import run_training
+        from rayder_core.train_config import load_train_config
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        env = submitit.JobEnvironment()
+        setup_distributed()
+        cfg = load_train_config(config)
+        requeued = self._defer_submitit_exit()
+        outcome = run_training(cfg, db=db, progress=env.global_rank == 0)
+        if requeued:
+            # submitit requeued the job; leave without a result file, as submitit's own handler would have
+            sys.exit(-1)
+        return {"run_id": cfg.run_id, "status": outcome.status, "step": outcome.step,
+                "run_dir": str(outcome.run_dir)}
+
+    @staticmethod
+    def _defer_submitit_exit() -> list[bool]:
+        """Wrap submitit's USR2 handler (checkpoint, requeue, then sys.exit) so that its exit is deferred until
+        run_training has returned: run_training chains to this handler after saving, and an exit raised inside it
+        would otherwise unwind through the training code as if the run had failed. Returns a flag list that is
+        non-empty once the job was requeued."""
+        requeued: list[bool] = []
+        previous = signal.getsignal(signal.SIGUSR2)
+        if not callable(previous):
+            return requeued
+
+        def requeue_then_return(signum: int, frame: Any) -> None:
+            try:
+                previous(signum, frame)
+            except SystemExit:
+                requeued.append(True)
+
+        signal.signal(signal.SIGUSR2, requeue_then_return)
+        return requeued

@@ -1,0 +1,482 @@
+"""`rayder-sweep launch | status | cancel | collect`: run a grid of training runs on SLURM or on this machine.
+
+    rayder-sweep launch sweeps/grid.yaml [--executor auto|slurm|local] [--set base.steps=1000] [--dry-run] [--wait]
+    rayder-sweep status sweeps/grid.yaml [--stale-after 300]      # or a directory of run directories
+    rayder-sweep cancel sweeps/grid.yaml                          # running runs save a checkpoint, then stop
+    rayder-sweep collect sweeps/grid.yaml [--db results.duckdb]   # run directories -> results store (idempotent)
+
+`--executor auto` uses SLURM when `sbatch` is on PATH, else the local executor (runs as subprocesses of `launch`,
+`local.parallel` at a time, with a progress bar). A run's identity is the hash of its resolved config (`run_id`), so
+launching the same grid again skips finished runs, leaves queued/running ones alone, resumes the others from their
+last checkpoint, and never duplicates rows in the store (every store write is an upsert).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayder_core.train_config import TrainConfig
+from rayder_core.yamlconf import ConfigError
+from sweeps.spec import SweepSpec, load_spec
+from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, format_table,
+                          job_active, read_launch, read_state, run_status, slurm_queue, write_json_atomic)
+
+EXECUTORS = ("auto", "slurm", "local")
+SUBMITIT_DIR = ".submitit"
+
+
+class LaunchError(RuntimeError):
+    """The sweep cannot be launched as asked (no sbatch for --executor slurm, ...)."""
+
+
+def resolve_executor(name: str) -> str:
+    """'auto' -> 'slurm' when `sbatch` is on PATH, else 'local'. Checks that 'slurm' is usable."""
+    if name not in EXECUTORS:
+        raise LaunchError(f"--executor must be one of {EXECUTORS}, got {name!r}")
+    has_sbatch = shutil.which("sbatch") is not None
+    if name == "auto":
+        return "slurm" if has_sbatch else "local"
+    if name == "slurm" and not has_sbatch:
+        raise LaunchError("--executor slurm: `sbatch` is not on PATH (use --executor local to run here)")
+    return name
+
+
+# ------------------------------------------------------------------------------------------------ planning
+@dataclass
+class PlannedRun:
+    cfg: TrainConfig
+    action: str          # "submit" | "skip"
+    reason: str          # e.g. "new", "resume from step 300 (preempted)", "finished", "running as job 12_3"
+
+
+def plan_launch(cfgs: list[TrainConfig], *, queue: dict[str, str] | None, retry_failed: bool = True,
+                stale_after_s: float = STALE_AFTER_S, now: float | None = None) -> list[PlannedRun]:
+    """Decide for each run whether to submit it. Finished runs and runs whose job is alive are skipped."""
+    now = time.time() if now is None else now
+    plans = []
+    for cfg in cfgs:
+        state, launch = read_state(cfg.run_dir), read_launch(cfg.run_dir)
+        alive = job_active(launch, queue)
+        status = (state or {}).get("status")
+        step = int((state or {}).get("step", 0))
+        if status == "finished":
+            plans.append(PlannedRun(cfg, "skip", "finished"))
+        elif alive is not None:
+            plans.append(PlannedRun(cfg, "skip", f"{alive.lower()} as job {launch['job_id']}"))
+        elif status == "running" and now - float(state.get("heartbeat", 0)) <= stale_after_s and (
+                launch is None or (launch.get("executor") == "slurm" and queue is None)):
+            # started outside this launcher (rayder-train) or the queue cannot be asked: trust the heartbeat
+            plans.append(PlannedRun(cfg, "skip", "running (fresh heartbeat)"))
+        elif status == "failed" and not retry_failed:
+            plans.append(PlannedRun(cfg, "skip", f"failed at step {step} (--no-retry-failed)"))
+        elif state is None:
+            plans.append(PlannedRun(cfg, "submit", "new"))
+        else:
+            why = "stale heartbeat" if status == "running" else status
+            plans.append(PlannedRun(cfg, "submit", f"resume from step {step} ({why})"))
+    return plans
+
+
+# ------------------------------------------------------------------------------------------------ launching
+@dataclass
+class LaunchResult:
+    executor: str
+    planned: list[PlannedRun]
+    job_ids: dict[str, str] = field(default_factory=dict)     # run_id -> job id (SLURM) or controller pid (local)
+    outcomes: dict[str, str] = field(default_factory=dict)    # run_id -> finished | preempted | failed | ...
+    errors: dict[str, str] = field(default_factory=dict)      # run_id -> error message of a failed job
+
+    @property
+    def submitted(self) -> list[str]:
+        return [p.cfg.run_id for p in self.planned if p.action == "submit"]
+
+
+def _record_launch(cfg: TrainConfig, executor: str, job_id: str, spec: SweepSpec) -> None:
+    write_json_atomic(cfg.run_dir / LAUNCH_FILE, {
+        "executor": executor, "job_id": str(job_id), "submitted": time.time(), "host": socket.gethostname(),
+        "sweep": spec.name, "grid": spec.source,
+        "submitit_folder": str(Path(cfg.out_dir) / SUBMITIT_DIR / str(job_id)),
+    })
+
+
+def _local_threads(spec: SweepSpec) -> int:
+    if spec.local.threads_per_run:
+        return spec.local.threads_per_run
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // spec.local.parallel)
+
+
+def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult) -> None:
+    """Submit the runs as job arrays, one array per distinct resource set (e.g. nodes per preset)."""
+    import submitit
+
+    from sweeps.job import TrainJob
+
+    groups: dict[str, list[TrainConfig]] = {}
+    resources: dict[str, Any] = {}
+    for p in plans:
+        res = spec.slurm_for(p.cfg.model["preset"])
+        key = json.dumps(res.executor_parameters(), sort_keys=True)
+        groups.setdefault(key, []).append(p.cfg)
+        resources[key] = res
+    for key, cfgs in groups.items():
+        res = resources[key]
+        if res.time_min <= 10:
+            print(f"rayder-sweep: warning: slurm.time_min = {res.time_min} <= 10: submitit treats every USR2 of "
+                  "such a job as a timeout (counted against max_requeues), not a preemption", file=sys.stderr)
+        folder = Path(cfgs[0].out_dir) / SUBMITIT_DIR / "%j"
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
+        executor.update_parameters(job_name=f"rayder-{spec.name}", **res.executor_parameters())
+        job_fn = TrainJob(threads=res.cpus_per_task)
+        with executor.batch():
+            jobs = [executor.submit(job_fn, cfg.to_dict(), str(spec.db_path)) for cfg in cfgs]
+        for cfg, job in zip(cfgs, jobs):
+            result.job_ids[cfg.run_id] = str(job.job_id)
+            _record_launch(cfg, "slurm", job.job_id, spec)
+        array_id = str(jobs[0].job_id).split("_")[0]
+        print(f"submitted {len(jobs)} run(s) as SLURM array {array_id} "
+              f"({res.nodes} node(s) x {res.tasks_per_node} task(s), {res.gpus_per_node} GPU(s)/node, "
+              f"{res.time_min} min): {', '.join(c.model['preset'] + '/f' + format(c.data.fraction, 'g') for c in cfgs)}")
+
+
+def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *, progress: bool,
+               poll_s: float) -> None:
+    """Run the runs as submitit local jobs, `spec.local.parallel` at a time, with a step progress bar."""
+    import submitit
+    from tqdm import tqdm
+
+    from sweeps.job import TrainJob
+
+    cfgs = [p.cfg for p in plans]
+    if not cfgs:
+        return
+    folder = Path(cfgs[0].out_dir) / SUBMITIT_DIR / "%j"
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=spec.local.timeout_min)
+    job_fn = TrainJob(threads=_local_threads(spec))
+    pending = deque(cfgs)
+    active: dict[str, tuple[Any, TrainConfig]] = {}
+    total = sum(c.steps for c in cfgs)
+    bar = tqdm(total=total, desc=f"sweep {spec.name}", unit="step", disable=not progress, dynamic_ncols=True,
+               mininterval=2.0)
+    finished = 0
+
+    def stop_on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:  # SIGTERM (kill, a batch system) stops the runs like Ctrl-C: they save a checkpoint first
+        previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        while pending or active:
+            while pending and len(active) < spec.local.parallel:
+                cfg = pending.popleft()
+                job = executor.submit(job_fn, cfg.to_dict(), str(spec.db_path))
+                active[cfg.run_id] = (job, cfg)
+                result.job_ids[cfg.run_id] = str(job.job_id)
+                _record_launch(cfg, "local", job.job_id, spec)
+            for run_id, (job, cfg) in list(active.items()):
+                if not job.done():
+                    continue
+                del active[run_id]
+                finished += 1
+                if not job.paths.result_pickle.exists():  # killed (SIGKILL, OOM): no result will come
+                    result.outcomes[run_id] = "died"
+                    result.errors[run_id] = (f"the job's process ended without a result (killed?); launch again "
+                                             f"to resume from the last checkpoint")
+                else:
+                    try:
+                        result.outcomes[run_id] = job.result()["status"]
+                    except Exception as exc:  # the run failed; the others go on
+                        result.outcomes[run_id] = "failed"
+                        result.errors[run_id] = _last_error_line(str(exc))
+                if result.outcomes[run_id] == "preempted" and pending:
+                    # stopped by a signal (`rayder-sweep cancel`, SIGTERM): start no more runs
+                    tqdm.write(f"run {run_id} was stopped (checkpoint saved); not starting the {len(pending)} "
+                               "remaining run(s): launch again to continue")
+                    pending.clear()
+                if run_id in result.errors:
+                    tqdm.write(f"run {run_id} {result.outcomes[run_id]}: {result.errors[run_id]} "
+                               f"(log: {job.paths.stderr})")
+            done_steps = sum(int((read_state(c.run_dir) or {}).get("step", 0)) for c in cfgs)
+            bar.set_postfix_str(f"{finished}/{len(cfgs)} runs done, {len(active)} running", refresh=False)
+            bar.update(max(0, min(done_steps, total) - bar.n))
+            if pending or active:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for job, _ in active.values():  # controllers forward SIGTERM: each run saves a checkpoint and stops
+            _terminate_local(str(job.job_id))
+        tqdm.write(f"interrupted: {len(active)} running run(s) save a checkpoint and stop; launch again to resume")
+        raise
+    finally:
+        bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _last_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else text[:500]
+
+
+def _terminate_local(job_id: str) -> bool:
+    """SIGTERM a submitit local controller (it forwards the signal to the training process, which saves)."""
+    from sweeps.state import local_job_alive
+
+    if not local_job_alive({"executor": "local", "job_id": job_id, "host": os.uname().nodename}):
+        return False
+    os.kill(int(job_id), signal.SIGTERM)
+    return True
+
+
+def wait_for_runs(cfgs: list[TrainConfig], *, timeout_s: float | None = None, stale_after_s: float = STALE_AFTER_S,
+                  poll_s: float = 5.0, progress: bool = True) -> list[RunStatus]:
+    """Poll the runs' state files (never submitit's `result()`, which blocks forever on a hard-killed job without
+    SLURM accounting) until every run is finished, failed, STALE or lost, or `timeout_s` passes."""
+    from tqdm import tqdm
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    total = sum(c.steps for c in cfgs)
+    bar = tqdm(total=total, desc="waiting", unit="step", disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    try:
+        while True:
+            rows = sweep_status(cfgs, stale_after_s=stale_after_s)
+            bar.set_postfix_str(", ".join(f"{sum(r.state == s for r in rows)} {s}"
+                                          for s in sorted({r.state for r in rows})), refresh=False)
+            bar.update(max(0, min(sum(r.step for r in rows), total) - bar.n))
+            if all(r.state in ("finished", "failed", "STALE", "lost") for r in rows):
+                return rows
+            if deadline is not None and time.monotonic() > deadline:
+                return rows
+            time.sleep(poll_s)
+    finally:
+        bar.close()
+
+
+def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wait: bool | None = None,
+           timeout_s: float | None = None, retry_failed: bool = True, stale_after_s: float = STALE_AFTER_S,
+           progress: bool = True, poll_s: float = 1.0) -> LaunchResult:
+    """Launch (or re-launch) every run of `spec`; see the module docstring.
+
+    The local executor always waits for its runs; SLURM returns after submission unless `wait` is True.
+    Afterwards finished runs missing from the store are collected into it (idempotent).
+    """
+    kind = resolve_executor(executor)
+    cfgs = spec.runs()
+    queue = slurm_queue() if kind == "slurm" else None
+    plans = plan_launch(cfgs, queue=queue, retry_failed=retry_failed, stale_after_s=stale_after_s)
+    result = LaunchResult(kind, plans)
+    to_submit = [p for p in plans if p.action == "submit"]
+    skipped = len(plans) - len(to_submit)
+    print(f"sweep {spec.name}: {len(plans)} runs, {len(to_submit)} to submit ({kind}), {skipped} skipped "
+          f"[{spec.out_dir} -> {spec.db_path}]")
+    for p in plans:
+        print(f"  {'submit' if p.action == 'submit' else 'skip  '}  {p.cfg.run_id:<44} {p.reason}")
+    if dry_run or not to_submit:
+        if not dry_run:
+            _collect_missing(spec, cfgs)
+        return result
+    for p in to_submit:
+        p.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "slurm":
+        _submit_slurm(spec, to_submit, result)
+        if wait:
+            rows = wait_for_runs([p.cfg for p in to_submit], timeout_s=timeout_s, stale_after_s=stale_after_s,
+                                 progress=progress)
+            result.outcomes.update({r.run_id: r.state for r in rows})
+        else:
+            print(f"follow with: rayder-sweep status {spec.source.split(' ')[0]}")
+    else:
+        _run_local(spec, to_submit, result, progress=progress, poll_s=poll_s)
+    _collect_missing(spec, cfgs)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ status/cancel
+def sweep_status(cfgs: list[TrainConfig], *, stale_after_s: float = STALE_AFTER_S,
+                 db: str | os.PathLike | None = None) -> list[RunStatus]:
+    """Status rows of a grid's runs (state files + queue; evaluated checkpoints from the store if `db` exists)."""
+    queue = slurm_queue()
+    now = time.time()
+    rows = [run_status(c.run_dir, preset=c.model["preset"], fraction=c.data.fraction, steps=c.steps, queue=queue,
+                       now=now, stale_after_s=stale_after_s) for c in cfgs]
+    if db is not None:
+        bench = {c.run_id: next((b.name for b in c.eval.benchmarks if b.kind == "re10k"), None) for c in cfgs}
+        add_store_metrics(rows, db, bench)
+    return rows
+
+
+def run_dirs_under(directory: str | os.PathLike) -> list[Path]:
+    """Run directories (holding state.json or launch.json) directly under `directory`."""
+    directory = Path(directory)
+    return sorted(p for p in directory.iterdir()
+                  if p.is_dir() and ((p / STATE_FILE).exists() or (p / LAUNCH_FILE).exists()))
+
+
+def dir_status(directory: str | os.PathLike, *, stale_after_s: float = STALE_AFTER_S,
+               db: str | os.PathLike | None = None) -> list[RunStatus]:
+    queue = slurm_queue()
+    now = time.time()
+    rows = [run_status(d, queue=queue, now=now, stale_after_s=stale_after_s) for d in run_dirs_under(directory)]
+    if db is not None:
+        add_store_metrics(rows, db, {})
+    return rows
+
+
+def cancel(spec: SweepSpec) -> list[str]:
+    """Stop the grid's queued and running jobs. Running training saves a checkpoint on SIGTERM, then stops;
+    `launch` again resumes. Returns the cancelled job ids."""
+    queue = slurm_queue()
+    slurm_ids, cancelled = [], []
+    for cfg in spec.runs():
+        launch_info = read_launch(cfg.run_dir)
+        if job_active(launch_info, queue) is None:
+            continue
+        job_id = str(launch_info["job_id"])
+        if launch_info["executor"] == "slurm":
+            slurm_ids.append(job_id)
+        elif _terminate_local(job_id):
+            cancelled.append(job_id)
+    if slurm_ids:
+        subprocess.run(["scancel", *sorted(set(slurm_ids))], check=True)
+        cancelled += sorted(set(slurm_ids))
+    return cancelled
+
+
+def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = False) -> list[str]:
+    """Write each run directory's records into the store at `db` (idempotent upserts). Returns the run ids."""
+    from tqdm import tqdm
+
+    from rayder_core.results import ResultsStore
+    from rayder_core.train import record_run_dir
+
+    store = ResultsStore(db)
+    done = []
+    for run_dir in tqdm(run_dirs, desc="collect", unit="run", disable=not progress):
+        if (Path(run_dir) / STATE_FILE).exists():
+            done.append(record_run_dir(run_dir, store))
+    return done
+
+
+def _collect_missing(spec: SweepSpec, cfgs: list[TrainConfig]) -> None:
+    """Collect runs whose state file says finished but whose store row does not (e.g. written elsewhere)."""
+    from rayder_core.results import ResultsStore
+
+    finished = [c for c in cfgs if (read_state(c.run_dir) or {}).get("status") == "finished"]
+    if not finished:
+        return
+    store = ResultsStore(spec.db_path)
+    runs = store.query("SELECT run_id, status FROM runs") if spec.db_path.exists() else None
+    in_store = {} if runs is None else dict(zip(runs["run_id"], runs["status"]))
+    missing = [c.run_dir for c in finished if in_store.get(c.run_id) != "finished"]
+    if missing:
+        ids = collect(missing, spec.db_path)
+        print(f"collected {len(ids)} finished run(s) into {spec.db_path}")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _load(target: str, overrides: list[str]) -> SweepSpec | None:
+    """A grid file -> SweepSpec; a directory -> None (status/collect then work on its run directories)."""
+    if Path(target).is_dir():
+        if overrides:
+            raise ConfigError(f"{target}: --set applies to a grid file, not a directory")
+        return None
+    return load_spec(target, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rayder-sweep", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, target_help: str) -> None:
+        p.add_argument("target", help=target_help)
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a grid key, e.g. --set base.steps=1000 --set grid.presets=[XS,S]")
+
+    p_launch = sub.add_parser("launch", help="submit the grid's unfinished runs")
+    common(p_launch, "grid YAML (e.g. sweeps/grid.yaml)")
+    p_launch.add_argument("--executor", choices=EXECUTORS, default="auto",
+                          help="auto: SLURM when sbatch is on PATH, else local")
+    p_launch.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+    p_launch.add_argument("--wait", action="store_true", help="SLURM: wait until every run ends (local always waits)")
+    p_launch.add_argument("--timeout", type=float, default=None, help="seconds to --wait at most")
+    p_launch.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                          help="do not resubmit runs whose last attempt failed")
+    p_launch.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="S",
+                          help="a 'running' heartbeat older than S seconds means the job died (default 300)")
+    p_launch.add_argument("--no-progress", dest="progress", action="store_false")
+
+    p_status = sub.add_parser("status", help="table of the runs' state, step, compute, metrics, heartbeat")
+    common(p_status, "grid YAML or a directory of run directories")
+    p_status.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="S",
+                          help="flag 'running' runs without a heartbeat for S seconds as STALE (default 300)")
+    p_status.add_argument("--db", default=None, help="results store (default: the grid's db)")
+    p_status.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+    p_cancel = sub.add_parser("cancel", help="stop the grid's queued/running jobs (running ones save first)")
+    common(p_cancel, "grid YAML")
+
+    p_collect = sub.add_parser("collect", help="write run directories into the results store (idempotent)")
+    common(p_collect, "grid YAML or a directory of run directories")
+    p_collect.add_argument("--db", default=None, help="results store (default: the grid's db, or results.duckdb)")
+
+    args = parser.parse_args(argv)
+    try:
+        spec = _load(args.target, args.overrides)
+        if args.command == "launch":
+            if spec is None:
+                raise ConfigError(f"{args.target}: launch needs a grid YAML file, got a directory")
+            res = launch(spec, executor=args.executor, dry_run=args.dry_run, wait=args.wait or None,
+                         timeout_s=args.timeout, retry_failed=args.retry_failed, stale_after_s=args.stale_after,
+                         progress=args.progress)
+            if res.outcomes:
+                print(format_table(sweep_status(spec.runs(), stale_after_s=args.stale_after, db=spec.db_path),
+                                   args.stale_after))
+            return 1 if res.errors else 0
+        if args.command == "status":
+            if spec is None:
+                rows = dir_status(args.target, stale_after_s=args.stale_after, db=args.db or "results.duckdb")
+            else:
+                rows = sweep_status(spec.runs(), stale_after_s=args.stale_after, db=args.db or spec.db_path)
+            if args.json:
+                for r in rows:
+                    print(json.dumps(r.__dict__))
+            else:
+                print(format_table(rows, args.stale_after))
+            return 0
+        if args.command == "cancel":
+            if spec is None:
+                raise ConfigError(f"{args.target}: cancel needs a grid YAML file")
+            ids = cancel(spec)
+            print(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "no queued or running jobs")
+            return 0
+        if args.command == "collect":
+            if spec is None:
+                dirs, db = run_dirs_under(args.target), args.db or "results.duckdb"
+            else:
+                dirs, db = [c.run_dir for c in spec.runs()], args.db or spec.db_path
+            ids = collect(dirs, db, progress=True)
+            print(f"collected {len(ids)} run(s) into {db}")
+            return 0
+    except (ConfigError, LaunchError, FileNotFoundError) as exc:
+        print(f"rayder-sweep {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

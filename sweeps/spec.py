@@ -1,0 +1,281 @@
+"""Sweep grids (`sweeps/*.yaml`): plain YAML -> validated `SweepSpec` -> one `TrainConfig` per run.
+
+A grid file has these top-level keys (every error names the file and the dotted key):
+
+    name: paper                 # sweep name, recorded in the store (ablation variants add `-<ablation>`)
+    out_dir: runs/paper         # run directories: <out_dir>/<run_id>/ (relative to the working directory)
+    db: results.duckdb          # the results store the runs write to
+    base: {...}                 # a TrainConfig mapping shared by every run (data, optim, steps, eval, ...)
+    preset_overrides:           # TrainConfig keys that differ per model preset, e.g. {L: {steps: 300000}}
+    grid:
+      presets: [XS, S, B, L]    # model presets (rayder_core.model_config.PRESETS)
+      fractions: [0.01, 0.1, 1.0]
+      seeds: [0]
+      ablations: {no-local: {local_layers: false}}   # extra variants: model-key overrides (baseline kept)
+    slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
+    local: {...}                # LocalSpec: how many runs at once on the local executor
+
+The grid axes own `model.preset`, `data.fraction`, `seed`, `sweep` and `out_dir`: setting them in `base` is an error.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rayder_core.train_config import TrainConfig
+from rayder_core.yamlconf import ConfigError, from_mapping, load_yaml
+
+
+@dataclass
+class GridAxes:
+    """The axes of the grid; runs are their Cartesian product (ablations x presets x fractions x seeds)."""
+
+    presets: list[str]
+    fractions: list[float]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> model-key overrides
+    include_baseline: bool = True       # with ablations: also run the un-ablated model
+
+    def __post_init__(self) -> None:
+        for key in ("presets", "fractions", "seeds"):
+            values = getattr(self, key)
+            if not values:
+                raise ValueError(f"{key} must list at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} has duplicates: {values}")
+        for i, f in enumerate(self.fractions):
+            if not 0 < f <= 1:
+                raise ValueError(f"fractions[{i}]: a data fraction must be in (0, 1], got {f}")
+        for name, overrides in self.ablations.items():
+            if not isinstance(overrides, dict) or not overrides:
+                raise ValueError(f"ablations.{name}: expected a non-empty mapping of model keys")
+        if not self.include_baseline and not self.ablations:
+            raise ValueError("include_baseline: false needs at least one ablation")
+
+
+@dataclass
+class SlurmSpec:
+    """Resources of one run's SLURM job (a grid is submitted as one job array per distinct resource set).
+
+    time_min is the job's time limit in minutes; a run that reaches it saves a checkpoint on the warning signal
+    (USR2, `signal_delay_s` before the limit) and is requeued, at most `max_requeues` times. Keep time_min > 10:
+    submitit counts every USR2 of a job with a limit of 10 min or less as a timeout, not a preemption.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1             # one task per GPU for torch.distributed
+    cpus_per_task: int = 2
+    mem_gb: float | None = None         # None: the partition's default; 0: all of the node's memory
+    time_min: int = 240
+    array_parallelism: int = 64         # runs of one array running at the same time
+    max_requeues: int = 10              # timeouts a run may be requeued after (preemptions do not count)
+    signal_delay_s: int = 120
+    extra: dict[str, Any] = field(default_factory=dict)   # other sbatch options, e.g. {exclusive: true}
+    setup: list[str] = field(default_factory=list)        # shell lines run before the job (module load ...)
+    per_preset: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> overrides of these keys
+
+    def __post_init__(self) -> None:
+        for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min", "array_parallelism"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("gpus_per_node", "max_requeues", "signal_delay_s"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.mem_gb is not None and self.mem_gb < 0:
+            raise ValueError(f"mem_gb must be >= 0, got {self.mem_gb}")
+
+    def for_preset(self, preset: str, source: str = "<slurm>") -> "SlurmSpec":
+        """This spec with `per_preset[preset]` applied (validated like the block itself)."""
+        overrides = self.per_preset.get(preset)
+        if not overrides:
+            return self
+        merged = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "per_preset"}
+        merged.update(overrides)
+        return from_mapping(SlurmSpec, merged, source=source, prefix=f"slurm.per_preset.{preset}.")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+    def executor_parameters(self) -> dict[str, Any]:
+        """Parameters of `submitit.SlurmExecutor.update_parameters` (sbatch options)."""
+        params: dict[str, Any] = {
+            "nodes": self.nodes, "ntasks_per_node": self.tasks_per_node, "cpus_per_task": self.cpus_per_task,
+            "time": self.time_min, "array_parallelism": self.array_parallelism,
+            "signal_delay_s": self.signal_delay_s,
+        }
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(self, key):
+                params[key] = getattr(self, key)
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        if self.mem_gb is not None:
+            params["mem"] = f"{int(self.mem_gb)}G" if self.mem_gb else "0"
+        if self.setup:
+            params["setup"] = list(self.setup)
+        if self.extra:
+            params["additional_parameters"] = dict(self.extra)
+        return params
+
+
+@dataclass
+class LocalSpec:
+    """The local executor (no SLURM): runs as subprocesses of `rayder-sweep launch`, `parallel` at a time."""
+
+    parallel: int = 1
+    threads_per_run: int = 0            # torch CPU threads per run; 0: available cores // parallel
+    timeout_min: int = 24 * 60          # a run is signalled (saves, requeues) after this long
+
+    def __post_init__(self) -> None:
+        if self.parallel <= 0 or self.threads_per_run < 0 or self.timeout_min <= 0:
+            raise ValueError("parallel and timeout_min must be > 0, threads_per_run >= 0")
+
+
+@dataclass
+class SweepSpec:
+    """A validated grid file. `runs()` expands it into one TrainConfig per run."""
+
+    name: str
+    grid: GridAxes
+    base: dict[str, Any] = field(default_factory=dict)
+    preset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    out_dir: str = "runs"
+    db: str = "results.duckdb"
+    slurm: SlurmSpec = field(default_factory=SlurmSpec)
+    local: LocalSpec = field(default_factory=LocalSpec)
+    source: str = field(default="<mapping>", init=False, repr=False)  # the grid file (for error messages)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.strip() != self.name:
+            raise ValueError(f"name must be a non-empty word without '/', got {self.name!r}")
+
+    # ----------------------------------------------------------------------------------------- expansion
+    def runs(self) -> list[TrainConfig]:
+        """One validated TrainConfig per grid point, in a stable order (ablation, preset, fraction, seed)."""
+        variants: list[tuple[str | None, dict[str, Any]]] = []
+        if self.grid.include_baseline:
+            variants.append((None, {}))
+        variants += list(self.grid.ablations.items())
+        out_dir = str(Path(self.out_dir).expanduser().absolute())
+        configs: list[TrainConfig] = []
+        for (ablation, model_overrides), preset, fraction, seed in itertools.product(
+                variants, self.grid.presets, self.grid.fractions, self.grid.seeds):
+            mapping = _deep_merge(self.base, self.preset_overrides.get(preset, {}))
+            mapping["model"] = {**mapping.get("model", {}), "preset": preset, **model_overrides}
+            mapping.setdefault("data", {})["fraction"] = fraction
+            mapping["seed"] = seed
+            mapping["sweep"] = self.name if ablation is None else f"{self.name}-{ablation}"
+            mapping["out_dir"] = out_dir
+            where = f"grid point preset={preset} fraction={fraction:g} seed={seed}" + (
+                f" ablation={ablation}" if ablation else "")
+            configs.append(_train_config(mapping, f"{self.source} ({where})"))
+        seen: dict[str, int] = {}
+        for i, cfg in enumerate(configs):
+            if cfg.run_id in seen:
+                raise ConfigError(f"{self.source}: grid points {seen[cfg.run_id]} and {i} resolve to the same run "
+                                  f"{cfg.run_id}; remove the duplicate")
+            seen[cfg.run_id] = i
+        return configs
+
+    def slurm_for(self, preset: str) -> SlurmSpec:
+        return self.slurm.for_preset(preset, source=self.source)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.db).expanduser().absolute()
+
+
+_GRID_OWNED = {("model", "preset"): "grid.presets", ("data", "fraction"): "grid.fractions",
+               ("seed",): "grid.seeds", ("sweep",): "name", ("out_dir",): "out_dir"}
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _train_config(mapping: dict[str, Any], source: str, prefix: str = "") -> TrainConfig:
+    """Validate a TrainConfig mapping, including its model section; errors name `source` and the key."""
+    cfg = from_mapping(TrainConfig, mapping, source=source, prefix=prefix)
+    from rayder_core.model_config import ModelConfig
+
+    try:
+        ModelConfig.from_dict(dict(cfg.model), source=f"{source}: {prefix}model")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cfg
+
+
+def _check_train_section(data: dict[str, Any], source: str, key: str, presets: list[str]) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {key}: expected a mapping of TrainConfig keys, got {data!r}")
+    for path, owner in _GRID_OWNED.items():
+        node: Any = data
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node:
+            raise ConfigError(f"{source}: {key}.{'.'.join(path)}: set by the grid ({owner}), not here")
+    mapping = copy.deepcopy(data)
+    mapping.setdefault("model", {})["preset"] = presets[0]
+    _train_config(mapping, source, prefix=f"{key}.")
+
+
+def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepSpec:
+    """Validate a grid mapping (as read from YAML). Raises ConfigError naming `source` and the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    spec = from_mapping(SweepSpec, data, source=source)
+    spec.source = source
+    from rayder_core.model_config import PRESETS
+
+    for i, preset in enumerate(spec.grid.presets):
+        if preset not in PRESETS:
+            raise ConfigError(f"{source}: grid.presets[{i}]: unknown model preset {preset!r}; "
+                              f"choose from {sorted(PRESETS)}")
+    _check_train_section(spec.base, source, "base", spec.grid.presets)
+    for preset, overrides in spec.preset_overrides.items():
+        if preset not in spec.grid.presets:
+            raise ConfigError(f"{source}: preset_overrides.{preset}: not a preset of grid.presets "
+                              f"{spec.grid.presets}")
+        _check_train_section(_deep_merge(spec.base, overrides), source, f"preset_overrides.{preset}", [preset])
+    for name, overrides in spec.grid.ablations.items():
+        model = {"preset": spec.grid.presets[0], **overrides}
+        from rayder_core.model_config import ModelConfig
+
+        try:
+            ModelConfig.from_dict(model, source=f"{source}: grid.ablations.{name}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for preset, overrides in spec.slurm.per_preset.items():
+        if preset not in spec.grid.presets:
+            raise ConfigError(f"{source}: slurm.per_preset.{preset}: not a preset of grid.presets "
+                              f"{spec.grid.presets}")
+        if not isinstance(overrides, dict) or "per_preset" in overrides:
+            raise ConfigError(f"{source}: slurm.per_preset.{preset}: expected a mapping of slurm keys")
+        spec.slurm_for(preset)  # validates the merged block
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    """Read and validate a grid file; `overrides` are `key.sub=value` strings (e.g. `base.steps=100`)."""
+    from rayder_core.yamlconf import apply_overrides
+
+    data = load_yaml(path)
+    source = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " (with --set overrides)"
+    return spec_from_mapping(data, source)

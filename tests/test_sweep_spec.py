@@ -1,0 +1,145 @@
+"""Grid files: validation errors name the file and key; expansion gives one TrainConfig per grid point."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rayder_core.model_config import PRESETS
+from rayder_core.yamlconf import ConfigError
+from sweeps.spec import load_spec, spec_from_mapping
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _grid(**over):
+    d = {"name": "t", "grid": {"presets": ["tiny-xs", "tiny-s"], "fractions": [0.1, 1.0]},
+         "base": {"steps": 20, "data": {"resolution": 32}}}
+    d.update(over)
+    return d
+
+
+def _write(tmp_path, data) -> Path:
+    p = tmp_path / "g.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_paper_grid_matches_the_paper():
+    spec = load_spec(REPO / "sweeps" / "grid.yaml")
+    runs = spec.runs()
+    assert len(runs) == 12
+    assert {(r.model["preset"], r.data.fraction) for r in runs} == set(
+        itertools.product(["XS", "S", "B", "L"], [0.01, 0.1, 1.0]))
+    r = runs[0]
+    assert (r.data.resolution, r.data.frames, r.data.fps, r.batch_size, r.precision) == (256, 8, 2.0, 256, "bf16")
+    assert (r.optim.lr, r.optim.betas, r.optim.weight_decay, r.optim.warmup_steps) == (1e-4, (0.9, 0.95), 0.01, 1000)
+    assert (r.eval.every, r.eval.from_step, r.checkpoint_every) == (10000, 50000, 10000)
+    assert {b.kind for b in r.eval.benchmarks} == {"re10k", "probe"}
+    # Table B.3: 32 / 32 / 64 / 128 H200 = nodes of 8 GPUs
+    gpus = {p: spec.slurm_for(p).nodes * spec.slurm_for(p).gpus_per_node for p in ["XS", "S", "B", "L"]}
+    assert gpus == {"XS": 32, "S": 32, "B": 64, "L": 128}
+    assert all(spec.slurm_for(p).tasks_per_node == spec.slurm_for(p).gpus_per_node for p in gpus)
+    assert len({r.run_id for r in runs}) == 12
+
+
+def test_demo_grid_is_four_tiny_presets_by_three_fractions():
+    spec = load_spec(REPO / "sweeps" / "demo.yaml")
+    runs = spec.runs()
+    assert len(runs) == 12 and {r.model["preset"] for r in runs} == {p for p in PRESETS if p.startswith("tiny-")}
+    assert len({r.data.fraction for r in runs}) == 3
+    for r in runs:  # >= 4 evaluated checkpoints per run
+        evals = [s for s in range(1, r.steps + 1) if s >= r.eval.from_step and
+                 (s % r.eval.every == 0 or s == r.steps)]
+        assert len(evals) >= 4, r.run_id
+
+
+def test_expansion_and_identity(tmp_path):
+    spec = spec_from_mapping(_grid(grid={"presets": ["tiny-xs"], "fractions": [0.1, 1.0], "seeds": [0, 1],
+                                         "ablations": {"nolocal": {"local_layers": False}}},
+                                   preset_overrides={"tiny-xs": {"steps": 7}}, out_dir=str(tmp_path / "runs")))
+    runs = spec.runs()
+    assert len(runs) == 2 * 2 * 2  # (baseline + 1 ablation) x fractions x seeds
+    assert {r.sweep for r in runs} == {"t", "t-nolocal"}
+    assert all(r.steps == 7 and r.data.resolution == 32 for r in runs)
+    assert all(r.run_dir.parent == (tmp_path / "runs") for r in runs)
+    assert sum(r.model.get("local_layers") is False for r in runs) == 4
+    # identity is the resolved config: same grid -> same ids; a changed training key -> new ids
+    assert [r.run_id for r in spec.runs()] == [r.run_id for r in runs]
+    other = spec_from_mapping(_grid(grid={"presets": ["tiny-xs"], "fractions": [0.1, 1.0], "seeds": [0, 1],
+                                          "ablations": {"nolocal": {"local_layers": False}}},
+                                    preset_overrides={"tiny-xs": {"steps": 8}}))
+    assert not {r.run_id for r in runs} & {r.run_id for r in other.runs()}
+    # out_dir is not part of the identity
+    moved = spec_from_mapping(_grid(grid={"presets": ["tiny-xs"], "fractions": [0.1, 1.0], "seeds": [0, 1],
+                                          "ablations": {"nolocal": {"local_layers": False}}},
+                                    preset_overrides={"tiny-xs": {"steps": 7}}, out_dir="elsewhere"))
+    assert [r.run_id for r in moved.runs()] == [r.run_id for r in runs]
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda d: d["base"].update(stepz=3), "base.stepz"),
+    (lambda d: d["base"].update(steps="many"), "base.steps"),
+    (lambda d: d["base"]["data"].update(resolution=33), "base.data"),
+    (lambda d: d["base"]["data"].update(fraction=0.5), "base.data.fraction"),
+    (lambda d: d["base"].update(model={"preset": "XS"}), "base.model.preset"),
+    (lambda d: d["base"].update(model={"widht": 64}), "widht"),
+    (lambda d: d["grid"].update(presets=["tiny-xs", "huge"]), "grid.presets[1]"),
+    (lambda d: d["grid"].update(fractions=[0.1, 1.5]), "fractions[1]"),
+    (lambda d: d["grid"].update(fractions=[0.1, 0.1]), "duplicates"),
+    (lambda d: d["grid"].update(ablations={"x": {"kernel": 4}}), "grid.ablations.x"),
+    (lambda d: d.update(preset_overrides={"tiny-b": {"steps": 3}}), "preset_overrides.tiny-b"),
+    (lambda d: d.update(preset_overrides={"tiny-s": {"optim": {"lr": -1}}}), "preset_overrides.tiny-s"),
+    (lambda d: d.update(slurm={"nodes": 0}), "slurm"),
+    (lambda d: d.update(slurm={"gpus": 8}), "slurm.gpus"),
+    (lambda d: d.update(slurm={"per_preset": {"tiny-s": {"nodez": 2}}}), "slurm.per_preset.tiny-s.nodez"),
+    (lambda d: d.update(slurm={"per_preset": {"XL": {"nodes": 2}}}), "slurm.per_preset.XL"),
+    (lambda d: d.update(local={"parallel": 0}), "local"),
+    (lambda d: d.pop("grid"), "grid: required key is missing"),
+    (lambda d: d.update(colour="red"), "colour: unknown key"),
+])
+def test_errors_name_the_file_and_key(tmp_path, mutate, key):
+    data = _grid()
+    mutate(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_spec(path).runs()
+    msg = str(info.value)
+    assert str(path) in msg and key in msg, msg
+
+
+def test_invalid_yaml_and_overrides(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\ngrid: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: invalid YAML \(line"):
+        load_spec(bad)
+    path = _write(tmp_path, _grid())
+    spec = load_spec(path, ["base.steps=5", "grid.fractions=[0.5]"])
+    assert [r.steps for r in spec.runs()] == [5, 5] and {r.data.fraction for r in spec.runs()} == {0.5}
+    with pytest.raises(ConfigError, match="base: steps"):
+        load_spec(path, ["base.steps=-1"]).runs()
+
+
+def test_slurm_block_to_sbatch_parameters():
+    spec = spec_from_mapping(_grid(slurm={
+        "partition": "gpu", "account": "proj", "qos": "high", "constraint": "h200", "nodes": 2, "gpus_per_node": 8,
+        "tasks_per_node": 8, "cpus_per_task": 12, "mem_gb": 0, "time_min": 600, "array_parallelism": 3,
+        "extra": {"exclusive": True, "mail_type": "END"}, "setup": ["module load cuda"],
+        "per_preset": {"tiny-s": {"nodes": 4, "time_min": 900}}}))
+    xs, s = spec.slurm_for("tiny-xs"), spec.slurm_for("tiny-s")
+    assert (xs.nodes, s.nodes, s.time_min, s.partition, xs.world_size, s.world_size) == (2, 4, 900, "gpu", 16, 32)
+    params = s.executor_parameters()
+    assert params == {"nodes": 4, "ntasks_per_node": 8, "cpus_per_task": 12, "time": 900, "array_parallelism": 3,
+                      "signal_delay_s": 120, "partition": "gpu", "account": "proj", "qos": "high",
+                      "constraint": "h200", "gpus_per_node": 8, "mem": "0", "setup": ["module load cuda"],
+                      "additional_parameters": {"exclusive": True, "mail_type": "END"}}
+    # submitit accepts exactly these keys and renders them as #SBATCH lines
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    text = _make_sbatch_string(command="python -c pass", folder="/tmp/x", **params)
+    for line in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=gpu", "--account=proj",
+                 "--qos=high", "--constraint=h200", "--mem=0", "--time=900", "--exclusive", "--mail-type=END",
+                 "--signal=USR2@120"):
+        assert f"#SBATCH {line}" in text, line
