@@ -1,0 +1,321 @@
+"""Exactly-resumable training loader: WebDataset video shards -> batches of K-frame clips.
+
+Stream of one rank in epoch ``e`` (all randomness from ``seed``, ``e``, ``rank`` and the sample key):
+
+1. all shards in a random order drawn from ``(seed, e)``; rank ``r`` takes every ``world_size``-th of them
+   (with fewer shards than ranks, every rank reads all shards and takes every ``world_size``-th usable sample);
+2. samples in shard order; a clip shorter than the sampling span (``frames / fps`` seconds, 4 s for 8
+   frames at 2 fps) is discarded from its JSON metadata alone, before anything is decoded;
+3. a buffer shuffle (``shuffle_buffer`` samples) drawn from ``(seed, e, r)``;
+4. consecutive groups of ``batch_size`` samples form the batches of the epoch (an incomplete last group is
+   dropped); epochs repeat forever.
+
+Frame times: a start uniform in ``[0, duration - span]``; frame ``i`` sits at ``start + (i + 0.5) / fps`` and is
+jittered uniformly by +/- half an interval, i.e. lies uniformly in ``[start + i/fps, start + (i+1)/fps]``
+(drawn from ``(seed, e, r, key)``); it shows the source frame on screen at that time. Frames are centre-cropped
+to a square, resized with antialiasing to ``resolution`` and scaled to [-1, 1].
+
+DataLoader workers split the rank's stream by batch (worker ``w`` of ``n`` decodes batches ``w, w+n, ...``);
+every worker reads the tar headers and JSON of all the rank's shards but reads and decodes only the videos of
+its own batches. So the batch sequence does not depend on ``num_workers``, and resuming from
+``state_dict()`` = ``{"epoch", "samples"}`` skips the consumed samples without decoding them.
+
+A sample whose video fails to decode is replaced by another sample of the same batch (a warning names shard
+and key); a batch with no decodable video is skipped as a whole. Both are deterministic, so resume stays exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rayder_core.data.shards import VideoDecodeError, check_member, decode_mp4, split_member_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """Where one video lies inside a shard, plus its parsed JSON metadata (nothing decoded)."""
+
+    shard: str
+    key: str
+    meta: dict[str, Any]
+    offset: int  # byte offset of the mp4 payload in the tar file
+    size: int
+
+
+def _key_int(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def sample_times(meta: dict[str, Any], frames: int, fps: float, rng: np.random.Generator) -> np.ndarray | None:
+    """Sampling times (seconds, (frames,)) of one clip, or ``None`` if the video is shorter than ``frames / fps``.
+
+    ``meta`` needs ``fps`` (source frame rate) and ``num_frames``. Start uniform in ``[0, duration - span]``,
+    then frame ``i`` uniform in ``[start + i/fps, start + (i+1)/fps]`` (+/- half an interval around its slot).
+    """
+    src_fps, n = float(meta["fps"]), int(meta["num_frames"])
+    duration, interval = n / src_fps, 1.0 / fps
+    span = frames * interval
+    if duration + 1e-9 < span:
+        return None
+    start = rng.uniform(0.0, max(duration - span, 0.0))
+    return start + (np.arange(frames) + rng.uniform(0.0, 1.0, frames)) * interval
+
+
+def frame_indices(meta: dict[str, Any], frames: int, fps: float, rng: np.random.Generator) -> np.ndarray | None:
+    """Source frame indices shown at :func:`sample_times` (``floor(time * source_fps)``), or ``None`` if too short."""
+    times = sample_times(meta, frames, fps, rng)
+    if times is None:
+        return None
+    src_fps, n = float(meta["fps"]), int(meta["num_frames"])
+    return np.minimum(np.floor(times * src_fps + 1e-9).astype(np.int64), n - 1)
+
+
+def to_model_frames(frames: np.ndarray, resolution: int) -> torch.Tensor:
+    """uint8 RGB (K, H, W, 3) -> float32 (K, 3, R, R) in [-1, 1]: centre square crop, antialiased resize."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    x = x[..., top:top + s, left:left + s]
+    if s != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return (x / 127.5 - 1.0).clamp_(-1.0, 1.0)
+
+
+def read_refs(shard: str, warn: bool = True) -> Iterator[SampleRef]:
+    """Sample references of one shard in file order (reads tar headers and JSON members only).
+
+    Samples without an mp4 or with bad JSON are skipped, with a warning naming shard and key if ``warn``.
+    """
+    path = Path(shard)
+    if not path.exists():
+        raise FileNotFoundError(f"shard not found: {path}")
+    with tarfile.open(path, mode="r:") as tar:
+        members: dict[str, dict[str, tarfile.TarInfo]] = {}
+        order: list[str] = []
+        for m in tar:
+            check_member(m, path)
+            key, ext = split_member_name(m.name)
+            if key not in members:
+                members[key] = {}
+                order.append(key)
+            members[key][ext] = m
+        for key in order:
+            parts = members[key]
+            if "mp4" not in parts or "json" not in parts:
+                if warn:
+                        log.warning("skipping sample %s in shard %s: it lacks %s", key, path,
+                                "the .mp4" if "mp4" not in parts else "the .json")
+                continue
+            try:
+                meta = json.loads(tar.extractfile(parts["json"]).read())
+                int(meta["num_frames"]), float(meta["fps"])
+            except (ValueError, KeyError, TypeError) as err:
+                if warn:
+                    log.warning("skipping sample %s in shard %s: bad JSON metadata (%s)", key, path, err)
+                continue
+            yield SampleRef(str(path), key, meta, parts["mp4"].offset_data, parts["mp4"].size)
+
+
+class _Stream:
+    """The deterministic per-rank stream; shared by the main process and DataLoader workers."""
+
+    def __init__(self, shards: list[str], frames: int, fps: float, resolution: int, batch_size: int, seed: int,
+                 rank: int, world_size: int, shuffle_buffer: int):
+        self.shards, self.frames, self.fps, self.resolution = shards, frames, fps, resolution
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.shuffle_buffer = shuffle_buffer
+
+    @property
+    def split_by_sample(self) -> bool:
+        """With fewer shards than ranks every rank reads all shards and keeps every world_size-th sample."""
+        return len(self.shards) < self.world_size
+
+    def rank_shards(self, epoch: int) -> list[str]:
+        order = np.random.default_rng([self.seed, epoch, 0x5A]).permutation(len(self.shards))
+        if self.split_by_sample:
+            return [self.shards[i] for i in order]
+        return [self.shards[i] for i in order[self.rank::self.world_size]]
+
+    def epoch_refs(self, epoch: int, warn: bool = True) -> Iterator[SampleRef]:
+        """Usable samples of this rank in ``epoch``, shuffled (nothing decoded)."""
+        rng = np.random.default_rng([self.seed, epoch, self.rank, 0xB0F])
+        span = self.frames / self.fps
+        buf: list[SampleRef] = []
+        usable = 0
+        for shard in self.rank_shards(epoch):
+            for ref in read_refs(shard, warn):
+                if int(ref.meta["num_frames"]) / float(ref.meta["fps"]) + 1e-9 < span:
+                    continue  # too short for the sampling span: discarded
+                usable += 1
+                if self.split_by_sample and (usable - 1) % self.world_size != self.rank:
+                    continue
+                if len(buf) < self.shuffle_buffer:
+                    buf.append(ref)
+                    continue
+                j = int(rng.integers(len(buf)))
+                yield buf[j]
+                buf[j] = ref
+        rng.shuffle(buf)
+        yield from buf
+
+    def decode(self, ref: SampleRef, epoch: int, handles: dict[str, Any]) -> torch.Tensor | None:
+        rng = np.random.default_rng([self.seed, epoch, self.rank, _key_int(ref.key)])
+        idx = frame_indices(ref.meta, self.frames, self.fps, rng)
+        assert idx is not None  # too-short samples never reach here
+        try:
+            fh = handles.get(ref.shard)
+            if fh is None:
+                fh = handles[ref.shard] = open(ref.shard, "rb")
+            fh.seek(ref.offset)
+            data = fh.read(ref.size)
+            frames = decode_mp4(data, idx, fps=float(ref.meta["fps"]))
+        except (VideoDecodeError, OSError) as err:
+            log.warning("skipping corrupt sample: shard %s key %s (%s)", ref.shard, ref.key, err)
+            return None
+        return to_model_frames(frames, self.resolution)
+
+    def batches(self, epoch: int, samples: int, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
+        """Batches from position (``epoch``, ``samples``) on, forever; this worker decodes every
+        ``num_workers``-th batch and yields only those, each tagged with its end position."""
+        if samples % self.batch_size:
+            raise ValueError(f"resume position samples={samples} is not a multiple of batch_size={self.batch_size}")
+        g = 0  # batch counter since the resume point: decides the worker
+        while True:
+            produced = 0
+            group: list[SampleRef] = []
+            for pos, ref in enumerate(self.epoch_refs(epoch, warn=worker == 0)):
+                if pos < samples:
+                    continue  # consumed before the resume point: skipped without reading the video
+                group.append(ref)
+                if len(group) < self.batch_size:
+                    continue
+                produced += 1
+                mine = g % num_workers == worker
+                g += 1
+                end = pos + 1
+                if mine:
+                    yield self._make_batch(group, epoch, end)
+                group = []
+            if produced == 0 and samples == 0:
+                raise ValueError(
+                    f"rank {self.rank} has fewer than batch_size={self.batch_size} usable clips (>= "
+                    f"{self.frames / self.fps:g} s) in its {len(self.rank_shards(epoch))} shard(s)")
+            epoch, samples = epoch + 1, 0
+
+    def _make_batch(self, group: list[SampleRef], epoch: int, end: int) -> dict[str, Any]:
+        handles: dict[str, Any] = {}
+        try:
+            clips = [self.decode(ref, epoch, handles) for ref in group]
+        finally:
+            for fh in handles.values():
+                fh.close()
+        good = [i for i, c in enumerate(clips) if c is not None]
+        out: dict[str, Any] = {"epoch": epoch, "samples": end}
+        if not good:
+            log.warning("skipping batch ending at sample %d of epoch %d: no decodable video", end, epoch)
+            out.update(x=None, key=None)
+            return out
+        # Replace a failed sample with the next good one of the batch (cyclically): deterministic.
+        pick = [i if clips[i] is not None else min((j for j in good if j > i), default=good[0])
+                for i in range(len(clips))]
+        out["x"] = torch.stack([clips[i] for i in pick])
+        out["key"] = [group[i].key for i in pick]
+        return out
+
+
+class _WorkerDataset(torch.utils.data.IterableDataset):
+    def __init__(self, stream: _Stream, epoch: int, samples: int):
+        super().__init__()
+        self.stream, self.epoch, self.samples = stream, epoch, samples
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n = (0, 1) if info is None else (info.id, info.num_workers)
+        return self.stream.batches(self.epoch, self.samples, worker, n)
+
+
+class VideoClipLoader:
+    """Infinite iterable of ``{"x": float32 (B, K, 3, H, W) in [-1, 1], "key": list[str]}`` batches.
+
+    Args:
+        shards: tar shard paths (e.g. ``Manifest.shards(0.1)``); a missing one raises ``FileNotFoundError``
+            naming it (at construction, and again if it disappears before iteration reaches it).
+        frames: K, frames per clip. fps: average sampling rate (frames/s) -- the span is ``frames / fps`` s.
+        resolution: output side in pixels (square). batch_size: B per rank.
+        seed, rank, world_size: randomness and DDP split (shards are split across ranks; with fewer shards
+            than ranks, samples are). num_workers: DataLoader worker processes (0 = in-process).
+        shuffle_buffer: samples held by the buffer shuffle.
+
+    ``state_dict()`` / ``load_state_dict()`` give exact resume (see module docstring). Iterating starts at
+    the current state; the state advances as batches are consumed from the iterator.
+    """
+
+    def __init__(self, shards: list[str], frames: int = 8, fps: float = 2.0, resolution: int = 64,
+                 batch_size: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 shuffle_buffer: int = 256):
+        shards = [str(s) for s in shards]
+        if not shards:
+            raise ValueError("VideoClipLoader needs at least one shard")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
+        if frames < 1 or fps <= 0 or resolution < 1 or batch_size < 1 or num_workers < 0 or shuffle_buffer < 1:
+            raise ValueError(f"bad loader settings: frames={frames}, fps={fps}, resolution={resolution}, "
+                             f"batch_size={batch_size}, num_workers={num_workers}, shuffle_buffer={shuffle_buffer}")
+        missing = [s for s in shards if not Path(s).exists()]
+        if missing:
+            raise FileNotFoundError(f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)"
+                                                                        if len(missing) > 1 else ""))
+        self.num_workers = num_workers
+        self._stream = _Stream(shards, frames, float(fps), resolution, batch_size, seed, rank, world_size,
+                               shuffle_buffer)
+        self._epoch, self._samples = 0, 0
+
+    @classmethod
+    def from_manifest(cls, manifest_path: str, fraction: float, **kwargs: Any) -> "VideoClipLoader":
+        """Loader over the shards of one data ``fraction`` of a manifest file."""
+        from rayder_core.data.manifest import Manifest
+
+        return cls(Manifest.load(manifest_path).shards(fraction), **kwargs)
+
+    @property
+    def batch_size(self) -> int:
+        return self._stream.batch_size
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "samples": n}``: n samples of epoch e's stream consumed by this rank."""
+        return {"epoch": self._epoch, "samples": self._samples}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, samples = int(state["epoch"]), int(state["samples"])
+        if epoch < 0 or samples < 0 or samples % self.batch_size:
+            raise ValueError(f"invalid loader state {state}: need epoch >= 0 and samples a multiple of "
+                             f"batch_size={self.batch_size}")
+        self._epoch, self._samples = epoch, samples
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        dataset = _WorkerDataset(self._stream, self._epoch, self._samples)
+        if self.num_workers == 0:
+            source: Any = iter(dataset)
+        else:
+            source = iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                                                      prefetch_factor=2, persistent_workers=False))
+        for item in source:
+            self._epoch, self._samples = int(item["epoch"]), int(item["samples"])
+            if item["x"] is None:
+                continue
+            yield {"x": item["x"], "key": list(item["key"])}
+
