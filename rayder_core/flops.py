@@ -1,0 +1,250 @@
+"""Analytic FLOP counts of RayDer training, and the `rayder-flops` CLI.
+
+Conventions (all numbers are FLOPs, not MACs):
+- 2 FLOPs per multiply-accumulate of every matmul: linear layers, q.k^T and attn.v. Elementwise work (norms,
+  softmax, RoPE, activations, Plücker rays) is not counted, as in `torch.utils.flop_counter.FlopCounterMode`.
+- Attention costs 4 * head_dim * heads FLOPs per query-key pair. "Allowed" counts only the pairs the mask allows
+  (neighbourhood attention: kernel_h * kernel_w keys per query; global attention: rules B.1/B.2); "dense" counts the
+  pairs actually computed by the exact CPU path (SDPA with a boolean mask computes every pair of each frame or of
+  the whole sequence). The headline numbers use allowed pairs; `dense_attention_extra` is the difference.
+- Role-conditioning linears of the adaptive norms are counted once per view (they do not depend on the tokens).
+- One training sample = one clip of `views` frames as trained: camera estimation on all views (encoder side +
+  backbone) and one render pass with V-1 inputs and V-1 targets under mask B.2 (decoder side for the targets only);
+  for autoregression='none' V//2 inputs and V - V//2 targets under mask B.1.
+- Training = 3 x forward (backward = 2 x forward), per sample; per step = batch x per sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+
+from . import masks
+from .blocks import FF_EXPAND
+from .model import INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM
+from .model_config import PRESETS, ModelConfig
+
+TRAIN_FACTOR = 3  # forward + backward (2 x forward)
+
+# Paper Table B.3, "TFLOP/step (BS 1)" at 256^2 with 8 views.
+PAPER_TFLOP_PER_STEP = {"XS": 5.93, "S": 11.56, "B": 27.79, "L": 48.37}
+
+
+@dataclass
+class FlopReport:
+    """FLOPs of one training sample (one clip). camera_forward / render_forward / forward_per_sample /
+    train_per_sample count allowed attention pairs; dense_attention_extra is what the dense (masked SDPA) path
+    computes on top of that in one forward; train_per_sample_dense = 3 x (forward + extra)."""
+
+    preset: str
+    params: int
+    resolution: int
+    views: int
+    camera_forward: float
+    render_forward: float
+    forward_per_sample: float
+    train_per_sample: float
+    dense_attention_extra: float
+    train_per_sample_dense: float
+
+
+class _Counter:
+    def __init__(self, cfg: ModelConfig, height: int, width: int) -> None:
+        d = cfg.downsample
+        if height % d or width % d:
+            raise ValueError(f"resolution {height}x{width} must be divisible by {d}")
+        self.cfg = cfg
+        self.grids = [(height // cfg.patch, width // cfg.patch)]
+        self.grids.append((self.grids[0][0] // 2, self.grids[0][1] // 2))
+        self.grids.append((self.grids[1][0] // 2, self.grids[1][1] // 2))
+        self.allowed = 0.0
+        self.dense = 0.0
+
+    def linear(self, tokens: float, fan_in: int, fan_out: int) -> None:
+        flops = 2.0 * tokens * fan_in * fan_out
+        self.allowed += flops
+        self.dense += flops
+
+    def attention(self, allowed_pairs: float, dense_pairs: float, width: int) -> None:
+        self.allowed += 4.0 * allowed_pairs * width
+        self.dense += 4.0 * dense_pairs * width
+
+    def ff(self, tokens: float, width: int) -> None:
+        self.linear(tokens, width, 2 * FF_EXPAND * width)
+        self.linear(tokens, FF_EXPAND * width, width)
+
+    def na_layers(self, level: int, views: int) -> None:
+        cfg = self.cfg
+        if not cfg.local_layers:
+            return
+        c, depth = cfg.local_widths[level], cfg.local_depths[level]
+        h, w = self.grids[level]
+        n = h * w
+        kh, kw = masks.fit_kernel(cfg.kernel, h), masks.fit_kernel(cfg.kernel, w)
+        for _ in range(depth):
+            self.linear(views, cfg.d_cond, c)  # 2 adaptive norms: cond linears, once per view
+            self.linear(views, cfg.d_cond, c)
+            self.linear(views * n, c, 3 * c)
+            self.attention(views * n * kh * kw, views * n * n, c)
+            self.linear(views * n, c, c)
+            self.ff(views * n, c)
+
+    def encoder(self, views: int) -> None:
+        cfg = self.cfg
+        (w0, w1), (n0, n1, n2) = cfg.local_widths, (h * w for h, w in self.grids)
+        self.linear(views * n0, (RGB_DIM + PLUCKER_DIM) * cfg.patch**2, w0)
+        self.na_layers(0, views)
+        self.linear(views * n1, 4 * w0, w1)
+        self.na_layers(1, views)
+        self.linear(views * n2, 4 * w1, cfg.width)
+
+    def backbone(self, view_mask: torch.Tensor | None, views: int) -> None:
+        cfg, w = self.cfg, self.cfg.width
+        m = self.grids[2][0] * self.grids[2][1] + 1  # tokens + register per view
+        allowed_views = views * views if view_mask is None else float(view_mask.sum())
+        for _ in range(cfg.depth):
+            for _ in range(6):
+                self.linear(views, cfg.d_cond, w)  # 6 adaptive norms (3 for tokens, 3 for registers)
+            self.linear(views * m, w, 3 * w)  # global attention
+            self.attention(allowed_views * m * m, (views * m) ** 2, w)
+            self.linear(views * m, w, w)
+            self.linear(views * m, w, 3 * w)  # per-frame attention (tokens + own register)
+            self.attention(views * m * m, views * m * m, w)
+            self.linear(views * m, w, w)
+            self.ff(views * m, w)
+
+    def decoder(self, views: int) -> None:
+        cfg = self.cfg
+        (w0, w1), (n0, n1, n2) = cfg.local_widths, (h * w for h, w in self.grids)
+        self.linear(views * n2, cfg.width, 4 * w1)
+        self.na_layers(1, views)
+        self.linear(views * n1, w1, 4 * w0)
+        self.na_layers(0, views)
+        self.linear(views * n0, w0, RGB_DIM * cfg.patch**2)
+
+    def heads(self, views: int) -> None:
+        cfg = self.cfg
+        self.linear(views, cfg.width, POSE_PARAMS)
+        self.linear(views, cfg.width, INTRINSICS_PARAMS)
+        if cfg.dynamic_state:
+            self.linear(views, cfg.width, cfg.d_state)
+
+    def take(self) -> tuple[float, float]:
+        out = (self.allowed, self.dense)
+        self.allowed = self.dense = 0.0
+        return out
+
+
+def _param_count(cfg: ModelConfig) -> int:
+    from .model import RayDer, count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(RayDer(cfg))
+
+
+def forward_flops(cfg: ModelConfig, resolution: int | tuple[int, int], views: int) -> dict[str, float]:
+    """Forward FLOPs of one training sample: {'camera', 'render', 'camera_dense', 'render_dense'}."""
+    if views < 2:
+        raise ValueError(f"need at least 2 views per clip, got {views}")
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    c = _Counter(cfg, h, w)
+    c.encoder(views)
+    c.backbone(None, views)
+    c.heads(views)
+    camera, camera_dense = c.take()
+
+    if cfg.autoregression == "none":
+        n_in, n_t = views // 2, views - views // 2
+        view_mask = masks.inference_view_mask(n_in, n_t)
+    else:
+        n_in = n_t = views - 1
+        view_mask = masks.training_view_mask(views)
+    c.encoder(n_in + n_t)
+    if cfg.dynamic_state:
+        c.linear(n_in + n_t, cfg.d_state, cfg.width)  # state projection of the NVS registers
+    c.backbone(view_mask, n_in + n_t)
+    c.decoder(n_t)
+    render, render_dense = c.take()
+    return {"camera": camera, "render": render, "camera_dense": camera_dense, "render_dense": render_dense}
+
+
+def count_flops(cfg: ModelConfig, resolution: int, views: int) -> FlopReport:
+    """FLOPs of one training sample (one clip of `views` frames at resolution x resolution pixels)."""
+    f = forward_flops(cfg, resolution, views)
+    forward = f["camera"] + f["render"]
+    dense = f["camera_dense"] + f["render_dense"]
+    return FlopReport(
+        preset=cfg.preset,
+        params=_param_count(cfg),
+        resolution=resolution,
+        views=views,
+        camera_forward=f["camera"],
+        render_forward=f["render"],
+        forward_per_sample=forward,
+        train_per_sample=TRAIN_FACTOR * forward,
+        dense_attention_extra=dense - forward,
+        train_per_sample_dense=TRAIN_FACTOR * dense,
+    )
+
+
+def train_flops_per_step(cfg: ModelConfig, resolution: int, views: int, batch: int) -> float:
+    """Training FLOPs of one optimizer step of `batch` clips (allowed attention pairs, 3 x forward)."""
+    return batch * count_flops(cfg, resolution, views).train_per_sample
+
+
+def _table(rows: list[FlopReport]) -> str:
+    head = (
+        f"{'preset':>8} {'params':>8} {'res':>5} {'V':>2} {'cam fwd':>9} {'NVS fwd':>9} {'train/sample':>13} "
+        f"{'dense extra':>11} {'paper':>8} {'ours/paper':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        paper = PAPER_TFLOP_PER_STEP.get(r.preset) if (r.resolution, r.views) == (256, 8) else None
+        paper_s = f"{paper:8.2f}" if paper else f"{'-':>8}"
+        ratio_s = f"{r.train_per_sample / 1e12 / paper:10.2f}" if paper else f"{'-':>10}"
+        lines.append(
+            f"{r.preset:>8} {r.params / 1e6:7.1f}M {r.resolution:5d} {r.views:2d} "
+            f"{r.camera_forward / 1e9:8.1f}G {r.render_forward / 1e9:8.1f}G {r.train_per_sample / 1e12:12.3f}T "
+            f"{r.dense_attention_extra / 1e9:10.1f}G {paper_s} {ratio_s}"
+        )
+    lines.append(
+        "FLOPs = 2 x multiply-accumulates; train = 3 x forward; attention on mask-allowed pairs "
+        "('dense extra' = additional forward FLOPs of the dense masked-SDPA path). "
+        "'paper' = Table B.3 TFLOP/step at batch 1 (256^2, 8 views)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rayder-flops", description="Analytic RayDer training FLOPs per sample.")
+    parser.add_argument("--resolution", type=int, default=256, help="square image side in pixels (divisible by 16)")
+    parser.add_argument("--views", type=int, default=8, help="views per training clip")
+    parser.add_argument("--presets", default="XS,S,B,L", help=f"comma-separated, from {','.join(PRESETS)}")
+    parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.presets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        parser.error(f"unknown preset(s) {unknown}; choose from {list(PRESETS)}")
+    try:
+        rows = [count_flops(ModelConfig.from_preset(n), args.resolution, args.views) for n in names]
+    except ValueError as e:
+        parser.error(str(e))
+    if args.json:
+        out = []
+        for r in rows:
+            d = asdict(r)
+            d["paper_tflop_per_step_bs1"] = (
+                PAPER_TFLOP_PER_STEP.get(r.preset) if (r.resolution, r.views) == (256, 8) else None
+            )
+            out.append(d)
+        print(json.dumps(out, indent=2))
+    else:
+        print(_table(rows))
+
+
+if __name__ == "__main__":
+    main()

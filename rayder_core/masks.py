@@ -1,0 +1,122 @@
+"""Attention masks: view-level rules B.1 (inference) and B.2 (training), their token-level expansion, and the
+neighbourhood-attention (NATTEN) mask for the exact CPU path. All masks are boolean, True = may attend.
+
+Views in a novel-view-synthesis sequence are laid out as [inputs..., targets...]. For training (B.2) the K views of a
+clip, in (random) order, give inputs = views[:-1] and targets = views[1:]: input i is clip view i, target j is clip
+view j + 1, so target j sees itself and inputs 0..j. Inputs never see targets under either rule, which is what makes
+caching the inputs' keys/values at inference exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def inference_view_mask(n_in: int, n_target: int, device: torch.device | str | None = None) -> Tensor:
+    """Rule B.1 over n_in + n_target views: inputs block-causal among themselves, each target sees itself and every
+    input. Returns (V, V) bool, V = n_in + n_target."""
+    v = n_in + n_target
+    q = torch.arange(v, device=device)[:, None]
+    k = torch.arange(v, device=device)[None, :]
+    q_in, k_in = q < n_in, k < n_in
+    return (q_in & k_in & (k <= q)) | (~q_in & (k_in | (k == q)))
+
+
+def training_view_mask(n_views: int, device: torch.device | str | None = None) -> Tensor:
+    """Rule B.2 for a clip of n_views views: n_views - 1 inputs then n_views - 1 targets. Inputs are block-causal,
+    target j (clip view j + 1) sees itself and inputs 0..j. Returns (2(K-1), 2(K-1)) bool."""
+    if n_views < 2:
+        raise ValueError(f"training needs at least 2 views per clip, got {n_views}")
+    n = n_views - 1
+    q = torch.arange(2 * n, device=device)[:, None]
+    k = torch.arange(2 * n, device=device)[None, :]
+    q_in, k_in = q < n, k < n
+    q_view = torch.where(q_in, q, q - n + 1)  # index into the clip
+    k_view = torch.where(k_in, k, k - n + 1)
+    both_in = q_in & k_in & (k_view <= q_view)
+    target_sees_input = ~q_in & k_in & (k_view < q_view)
+    itself = ~q_in & ~k_in & (k == q)
+    return both_in | target_sees_input | itself
+
+
+def token_slots(n_views: int, tokens_per_view: int, device: torch.device | str | None = None) -> Tensor:
+    """View index of every position of a global-attention sequence laid out as
+    [view 0 tokens, ..., view V-1 tokens, register 0, ..., register V-1]. Returns (V * (N + 1),) long."""
+    views = torch.arange(n_views, device=device)
+    return torch.cat([views.repeat_interleave(tokens_per_view), views])
+
+
+def token_mask(view_mask: Tensor, tokens_per_view: int, n_prefix: int = 0) -> Tensor:
+    """Expand a view-level mask (Vq, Vp + Vq) to tokens. Queries are the Vq current views (layout of `token_slots`);
+    keys are the Vp prefix views (cached inputs) followed by the Vq current views, each in the same layout.
+    Returns (Vq * (N + 1), (Vp + Vq) * (N + 1)) bool."""
+    vq = view_mask.shape[0]
+    if view_mask.shape[1] != n_prefix + vq:
+        raise ValueError(f"view mask {tuple(view_mask.shape)} does not match {n_prefix} prefix + {vq} views")
+    q_slot = token_slots(vq, tokens_per_view, view_mask.device) + n_prefix
+    k_slot = key_slots(vq, tokens_per_view, n_prefix, view_mask.device)
+    return view_mask[(q_slot - n_prefix)[:, None], k_slot[None, :]]
+
+
+def key_slots(n_views: int, tokens_per_view: int, n_prefix: int, device: torch.device | str | None = None) -> Tensor:
+    """View index of every key position: prefix sequence (if any) followed by the current sequence."""
+    cur = token_slots(n_views, tokens_per_view, device) + n_prefix
+    if n_prefix == 0:
+        return cur
+    return torch.cat([token_slots(n_prefix, tokens_per_view, device), cur])
+
+
+def neighborhood_window(length: int, kernel: int, device: torch.device | str | None = None) -> Tensor:
+    """1D NATTEN window (dilation 1, odd kernel): query i sees keys start(i)..start(i)+kernel-1 with
+    start(i) = clamp(i - kernel//2, 0, length - kernel). Returns (length, length) bool."""
+    if kernel % 2 == 0 or not 1 <= kernel <= length:
+        raise ValueError(f"neighbourhood kernel {kernel} must be odd and in [1, {length}]")
+    i = torch.arange(length, device=device)
+    centre = i.clamp(kernel // 2, length - 1 - kernel // 2)
+    return (centre[:, None] - i[None, :]).abs() <= kernel // 2
+
+
+def neighborhood_mask(
+    height: int, width: int, kernel_h: int, kernel_w: int, device: torch.device | str | None = None
+) -> Tensor:
+    """2D neighbourhood mask over a row-major (height, width) token grid, rows and columns each with their own
+    kernel (correct for non-square grids). Returns (height*width, height*width) bool."""
+    rows = neighborhood_window(height, kernel_h, device)
+    cols = neighborhood_window(width, kernel_w, device)
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(height * width, height * width)
+
+
+def fit_kernel(kernel: int, side: int) -> int:
+    """Largest odd kernel <= min(kernel, side): grids smaller than the kernel get a smaller window."""
+    k = min(kernel, side)
+    return k if k % 2 else k - 1
+
+
+_BLOCK_MASKS: dict = {}
+
+
+def flex_block_mask(view_mask: Tensor, tokens_per_view: int, n_prefix: int = 0):
+    """A flex-attention BlockMask with the same pattern as `token_mask` (used by the CUDA backend); cached by
+    pattern, sequence layout and device."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    pattern = tuple(view_mask.flatten().tolist())
+    key = (tuple(view_mask.shape), pattern, tokens_per_view, n_prefix, str(view_mask.device))
+    if key in _BLOCK_MASKS:
+        return _BLOCK_MASKS[key]
+
+    vq = view_mask.shape[0]
+    q_slot = token_slots(vq, tokens_per_view, view_mask.device)
+    k_slot = key_slots(vq, tokens_per_view, n_prefix, view_mask.device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return view_mask[q_slot[q_idx], k_slot[kv_idx]]
+
+    block_mask = create_block_mask(
+        mask_mod, B=None, H=None, Q_LEN=q_slot.numel(), KV_LEN=k_slot.numel(), device=view_mask.device
+    )
+    if len(_BLOCK_MASKS) > 256:
+        _BLOCK_MASKS.clear()
+    _BLOCK_MASKS[key] = block_mask
+    return block_mask

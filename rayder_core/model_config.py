@@ -1,0 +1,166 @@
+"""Validated configuration of the RayDer network (one backbone, camera estimation + novel view synthesis).
+
+`ModelConfig.from_preset("B")` gives the paper's sizes (Table 2); `tiny-*` presets are small CPU models for the
+scaling demo. `ModelConfig.from_dict(d, source=...)` validates a user-supplied mapping (e.g. a YAML section) and names
+the offending key and its source in every error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+D_HEAD = 64  # head dimension of every attention layer
+AUTOREGRESSION_MODES = ("random", "ordered", "none")
+ATTENTION_BACKENDS = ("auto", "natten", "sdpa")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and ablation switches.
+
+    width/depth/heads: backbone (global + per-frame attention) width, number of layers, heads (= width / 64).
+    local_widths/local_depths: the two neighbourhood-attention levels of the hourglass (per side: down and up).
+    patch: first patch-merge size in pixels; the two later merges are 2x2, so the total downsample is 4 * patch.
+    kernel: neighbourhood-attention kernel (odd); shrunk to the largest odd size <= the token grid side when smaller.
+    d_state: dynamic-state size; dynamic_state switches the state head and the state input of target registers.
+    state_dropout: probability of zeroing a target's state in training (per sample and view).
+    autoregression: 'random' (random view order, training mask B.2), 'ordered' (given order, B.2),
+        'none' (first half of the views are inputs, the rest targets, inference mask B.1).
+    local_layers: with False the hourglass keeps its merges/splits but has no neighbourhood-attention layers.
+    attention_backend: 'auto' (natten + flex attention on CUDA, exact masked SDPA on CPU), 'natten' or 'sdpa'.
+    """
+
+    preset: str = "custom"
+    width: int = 384
+    depth: int = 12
+    heads: int = 6
+    local_widths: tuple[int, int] = (128, 256)
+    local_depths: tuple[int, int] = (2, 2)
+    patch: int = 4
+    kernel: int = 7
+    d_state: int = 256
+    dynamic_state: bool = True
+    state_dropout: float = 0.5
+    autoregression: str = "random"
+    local_layers: bool = True
+    attention_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.local_widths = tuple(self.local_widths)  # YAML/JSON give lists
+        self.local_depths = tuple(self.local_depths)
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def d_cond(self) -> int:
+        """Size of the role-conditioning vector fed to every adaptive RMSNorm (2 x width, as the reference)."""
+        return 2 * self.width
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per backbone token side (patch x 2 x 2 = 16 by default)."""
+        return self.patch * 4
+
+    def validate(self, source: str = "ModelConfig") -> None:
+        def bad(key: str, why: str) -> ValueError:
+            return ValueError(f"{source}: invalid model config key '{key}' = {getattr(self, key)!r}: {why}")
+
+        for key in ("width", "depth", "heads", "patch", "kernel", "d_state"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise bad(key, "must be a positive integer")
+        if not isinstance(self.preset, str):
+            raise bad("preset", "must be a string")
+        if self.width % D_HEAD:
+            raise bad("width", f"must be a multiple of the head dimension {D_HEAD}")
+        if self.heads != self.width // D_HEAD:
+            raise bad("heads", f"must equal width / {D_HEAD} = {self.width // D_HEAD}")
+        for key in ("local_widths", "local_depths"):
+            value = getattr(self, key)
+            if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise bad(key, "must be two positive integers")
+        if any(w % D_HEAD for w in self.local_widths):
+            raise bad("local_widths", f"each must be a multiple of the head dimension {D_HEAD}")
+        if self.kernel % 2 == 0:
+            raise bad("kernel", "must be odd")
+        for key in ("dynamic_state", "local_layers"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "must be true or false")
+        if isinstance(self.state_dropout, bool) or not isinstance(self.state_dropout, (int, float)) or not (
+            0.0 <= self.state_dropout <= 1.0
+        ):
+            raise bad("state_dropout", "must be a number in [0, 1]")
+        if self.autoregression not in AUTOREGRESSION_MODES:
+            raise bad("autoregression", f"must be one of {AUTOREGRESSION_MODES}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise bad("attention_backend", f"must be one of {ATTENTION_BACKENDS}")
+
+    # ------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """A preset ('XS','S','B','L','tiny-xs','tiny-s','tiny-b','tiny-l') with optional field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        values = dict(PRESETS[name], preset=name)
+        values.update(overrides)
+        return cls.from_dict(values, source=f"preset {name!r} with overrides {sorted(overrides)}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "ModelConfig":
+        """Build from a mapping. A 'preset' key alone pulls in that preset's values; other keys override them.
+
+        Raises ValueError naming the key and `source` for unknown keys and bad values.
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{source}: model config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown model config key(s) {unknown}; known keys: {sorted(known)}")
+        values: dict[str, Any] = {}
+        if d.get("preset") in PRESETS:
+            values.update(PRESETS[d["preset"]])
+        values.update(d)
+        cfg = cls.__new__(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            setattr(cfg, f.name, values.get(f.name, default))
+        for key in ("local_widths", "local_depths"):
+            value = getattr(cfg, key)
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{source}: invalid model config key '{key}' = {value!r}: must be a list of two ints")
+            setattr(cfg, key, tuple(value))
+        if isinstance(cfg.state_dropout, int) and not isinstance(cfg.state_dropout, bool):
+            cfg.state_dropout = float(cfg.state_dropout)
+        cfg.validate(source)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["local_widths"] = list(self.local_widths)
+        d["local_depths"] = list(self.local_depths)
+        return d
+
+
+def _size(width: int, depth: int, **extra: Any) -> dict[str, Any]:
+    return dict(width=width, depth=depth, heads=width // D_HEAD, **extra)
+
+
+# Table 2 of the paper (layers, width, heads); parameters 59M / 145M / 422M / 743M.
+# Tiny presets: CPU-sized models for the scaling demo (32^2, 8 views, batch ~4). The hourglass (one 64-wide
+# neighbourhood layer per level and side) is shared; the backbone grows in width and depth so that each preset costs
+# >= 1.8x the training FLOPs of the previous one at 32^2 (4.3 / 8.2 / 15.5 / 31.3 GFLOP per step of 4 clips; see
+# `rayder-flops --presets tiny-xs,tiny-s,tiny-b,tiny-l --resolution 32`).
+_TINY_LOCAL = dict(local_widths=(64, 64), local_depths=(1, 1), d_state=32)
+PRESETS: dict[str, dict[str, Any]] = {
+    "XS": _size(384, 12),
+    "S": _size(512, 18),
+    "B": _size(768, 24),
+    "L": _size(1024, 24),
+    "tiny-xs": _size(64, 2, **_TINY_LOCAL),
+    "tiny-s": _size(128, 5, **_TINY_LOCAL),
+    "tiny-b": _size(192, 6, **_TINY_LOCAL),
+    "tiny-l": _size(256, 8, **_TINY_LOCAL),
+}
