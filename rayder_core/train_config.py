@@ -30,9 +30,9 @@ class DataConfig:
             raise ValueError(f"data.fraction must be in (0, 1], got {self.fraction}")
         if self.frames < 2:
             raise ValueError(f"data.frames must be >= 2, got {self.frames}")
-        if self.resolution % 16:
-            raise ValueError(f"data.resolution must be divisible by 16 (the model downsamples 16x), "
-                             f"got {self.resolution}")
+        if self.resolution % 8:
+            raise ValueError(f"data.resolution must be divisible by the model's downsampling (16 by default, "
+                             f"8 with model.patch=2), got {self.resolution}")
 
 
 @dataclass

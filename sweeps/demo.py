@@ -22,7 +22,7 @@ from sweeps.spec import SweepSpec, load_spec
 
 DEMO_GRID = Path(__file__).with_name("demo.yaml")
 FIT_METRICS = ("mse", "psnr", "lpips", "ssim")
-FIT_BOOTSTRAP = 200  # bootstrap resamples per fit (CIs); the paper-scale default of rayder-fit is 1000
+FIT_BOOTSTRAP = 50  # bootstrap resamples per fit (CIs) in the demo; rayder-fit defaults to 1000
 
 
 def _run_tool(module: str, args: list[str]) -> int:
@@ -77,7 +77,8 @@ def fit_and_report(spec: SweepSpec, pdf: Path) -> tuple[list[str], Path | None]:
         print("demo: rayder-report is not available yet (reports/cli.py); skipping the PDF", file=sys.stderr)
         return fitted, None
     pdf.parent.mkdir(parents=True, exist_ok=True)
-    if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf)]) != 0 or not pdf.is_file():
+    if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf),
+                                          "--bootstrap", str(FIT_BOOTSTRAP)]) != 0 or not pdf.is_file():
         print("demo: rayder-report failed (see above)", file=sys.stderr)
         return fitted, None
     return fitted, pdf
