@@ -31,7 +31,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow and not slurm"
 
 demo: install
-	$(PY) -m sweeps.demo
+	$(PY) -m sweeps.demo $(DEMO_ARGS)
 
 bench: install
 	$(PY) benchmarks/train_step.py

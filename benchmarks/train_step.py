@@ -24,34 +24,47 @@ from rayder_core.model_config import ModelConfig
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_peak(dtype: torch.dtype, sizes=(512, 1024, 2048), repeats: int = 3) -> float:
-    """Best achieved FLOP/s of n x n x n matmuls (2 n^3 FLOPs each) in `dtype`."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, sizes=(512, 1024, 2048), repeats: int = 3,
+                device: torch.device = torch.device("cpu")) -> float:
+    """Best achieved FLOP/s of n x n x n matmuls (2 n^3 FLOPs each) in `dtype` on `device`."""
     best = 0.0
+    if device.type == "cuda":
+        sizes = tuple(sizes) + (4096, 8192)
     for n in sizes:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
         a @ b  # warm-up
+        _sync(device)
         for _ in range(repeats):
             t = time.perf_counter()
             a @ b
+            _sync(device)
             best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
 
 
-def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, batch: int, steps: int, warmup: int):
+def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, batch: int, steps: int, warmup: int,
+               device: torch.device = torch.device("cpu")):
     """Best (least contended) seconds per training step."""
     torch.manual_seed(0)
-    model = RayDer(cfg).train()
+    model = RayDer(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    frames = torch.rand(batch, views, 3, resolution, resolution) * 2 - 1
+    frames = torch.rand(batch, views, 3, resolution, resolution, device=device) * 2 - 1
     gen = torch.Generator().manual_seed(0)
     times = []
     for i in range(warmup + steps):
+        _sync(device)
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = model.training_loss(frames, generator=gen)
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return min(times)
@@ -66,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (best reported)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU: the MFU of XS..L at 256^2, bf16)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     presets = [p for p in args.presets.split(",") if p]
     precisions = [p for p in args.precisions.split(",") if p]
     bad = [p for p in precisions if p not in PRECISIONS]
@@ -79,10 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     timed = []
     jobs = [(n, p) for n in presets for p in precisions]
     for name, precision in tqdm(jobs, desc="benchmark", leave=False):
-        peaks[precision] = max(peaks[precision], matmul_peak(PRECISIONS[precision]))
-        cfg = ModelConfig.from_preset(name, attention_backend="sdpa")
-        step_flops = args.batch * count_flops(cfg, args.resolution, args.views).train_per_sample_dense
-        sec = time_steps(cfg, precision, args.resolution, args.views, args.batch, args.steps, args.warmup)
+        peaks[precision] = max(peaks[precision], matmul_peak(PRECISIONS[precision], device=device))
+        cfg = ModelConfig.from_preset(name, attention_backend="sdpa" if device.type == "cpu" else "auto")
+        report = count_flops(cfg, args.resolution, args.views)
+        # the CPU path computes every query-key pair (masked SDPA); the CUDA path only the allowed ones (NATTEN/flex)
+        step_flops = args.batch * (report.train_per_sample_dense if device.type == "cpu" else report.train_per_sample)
+        sec = time_steps(cfg, precision, args.resolution, args.views, args.batch, args.steps, args.warmup, device)
         timed.append((name, precision, sec, step_flops))
     for p, v in peaks.items():
         print(f"matmul peak {p}: {v / 1e9:.1f} GFLOP/s (best 512^3..2048^3 matmul in this run)")

@@ -295,14 +295,15 @@ def _refit_chunk(law_name: str, X: list[np.ndarray], y: np.ndarray, objective: s
                  restarts: int) -> np.ndarray:
     """Refit on each index set (bootstrap resamples) from the given starts (warm: the full-data optimum) and the
     `restarts` best grid points of the resample; rows of fit-space parameters."""
-    threadpool_limits(limits=1, user_api="blas")  # in a worker process (see fit_law)
-    problem = _Problem(get_law(law_name), X, y, objective, delta, reduction, tol, scale)
-    out = np.full((len(index_sets), len(problem.law.param_names)), np.nan)
-    for i, idx in enumerate(index_sets):
-        sub = problem.subset(idx)
-        best = _best_of(sub, list(starts) + (list(sub.grid_starts()[0][:restarts]) if restarts else []))
-        if best is not None:
-            out[i] = best.x
+    # one BLAS thread while fitting (see fit_law); a context manager, so it never leaks into the caller's process
+    with threadpool_limits(limits=1, user_api="blas"):
+        problem = _Problem(get_law(law_name), X, y, objective, delta, reduction, tol, scale)
+        out = np.full((len(index_sets), len(problem.law.param_names)), np.nan)
+        for i, idx in enumerate(index_sets):
+            sub = problem.subset(idx)
+            best = _best_of(sub, list(starts) + (list(sub.grid_starts()[0][:restarts]) if restarts else []))
+            if best is not None:
+                out[i] = best.x
     return out
 
 
