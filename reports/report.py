@@ -291,9 +291,13 @@ def summary_page(study: Study) -> Figure:
     # Bottom: what is missing.
     missing_lines = missing_summary(study)
     fig.text(0.03, 0.33, "What is missing", fontsize=11, fontweight="bold", va="top")
-    shown = missing_lines[:14]
-    if len(missing_lines) > len(shown):
-        shown.append(f"… and {len(missing_lines) - len(shown)} more (query the store's evals table)")
+    import textwrap
+
+    wrapped = [w for line in missing_lines
+               for w in textwrap.wrap(line, width=135, subsequent_indent="    ", break_on_hyphens=False)]
+    shown = wrapped[:16]
+    if len(wrapped) > len(shown):
+        shown.append(f"… and {len(wrapped) - len(shown)} more lines (query the store's evals table)")
     fig.text(0.03, 0.29, "\n".join(shown) if shown else "Nothing: every run finished and every metric was "
              "computed.", fontsize=8.5, va="top", linespacing=1.45, family="DejaVu Sans Mono")
     return fig
@@ -321,8 +325,10 @@ def missing_summary(study: Study) -> list[str]:
         miss["missing_reason"] = miss["missing_reason"].fillna("no reason recorded")
         for (bench, metric, reason), grp in miss.groupby(["bench", "metric", "missing_reason"], sort=True):
             run_ids = sorted(grp["run_id"].unique())
+            which = ("all runs" if len(run_ids) == len(runs) else
+                     ", ".join(run_ids[:3]) + (", …" if len(run_ids) > 3 else ""))
             lines.append(f"{bench}/{metric} missing at {len(grp)} checkpoint(s) of {len(run_ids)} run(s) "
-                         f"({', '.join(run_ids[:4])}{', …' if len(run_ids) > 4 else ''}): {reason}")
+                         f"({which}): {reason}")
     return lines
 
 
