@@ -335,6 +335,15 @@ def missing_summary(study: Study) -> list[str]:
 # ------------------------------------------------------------------------------------------------------------------
 # Page 2: scaling across data and model size (paper Figure 10)
 # ------------------------------------------------------------------------------------------------------------------
+def _run_styles(presets: list, fractions: list) -> tuple[dict, dict, dict, dict]:
+    """Colours (data fraction: blues, model size: greens) and markers shared by the per-run pages."""
+    frac_colour = dict(zip(fractions, shades(FRACTION_CMAP, len(fractions))))
+    size_colour = dict(zip(presets, shades(SIZE_CMAP, len(presets))))
+    size_marker = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(presets)}
+    frac_marker = {f: MARKERS[i % len(MARKERS)] for i, f in enumerate(fractions)}
+    return frac_colour, size_colour, size_marker, frac_marker
+
+
 def _run_curves(ax: plt.Axes, pts: pd.DataFrame, color_of: Callable[[pd.Series], Any],
                 marker_of: Callable[[pd.Series], str]) -> None:
     for _, grp in pts.sort_values(["params", "fraction", "step"]).groupby("run_id", sort=False):
@@ -349,10 +358,7 @@ def scaling_page(study: Study, bench: str) -> Figure:
                    "Each line is one run (its checkpoints). Top: colour = data fraction (blues), marker = model "
                    "size. Bottom: colour = model size (greens), marker = data fraction. Log compute axis.")
     presets, fractions = study.presets, study.fractions
-    frac_colour = dict(zip(fractions, shades(FRACTION_CMAP, len(fractions))))
-    size_colour = dict(zip(presets, shades(SIZE_CMAP, len(presets))))
-    size_marker = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(presets)}
-    frac_marker = {f: MARKERS[i % len(MARKERS)] for i, f in enumerate(fractions)}
+    frac_colour, size_colour, size_marker, frac_marker = _run_styles(presets, fractions)
     params = study.runs.groupby("preset")["params"].max()
     d_of = study.runs.groupby("fraction")["D"].max()
     axes = fig.subplots(2, len(NVS_METRICS), squeeze=False,
@@ -397,10 +403,7 @@ def camera_page(study: Study, bench: str) -> Figure:
                    "Errors of the camera probe (lower is better) at every evaluated checkpoint. Left: colour = data "
                    "fraction (blues). Right: colour = model size (greens). Log-log axes.")
     presets, fractions = study.presets, study.fractions
-    frac_colour = dict(zip(fractions, shades(FRACTION_CMAP, len(fractions))))
-    size_colour = dict(zip(presets, shades(SIZE_CMAP, len(presets))))
-    size_marker = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(presets)}
-    frac_marker = {f: MARKERS[i % len(MARKERS)] for i, f in enumerate(fractions)}
+    frac_colour, size_colour, size_marker, frac_marker = _run_styles(presets, fractions)
     axes = fig.subplots(len(PROBE_METRICS), 2, squeeze=False,
                         gridspec_kw={"left": 0.07, "right": 0.83, "top": 0.88, "bottom": 0.08,
                                      "hspace": 0.32, "wspace": 0.2})
