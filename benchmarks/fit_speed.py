@@ -52,7 +52,7 @@ def main() -> None:
     print(f"reference 256x256 matmul: {ref * 1e3:.3f} ms")
 
     pts = frontier(eval_points("mse", 0, steps=range(50_000, 160_000, 20_000)), "mse", min_step=50_000)
-    r = _timed(f"kaplan fit, {int(pts.on_frontier_d.sum())} frontier points, 20 starts", ref,
+    r = _timed(f"kaplan fit, {int(pts.on_frontier_d.sum())} frontier points, 8 starts", ref,
                lambda: fit_law(pts, bootstrap=0, holdout=False))
     print("   ", r.formula(), f"({r.n_starts_at_best}/{r.n_starts} starts at best)")
 
@@ -61,7 +61,7 @@ def main() -> None:
         df = pd.read_csv(csv).rename(columns={"Model Size": "N", "Training FLOP": "C"})
         df["D"] = df["C"] / (6 * df["N"])
         df = df.sort_values("loss").iloc[:-5]
-        c = _timed("Chinchilla additive fit, 240 points, 20 starts", ref,
+        c = _timed("Chinchilla additive fit, 240 points, 8 starts", ref,
                    lambda: fit_law(df, law="additive", x=["N", "D"], y="loss", bootstrap=0, holdout=False))
         print(f"    objective {c.objective:.6g}, alpha {c.params['alpha']:.4f}, beta {c.params['beta']:.4f}, "
               f"E {c.params['L_inf']:.4f} ({c.n_starts_at_best}/{c.n_starts} starts at best)")

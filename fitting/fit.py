@@ -371,8 +371,8 @@ def _holdout_errors(problem: _Problem, starts: list[np.ndarray], x: list[str], r
 
 def fit_law(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "D"), y: str = "y", *,
             objective: str = "huber", delta: float = 1e-3, reduction: str = "sum", bootstrap: int = 1000,
-            seed: int = 0, n_starts: int | None = 20, holdout: bool = True, holdout_frac: float = 0.2,
-            ci: float = 0.95, ci_method: str = "percentile", boot_restarts: int = 2, tol: float | None = DEFAULT_TOL,
+            seed: int = 0, n_starts: int | None = 8, holdout: bool = True, holdout_frac: float = 0.2,
+            ci: float = 0.95, ci_method: str = "percentile", boot_restarts: int = 0, tol: float | None = DEFAULT_TOL,
             n_jobs: int | None = None, progress: bool | None = None,
             metric: str | None = None, bench: str | None = None, sweep: str | None = None) -> FitResult:
     """Fit `law` to the rows of `df` (columns `x` as inputs, `y` as the positive, lower-is-better target).
