@@ -49,7 +49,7 @@ def _lpips_for(device: str) -> Any:
 
 @torch.no_grad()
 def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int, device: torch.device,
-                 use_lpips: bool = True) -> dict:
+                 use_lpips: bool = True, progress: bool = False) -> dict:
     """Evaluate NVS on one RE10K-format benchmark. Returns {"bench", "values", "n", "missing"}."""
     from rayder_core.data.benchmarks import Re10kBenchmark
     from rayder_core.metrics import aggregate_scenes, mse_pm1, psnr, ssim
@@ -59,7 +59,11 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
     per_image: dict[str, list[float]] = {m: [] for m in ("psnr", "mse", "ssim", "baseline_psnr")}
     lpips_values: list[float] = []
     scene_ids: list[str] = []
-    for i, scene in enumerate(bench):
+    from tqdm import tqdm
+
+    total = len(bench) if spec.max_scenes is None else min(len(bench), spec.max_scenes)
+    for i, scene in enumerate(tqdm(bench, total=total, desc=f"eval {spec.name}", disable=not progress,
+                                   leave=False)):
         if spec.max_scenes is not None and i >= spec.max_scenes:
             break
         context = scene.context.to(device).float()[None]   # (1, 2, 3, H, W) in [-1, 1]
@@ -123,14 +127,14 @@ def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: i
 
 
 def evaluate_model(model: torch.nn.Module, cfg: EvalConfig, *, resolution: int, device: torch.device,
-                   seed: int = 0) -> list[dict]:
+                   seed: int = 0, progress: bool = False) -> list[dict]:
     """Run every benchmark of `cfg` on `model`; a benchmark that cannot be read is recorded as missing."""
     records = []
     for spec in cfg.benchmarks:
         try:
             if spec.kind == "re10k":
                 records.append(evaluate_nvs(model, spec, resolution=resolution, device=device,
-                                            use_lpips=cfg.lpips))
+                                            use_lpips=cfg.lpips, progress=progress))
             else:
                 records.append(evaluate_probe(model, spec, resolution=resolution, device=device,
                                               iters=cfg.probe_iters, seed=seed))
@@ -167,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="results.duckdb", help="results store ('' to skip)")
     parser.add_argument("--probe-iters", type=int, default=None)
     args = parser.parse_args(argv)
-    cfg = load_train_config(args.run_dir / "config.yaml")
+    from rayder_core.yamlconf import ConfigError
+
+    try:
+        cfg = load_train_config(args.run_dir / "config.yaml")
+    except ConfigError as exc:
+        print(f"rayder-eval: {args.run_dir} is not a usable run directory: {exc}", file=sys.stderr)
+        return 2
     if args.probe_iters is not None:
         cfg.eval.probe_iters = args.probe_iters
     ckpts = sorted((args.run_dir / "checkpoints").glob("step_*.pt"))
@@ -182,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     for ckpt in ckpts:
         step = int(ckpt.stem.split("_")[1])
         model = load_model_from_checkpoint(args.run_dir, ckpt, device)
-        records = evaluate_model(model, cfg.eval, resolution=cfg.data.resolution, device=device, seed=cfg.seed)
+        records = evaluate_model(model, cfg.eval, resolution=cfg.data.resolution, device=device, seed=cfg.seed,
+                                 progress=True)
         evals_path = args.run_dir / "evals.jsonl"
         names = {r["bench"] for r in records}
         kept = [r for r in _read_jsonl(evals_path) if not (r["step"] == step and r["bench"] in names)]

@@ -80,7 +80,6 @@ class EvalConfig:
     ])
     probe_iters: int = 10000
     lpips: bool = True
-    batch_scenes: int = 8
 
 
 @dataclass

@@ -94,7 +94,7 @@ def tiny_sweep(tmp_path):
         b = {"steps": 12, "batch_size": 2, "precision": "fp32", "device": "cpu", "checkpoint_every": 4,
              "log_every": 2, "optim": {"warmup_steps": 2},
              "data": {"frames": 4, "resolution": 32, "manifest": str(data.manifest) if data else "none.json"},
-             "eval": {"every": 4, "from_step": 4, "probe_iters": 5, "lpips": False, "batch_scenes": 4,
+             "eval": {"every": 4, "from_step": 4, "probe_iters": 5, "lpips": False,
                       "benchmarks": [
                           {"name": "re10k-synth", "path": str(data.re10k) if data else "x", "kind": "re10k"},
                           {"name": "probe-synth", "path": str(data.probe) if data else "y", "kind": "probe"}]}}

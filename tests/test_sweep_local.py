@@ -59,7 +59,7 @@ def test_status_table_and_cli(tmp_path, tiny_sweep, capsys):
         "presets": ["tiny-xs"], "fractions": [0.1, 1.0]}, "base": {k: v for k, v in {
             "steps": 12, "batch_size": 2, "precision": "fp32", "device": "cpu", "checkpoint_every": 4, "log_every": 2,
             "optim": {"warmup_steps": 2}, "data": {"frames": 4, "resolution": 32, "manifest": "none.json"},
-            "eval": {"every": 4, "from_step": 4, "probe_iters": 5, "lpips": False, "batch_scenes": 4,
+            "eval": {"every": 4, "from_step": 4, "probe_iters": 5, "lpips": False,
                      "benchmarks": [{"name": "re10k-synth", "path": "x", "kind": "re10k"},
                                     {"name": "probe-synth", "path": "y", "kind": "probe"}]}}.items()}}))
     # the same grid file -> the same run ids -> the same rows; a threshold of 2 h un-flags the run
