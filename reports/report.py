@@ -359,8 +359,6 @@ def scaling_page(study: Study, bench: str) -> Figure:
                    "size. Bottom: colour = model size (greens), marker = data fraction. Log compute axis.")
     presets, fractions = study.presets, study.fractions
     frac_colour, size_colour, size_marker, frac_marker = _run_styles(presets, fractions)
-    params = study.runs.groupby("preset")["params"].max()
-    d_of = study.runs.groupby("fraction")["D"].max()
     axes = fig.subplots(2, len(NVS_METRICS), squeeze=False,
                         gridspec_kw={"left": 0.06, "right": 0.83, "top": 0.88, "bottom": 0.08,
                                      "hspace": 0.3, "wspace": 0.25})
@@ -380,17 +378,8 @@ def scaling_page(study: Study, bench: str) -> Figure:
             ax.set_xlabel("training compute C (GFLOP)")
         axes[0, col].set_ylabel(METRIC_LABEL[metric]) if col == 0 else None
         axes[1, col].set_ylabel(METRIC_LABEL[metric]) if col == 0 else None
-    frac_handles = [Line2D([], [], color=frac_colour[f], lw=2, label=f"{fraction_label(f)} (D={count_label(d_of[f])})")
-                    for f in fractions]
-    frac_handles += [Line2D([], [], color="0.4", marker=size_marker[p], ls="", label=p) for p in presets]
-    size_handles = [Line2D([], [], color=size_colour[p], lw=2, label=f"{p} ({count_label(params[p])})")
-                    for p in presets]
-    size_handles += [Line2D([], [], color="0.4", marker=frac_marker[f], ls="", label=fraction_label(f))
-                     for f in fractions]
-    fig.legend(handles=frac_handles, loc="upper left", bbox_to_anchor=(0.845, 0.88), title="data fraction / size",
-               frameon=False)
-    fig.legend(handles=size_handles, loc="upper left", bbox_to_anchor=(0.845, 0.45), title="model size / data",
-               frameon=False)
+    _size_fraction_legends(fig, study, frac_colour, size_colour, size_marker, frac_marker,
+                           titles=("data fraction / size", "model size / data"))
     return fig
 
 
@@ -430,7 +419,8 @@ def camera_page(study: Study, bench: str) -> Figure:
 
 
 def _size_fraction_legends(fig: Figure, study: Study, frac_colour: dict, size_colour: dict, size_marker: dict,
-                           frac_marker: dict) -> None:
+                           frac_marker: dict, titles: tuple[str, str] = ("by data fraction", "by model size")
+                           ) -> None:
     params = study.runs.groupby("preset")["params"].max()
     d_of = study.runs.groupby("fraction")["D"].max()
     frac_handles = [Line2D([], [], color=frac_colour[f], lw=2,
@@ -440,9 +430,9 @@ def _size_fraction_legends(fig: Figure, study: Study, frac_colour: dict, size_co
                     for p in size_colour]
     size_handles += [Line2D([], [], color="0.4", marker=frac_marker[f], ls="", label=fraction_label(f))
                      for f in frac_marker]
-    fig.legend(handles=frac_handles, loc="upper left", bbox_to_anchor=(0.845, 0.88), title="by data fraction",
+    fig.legend(handles=frac_handles, loc="upper left", bbox_to_anchor=(0.845, 0.88), title=titles[0],
                frameon=False)
-    fig.legend(handles=size_handles, loc="upper left", bbox_to_anchor=(0.845, 0.45), title="by model size",
+    fig.legend(handles=size_handles, loc="upper left", bbox_to_anchor=(0.845, 0.45), title=titles[1],
                frameon=False)
 
 
