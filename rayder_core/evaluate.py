@@ -161,7 +161,8 @@ def load_model_from_checkpoint(run_dir: Path, checkpoint: Path, device: torch.de
 
 def main(argv: list[str] | None = None) -> int:
     from rayder_core.results import ResultsStore
-    from rayder_core.train import _append_jsonl, _atomic_write_text, _read_jsonl, record_run_dir
+    from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl
+    from rayder_core.train import record_run_dir
     from rayder_core.train_config import load_train_config
 
     parser = argparse.ArgumentParser(prog="rayder-eval", description="Evaluate a run's checkpoints zero-shot.")
@@ -196,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=True)
         evals_path = args.run_dir / "evals.jsonl"
         names = {r["bench"] for r in records}
-        kept = [r for r in _read_jsonl(evals_path) if not (r["step"] == step and r["bench"] in names)]
-        _atomic_write_text(evals_path, "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in read_jsonl(evals_path) if not (r["step"] == step and r["bench"] in names)]
+        atomic_write_text(evals_path, "".join(json.dumps(r) + "\n" for r in kept))
         for rec in records:
-            _append_jsonl(evals_path, {"step": step, **rec})
+            append_jsonl(evals_path, {"step": step, **rec})
             vals = ", ".join(f"{k}={v:.4g}" for k, v in rec["values"].items())
             print(f"step {step} {rec['bench']} (n={rec['n']}): {vals}"
                   + "".join(f"\n  {k}: missing ({why})" for k, why in rec["missing"].items()))

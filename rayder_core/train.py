@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
 from rayder_core.results import ResultsStore
 from rayder_core.train_config import TrainConfig, load_train_config
 
@@ -52,40 +53,6 @@ class TrainOutcome:
     status: str      # "finished" | "preempted"
     step: int
     run_dir: Path
-
-
-# ------------------------------------------------------------------------------------------------ small file helpers
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """Read a JSON-lines file; a torn last line (a writer killed mid-write) is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop records of steps after `max_step` (logged after the checkpoint we resume from)."""
-    if path.exists():
-        rows = [r for r in _read_jsonl(path) if int(r["step"]) <= max_step]
-        _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -260,7 +227,7 @@ class Trainer:
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "restarts": self.restarts, "latest": self.latest,
             "skipped_total": self.skipped_total, "backend": getattr(self.model, "backend", None), "error": error,
         }
-        _atomic_write_text(self.run_dir / "state.json", json.dumps(state, indent=1))
+        atomic_write_text(self.run_dir / "state.json", json.dumps(state, indent=1))
 
     def checkpoint_state(self) -> dict:
         rank_state = {"generator": self.generator.get_state(), "loader": self.loader.state_dict(),
@@ -287,8 +254,8 @@ class Trainer:
             tmp = path.with_name(f".{path.name}.tmp")
             torch.save(state, tmp)
             os.replace(tmp, path)  # atomic: a checkpoint file is complete or absent
-            _truncate_jsonl(self.run_dir / "checkpoints.jsonl", self.step - 1)
-            _append_jsonl(self.run_dir / "checkpoints.jsonl",
+            truncate_jsonl(self.run_dir / "checkpoints.jsonl", self.step - 1)
+            append_jsonl(self.run_dir / "checkpoints.jsonl",
                           {"step": self.step, "samples": self.samples, "flops": self.flops,
                            "wall_time_s": self.elapsed_s})
             self.last_checkpoint = self.step
@@ -328,7 +295,7 @@ class Trainer:
         self.last_checkpoint = self.step
         if self.rank == 0:
             for name in ("metrics.jsonl", "checkpoints.jsonl", "evals.jsonl"):
-                _truncate_jsonl(self.run_dir / name, self.step)
+                truncate_jsonl(self.run_dir / name, self.step)
             self._synced_log_step = -1
         return True
 
@@ -386,7 +353,7 @@ class Trainer:
             finally:
                 self.model.train()
             for rec in records:
-                _append_jsonl(self.run_dir / "evals.jsonl", {"step": self.step, **rec})
+                append_jsonl(self.run_dir / "evals.jsonl", {"step": self.step, **rec})
         if self.world > 1:
             dist.barrier()
 
@@ -425,12 +392,12 @@ def _record(store: ResultsStore, run_dir: Path, run_id: str, state: dict, config
     store.upsert_run(run_id, sweep=state["sweep"], preset=state["preset"], params=int(state["params"]),
                      fraction=float(state["fraction"]), D=int(state["D"]), config=config,
                      status=status or state["status"], host=state.get("host", ""), run_dir=str(run_dir))
-    logs = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if int(r["step"]) > since_step]
+    logs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if int(r["step"]) > since_step]
     store.add_train_log(run_id, logs)
-    for ck in _read_jsonl(run_dir / "checkpoints.jsonl"):
+    for ck in read_jsonl(run_dir / "checkpoints.jsonl"):
         store.add_checkpoint(run_id, step=ck["step"], samples=ck["samples"], flops=ck["flops"],
                              wall_time_s=ck["wall_time_s"])
-    for ev in _read_jsonl(run_dir / "evals.jsonl"):
+    for ev in read_jsonl(run_dir / "evals.jsonl"):
         store.add_evals(run_id, ev["step"], bench=ev["bench"], values=ev.get("values", {}), n=ev.get("n", 0),
                         missing=ev.get("missing", {}))
 
@@ -446,7 +413,7 @@ def run_training(cfg: TrainConfig, *, db: str | None = "results.duckdb", progres
         config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.exists():
-            _atomic_write_text(cfg_path, config_text)
+            atomic_write_text(cfg_path, config_text)
     if world > 1:
         dist.barrier()
     trainer = Trainer(cfg, db=db, rank=rank, world=world, device=device)
@@ -477,7 +444,7 @@ def run_training(cfg: TrainConfig, *, db: str | None = "results.duckdb", progres
 
 
 def _has_eval(run_dir: Path, step: int) -> bool:
-    return any(int(r["step"]) == step for r in _read_jsonl(run_dir / "evals.jsonl"))
+    return any(int(r["step"]) == step for r in read_jsonl(run_dir / "evals.jsonl"))
 
 
 def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
@@ -509,7 +476,7 @@ def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
                    "skipped": trainer._skipped_since_log,  # steps skipped since the previous log line
                    "skipped_total": trainer.skipped_total, "flops": trainer.flops}
             trainer._skipped_since_log = 0
-            _append_jsonl(trainer.run_dir / "metrics.jsonl", row)
+            append_jsonl(trainer.run_dir / "metrics.jsonl", row)
             trainer.latest = {"loss": logged["loss"], "psnr": logged["psnr"], "lr": logged["lr"]}
             trainer.write_state("running")
             bar.set_postfix(loss=f"{logged['loss']:.4f}", psnr=f"{logged['psnr']:.2f}", refresh=False)

@@ -19,27 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from rayder_core.fileio import atomic_write_text, read_json
+
 STALE_AFTER_S = 300.0
 STATE_FILE = "state.json"
 LAUNCH_FILE = "launch.json"
 TERMINAL = ("finished", "failed")
 
 
-def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A JSON object from `path`, or None if the file is absent or unreadable (e.g. truncated by a crash)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Write a JSON object atomically (see `rayder_core.fileio.atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_state(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -12,8 +12,8 @@ import torch
 import torch.multiprocessing as tmp_mp
 
 from rayder_core.results import ResultsStore
-from rayder_core.train import (TrainingDiverged, _read_jsonl, latest_checkpoint, lr_at, record_run_dir,
-                               run_training)
+from rayder_core.fileio import read_jsonl as _read_jsonl
+from rayder_core.train import TrainingDiverged, latest_checkpoint, lr_at, record_run_dir, run_training
 from rayder_core.train_config import load_train_config
 from rayder_core.yamlconf import ConfigError
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rayder_core.data.shards import count_samples, list_shards
+from rayder_core.fileio import atomic_write_text
 
 MANIFEST_VERSION = 1
 
@@ -81,10 +82,7 @@ class Manifest:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the manifest JSON to ``path`` (atomically)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(path), indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_json(path), indent=1))
         return path
 
     @classmethod
