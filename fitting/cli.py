@@ -79,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.metric and args.bench):
             print("rayder-fit: give --metric and --bench (results store) or --csv (external data)", file=sys.stderr)
             return 2
+        from pathlib import Path
+
         from rayder_core.results import ResultsStore
 
+        if not Path(args.db).is_file():  # never create an empty store from a mistyped path
+            print(f"rayder-fit: results store {args.db} does not exist (run a sweep first, or pass --db)",
+                  file=sys.stderr)
+            return 2
         store = ResultsStore(args.db)
         points = store.eval_points(bench=args.bench, metric=args.metric, sweep=args.sweep)
         if points.empty:

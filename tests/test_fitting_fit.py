@@ -149,3 +149,12 @@ def test_cli_csv(tmp_path, capsys):
     assert rec["params"]["alpha"] == pytest.approx(0.4, rel=1e-3) and rec["params"]["L_inf"] == pytest.approx(0.5, rel=1e-3)
     with pytest.raises(SystemExit, match="no column"):
         main(["--csv", str(csv), "--x", "flops,D", "--y", "loss"])
+
+
+def test_cli_missing_store_is_a_clear_error_and_creates_nothing(tmp_path, capsys):
+    from fitting.cli import main
+
+    db = tmp_path / "typo.duckdb"
+    assert main(["--metric", "mse", "--bench", "re10k", "--db", str(db)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not db.exists() and not list(tmp_path.iterdir())
