@@ -179,6 +179,14 @@ class LpipsMetric:
         reason = "; ".join(problems) + f"; and the lpips package is not usable: {package_error}"
         return MissingMetric("lpips", reason)
 
+    def distance(self, pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+        """Differentiable LPIPS (N,) of images in [0,1] (clamped), on the network's device: the perceptual loss
+        term of training. Gradients flow to the inputs; the network's weights stay frozen."""
+        _check_pair(pred01, target01, "lpips")
+        a = pred01.to(self.device, torch.float32).clamp(0.0, 1.0)
+        b = target01.to(self.device, torch.float32).clamp(0.0, 1.0)
+        return self._distance(a, b).float().to(pred01.device)
+
     @torch.no_grad()
     def __call__(self, pred01: torch.Tensor, target01: torch.Tensor, *, chunk_size: int = LPIPS_CHUNK
                  ) -> torch.Tensor:

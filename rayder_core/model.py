@@ -280,7 +280,8 @@ class RayDer(nn.Module):
         and view (training mode only). Loss = MSE in [-1, 1] over all targets.
 
         Returns dict: loss (scalar, differentiable), mse, psnr (dB, = -10 log10(mse / 4)), focal_mean (detached
-        scalars), pred (detached (B, Vt, 3, H, W) predictions)."""
+        scalars), pred (detached (B, Vt, 3, H, W) predictions), render (the same, differentiable) and target
+        ((B, Vt, 3, H, W) ground truth), both in [-1, 1]."""
         self._check_frames(frames, "training_loss(frames)")
         b, k = frames.shape[:2]
         if k < 2:
@@ -325,6 +326,8 @@ class RayDer(nn.Module):
             "psnr": -10 * torch.log10(mse / 4),
             "focal_mean": est.camera.f.detach().mean(),
             "pred": pred.detach(),
+            "render": pred,      # the same predictions, differentiable (for extra loss terms, e.g. perceptual)
+            "target": target,
         }
 
     def extra_repr(self) -> str:

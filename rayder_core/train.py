@@ -315,8 +315,9 @@ class Trainer:
                 out = self.ddp(x, generator=self.generator)
             loss = out["loss"]
             if self.lpips is not None:
-                pred = out["pred_grad"] if "pred_grad" in out else out["pred"]
-                loss = loss + cfg.perceptual_weight * self.lpips(pred, out["target"]).mean()
+                render01, target01 = (out["render"].float() + 1) / 2, (out["target"].float() + 1) / 2
+                flat = lambda t: t.reshape(-1, *t.shape[-3:])  # noqa: E731  (B, V, 3, H, W) -> (B*V, 3, H, W)
+                loss = loss + cfg.perceptual_weight * self.lpips.distance(flat(render01), flat(target01)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # always, even if non-finite: DDP ranks must stay in lockstep
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))

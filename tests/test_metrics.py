@@ -233,3 +233,49 @@ def test_lpips_load_names_file_and_key_of_a_bad_checkpoint(random_weights, tmp_p
     torch.save(state, broken)
     with pytest.raises(ValueError, match=r"vgg16-broken.pth: missing tensor features.24.weight"):
         lpips_vgg.load_lpips_vgg(broken, lin_path)
+
+
+def test_lpips_distance_is_differentiable_and_equals_the_metric(random_weights, monkeypatch, one_thread) -> None:
+    root, _, lin_path = random_weights
+    monkeypatch.setenv("TORCH_HOME", str(root))
+    monkeypatch.setenv(lpips_vgg.LPIPS_WEIGHTS_ENV, str(lin_path))
+    metric = LpipsMetric.create("cpu")
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, 32, 32, generator=g).requires_grad_(True)
+    b = torch.rand(2, 3, 32, 32, generator=g)
+    d = metric.distance(a, b)
+    np.testing.assert_allclose(d.detach().numpy(), metric(a.detach(), b).numpy(), rtol=0, atol=1e-6)
+    d.sum().backward()
+    assert a.grad is not None and bool(torch.isfinite(a.grad).all()) and a.grad.abs().sum() > 0
+
+
+def _perceptual_run(data, out_dir, steps: int = 2):
+    from rayder_core.train import run_training
+    from rayder_core.train_config import load_train_config
+
+    cfg = load_train_config({
+        "model": {"preset": "tiny-xs"},
+        "data": {"manifest": str(data.manifest), "frames": 4, "resolution": 32},
+        "eval": {"every": 1000, "benchmarks": []}, "perceptual_weight": 1.0,
+        "steps": steps, "batch_size": 2, "checkpoint_every": steps, "log_every": 1, "precision": "fp32",
+        "sweep": "perc", "out_dir": str(out_dir)})
+    return run_training(cfg, db=None, progress=False)
+
+
+def test_perceptual_term_enters_the_training_loss(synth_data, random_weights, monkeypatch, tmp_path,
+                                                  one_thread) -> None:
+    from rayder_core.fileio import read_jsonl
+
+    root, _, lin_path = random_weights
+    monkeypatch.setenv("TORCH_HOME", str(root))
+    monkeypatch.setenv(lpips_vgg.LPIPS_WEIGHTS_ENV, str(lin_path))
+    out = _perceptual_run(synth_data, tmp_path)
+    for row in read_jsonl(out.run_dir / "metrics.jsonl"):
+        mse = 4 * 10 ** (-row["psnr"] / 10)
+        assert row["loss"] > mse + 1e-4  # loss = MSE + 1.0 x LPIPS (> 0 for different images)
+
+
+def test_perceptual_term_without_weights_is_a_clear_error(synth_data, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match="perceptual_weight=1.0 needs LPIPS: .*VGG16"):
+        _perceptual_run(synth_data, tmp_path)
