@@ -1,6 +1,6 @@
 """Camera geometry for RayDer: Lie-group maps, cameras, Plücker ray maps and the RE10K camera format.
 
-Conventions (RayDer reference code, see docs/readme-parts/geometry.md):
+Conventions (RayDer reference code, see docs/model.md, "Camera geometry"):
 
 * Poses are **camera-to-world**: ``R`` rotates camera-space directions into world space and ``t`` is
   the camera centre in world coordinates. Camera axes follow OpenCV: x right, y down, z forward.

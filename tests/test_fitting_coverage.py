@@ -6,7 +6,7 @@ default kaplan law and summed log-Huber. Bootstrap: 50 resamples of the frontier
 one L-BFGS-B run warm-started at the full-data optimum (boot_restarts=0: for these two laws the warm refit reached
 the 20-start optimum on 40/40 resamples, |d exponent| < 2e-6), percentile 95% CIs.
 
-Measured with 100 bootstraps (docs/readme-parts/fitting.md): coverage per parameter 0.92-1.00 (Eq. 6) and
+Measured with 100 bootstraps (docs/fitting.md): coverage per parameter 0.92-1.00 (Eq. 6) and
 0.88-0.96 (Eq. 5); basic intervals were worse (0.82-0.93). With 50 bootstraps per seed (to stay near 2 minutes)
 the Monte-Carlo error of the CI ends and of a 50-seed coverage estimate (binomial sd ~3%) cost a few percent,
 hence 0.86 per quantity, and L_inf is asserted in its measured form (see below). Eq. 4 (MSE) is not here: its alpha, beta, gamma are not identifiable at 1% noise
