@@ -88,6 +88,16 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         store = ResultsStore(args.db)
+        from rayder_core.results import BenchLookupError
+
+        try:  # --bench may be a family name (re10k -> re10k-synth); say which concrete benchmark is used
+            resolved = store.resolve_bench(args.bench, args.metric)
+        except BenchLookupError as exc:
+            print(f"rayder-fit: {exc}", file=sys.stderr)
+            return 2
+        if resolved != args.bench:
+            print(f"rayder-fit: --bench {args.bench} -> using benchmark {resolved!r} of {args.db}", file=sys.stderr)
+            args.bench = resolved
         points = store.eval_points(bench=args.bench, metric=args.metric, sweep=args.sweep)
         if points.empty:
             missing = store.missing_evals(args.bench, args.metric)

@@ -70,6 +70,23 @@ class StoreError(RuntimeError):
     """The results store cannot be used as asked (newer schema, not a DuckDB file, lock timeout...)."""
 
 
+class BenchLookupError(StoreError, LookupError):
+    """A benchmark name given by the user matches no (or several) benchmarks of the store; the message lists them."""
+
+
+def describe_bench_counts(counts: pd.DataFrame) -> str:
+    """Human-readable table of `ResultsStore.bench_metric_counts()`: one line per benchmark, its metrics with the
+    number of evaluated checkpoints (and of missing ones, if any)."""
+    if counts.empty:
+        return "  the store has no evaluations at all (run a sweep or rayder-eval first)"
+    lines = ["  the store has (benchmark: metric = evaluated checkpoints):"]
+    for bench, grp in counts.groupby("bench", sort=True):
+        cells = [f"{r.metric} {int(r.evaluated)}" + (f" (+{int(r.missing)} missing)" if r.missing else "")
+                 for r in grp.itertuples()]
+        lines.append(f"    {bench}: " + ", ".join(cells))
+    return "\n".join(lines)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -322,6 +339,47 @@ class ResultsStore:
             sql += " AND r.sweep = ?"
             params.append(sweep)
         return self.query(sql + " ORDER BY r.run_id, e.step", params)
+
+    def bench_metric_counts(self) -> pd.DataFrame:
+        """What the store holds, per benchmark x metric: columns bench, metric, evaluated (checkpoints with a value),
+        missing (rows recorded as missing, with a reason), runs (distinct runs with a value)."""
+        return self.query("""
+            SELECT bench, metric, count(value) AS evaluated, count(*) - count(value) AS missing,
+                   count(DISTINCT CASE WHEN value IS NOT NULL THEN run_id END) AS runs
+            FROM evals GROUP BY bench, metric ORDER BY bench, metric""")
+
+    def resolve_bench(self, name: str, metric: str | None = None) -> str:
+        """The concrete benchmark that `name` means in this store, for `metric` (None: any metric).
+
+        An exact benchmark name is returned as is. Otherwise `name` is taken as a family: a benchmark matches when its
+        name starts with `name` followed by `-`, `_` or `.` (case-insensitive), e.g. `re10k` -> `re10k-synth` in the
+        demo store. Only benchmarks that have evaluated values of `metric` count. Raises `BenchLookupError` when no
+        or several benchmarks match; its message lists the store's benchmarks x metrics with counts.
+        """
+        counts = self.bench_metric_counts()
+        have = counts[counts["evaluated"] > 0]
+        if metric is not None:
+            have = have[have["metric"] == metric]
+        benches = sorted(set(have["bench"]))
+        if name in benches:
+            return name
+        low = name.lower()
+        matches = [b for b in benches if b.lower() == low or any(b.lower().startswith(low + sep) for sep in "-_.")]
+        if len(matches) == 1:
+            return matches[0]
+        what = f"{metric} evaluations" if metric else "evaluations"
+        if matches:
+            head = f"{self.path}: bench {name!r} is ambiguous for {what}: it matches {', '.join(matches)}; give one"
+        else:
+            head = f"{self.path} has no {what} on bench {name!r}"
+            if metric is not None:  # all rows missing (e.g. LPIPS without weights): say why
+                miss = self.missing_evals(metric=metric)
+                miss = miss[[b.lower() == low or any(b.lower().startswith(low + s) for s in "-_.")
+                             for b in miss["bench"]]]
+                if len(miss):
+                    head += (f" ({len(miss)} recorded as missing on {miss['bench'].iloc[0]}, e.g. "
+                             f"{miss['missing_reason'].iloc[0]})")
+        raise BenchLookupError(head + "\n" + describe_bench_counts(counts))
 
     def missing_evals(self, bench: str | None = None, metric: str | None = None) -> pd.DataFrame:
         sql, params = "SELECT run_id, step, bench, metric, missing_reason FROM evals WHERE value IS NULL", []
