@@ -140,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: training done in {t_train / 60:.1f} min", flush=True)
     _, pdf = fit_and_report(spec, Path(args.pdf))
     print("\n" + summary(spec, pdf, time.monotonic() - t0))
+    # next commands to try, exactly as they apply to this demo (issue 15: the card's commands work verbatim)
+    import os
+    import shlex
+
+    grid = os.path.relpath(args.grid) if not os.path.relpath(args.grid).startswith("..") else args.grid
+    db = "" if Path(spec.db_path).resolve() == Path("results.duckdb").resolve() else f" --db {shlex.quote(str(spec.db_path))}"
+    out = "" if Path(args.pdf).resolve() == Path("reports/out/study.pdf").resolve() else f" --out {shlex.quote(args.pdf)}"
+    sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    print("\nnext:    " + "\n         ".join([
+        f"rayder-fit --metric mse --bench re10k{db}      # the demo's law (re10k -> its re10k-synth benchmark)",
+        f"rayder-report{db}{out}                           # the study PDF again",
+        f"rayder-sweep status {shlex.quote(grid)}{sets}       # state of every run"]))
     return 1 if result.errors else 0
 
 
