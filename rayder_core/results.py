@@ -5,8 +5,11 @@ Tables (schema version `SCHEMA_VERSION`, kept in table `meta`):
 - `runs(run_id, sweep, preset, params, fraction, D, config, status, host, run_dir, created, updated)`
 - `checkpoints(run_id, step, samples, flops, compute_gflop, wall_time_s)` — `flops` is cumulative training compute in
   FLOPs (2 per multiply-accumulate, training = 3 x forward); `compute_gflop = flops / 1e9`, the paper's unit for C.
-- `evals(run_id, step, bench, metric, value, n, missing_reason)` — `value` is NULL when the metric could not be
-  computed, and `missing_reason` then says why (never a substitute number).
+- `evals(run_id, step, bench, metric, value, n, missing_reason, skipped)` — `value` is NULL when the metric could
+  not be computed, and `missing_reason` then says why (never a substitute number); `n` counts the scenes evaluated,
+  `skipped` the scenes skipped as unreadable (schema 2; stores of schema 1 read as skipped = 0).
+- `meta` holds `schema_version` and `flops_convention` (the convention of C: always `exact`, see
+  `rayder_core.flops`; `rayder-flops --convention paper` converts for comparison with the paper).
 - `train_log(run_id, step, loss, psnr, lr, grad_norm, skipped, focal_mean, flops)`
 - `fits(fit_id, sweep, law, metric, bench, x_cols, y_col, params, ci_low, ci_high, r2, r2_log, rmse, n_points,
   objective, n_starts, n_starts_at_best, n_bootstrap, data_hash, holdout, formula, created)`
@@ -35,7 +38,8 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+FLOPS_CONVENTION = "exact"  # the unit of checkpoints.flops / compute_gflop (rayder_core.flops.CONVENTIONS)
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0
 
@@ -61,7 +65,10 @@ _SCHEMA_V1 = [
 ]
 
 # Migrations from version k to k+1, applied in order when an older store is opened for writing.
-_MIGRATIONS: dict[int, list[str]] = {}
+_MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE evals ADD COLUMN skipped INTEGER DEFAULT 0",
+        f"INSERT OR REPLACE INTO meta VALUES ('flops_convention', '{FLOPS_CONVENTION}')"],
+}
 
 RUN_STATUSES = ("pending", "running", "finished", "failed", "preempted")
 
@@ -193,8 +200,10 @@ class ResultsStore:
             self._schema_checked = True
             return
         if not write and self.path.exists() and version is not None:
-            raise StoreError(f"{self.path}: schema version {version} is older than {SCHEMA_VERSION}; open it for "
-                             "writing once (e.g. `rayder-sweep collect`) to migrate")
+            # An older store stays readable as it is (read-only: no migration); readers fill new columns
+            # (evals.skipped) with their defaults. The first write migrates it.
+            self._old_version = version
+            return
         if version is None:
             for stmt in _SCHEMA_V1:
                 con.execute(stmt)
@@ -239,19 +248,21 @@ class ResultsStore:
                         [run_id, int(step), int(samples), float(flops), float(flops) / 1e9, float(wall_time_s)])
 
     def add_evals(self, run_id: str, step: int, *, bench: str, values: dict[str, float], n: int,
-                  missing: dict[str, str] | None = None) -> None:
-        """Record evaluated metrics of one checkpoint on one benchmark; `missing` maps metric -> reason."""
+                  missing: dict[str, str] | None = None, skipped: int = 0) -> None:
+        """Record evaluated metrics of one checkpoint on one benchmark; `missing` maps metric -> reason; `n` is the
+        number of scenes evaluated and `skipped` the number skipped as unreadable."""
         rows = []
         for metric, value in values.items():
             v = _finite_or_none(value)
             reason = None if v is not None else f"non-finite value {value!r}"
-            rows.append([run_id, int(step), bench, metric, v, int(n), reason])
+            rows.append([run_id, int(step), bench, metric, v, int(n), reason, int(skipped)])
         for metric, reason in (missing or {}).items():
-            rows.append([run_id, int(step), bench, metric, None, int(n), str(reason)])
+            rows.append([run_id, int(step), bench, metric, None, int(n), str(reason), int(skipped)])
         if not rows:
             return
         with self._connect(write=True) as con:
-            con.executemany("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            con.executemany("INSERT OR REPLACE INTO evals (run_id, step, bench, metric, value, n, missing_reason, "
+                            "skipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def add_train_log(self, run_id: str, rows: list[dict]) -> None:
         """Record logged training steps (keys: step, loss, psnr, lr, grad_norm, skipped, focal_mean, flops)."""
@@ -304,9 +315,19 @@ class ResultsStore:
         return self.query("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])
 
     def evals(self, run_id: str | None = None) -> pd.DataFrame:
+        """Evaluation rows (column `skipped` is 0 for stores of schema 1, which had no such column)."""
         if run_id is None:
-            return self.query("SELECT * FROM evals ORDER BY run_id, step, bench, metric")
-        return self.query("SELECT * FROM evals WHERE run_id = ? ORDER BY step, bench, metric", [run_id])
+            df = self.query("SELECT * FROM evals ORDER BY run_id, step, bench, metric")
+        else:
+            df = self.query("SELECT * FROM evals WHERE run_id = ? ORDER BY step, bench, metric", [run_id])
+        if "skipped" not in df.columns:
+            df["skipped"] = 0
+        return df
+
+    def flops_convention(self) -> str:
+        """The convention of the store's compute C (`checkpoints.flops`): 'exact' (schema 1 stores were exact too)."""
+        df = self.query("SELECT value FROM meta WHERE key = 'flops_convention'")
+        return str(df["value"].iloc[0]) if len(df) else FLOPS_CONVENTION
 
     def train_log(self, run_id: str | None = None) -> pd.DataFrame:
         if run_id is None:
