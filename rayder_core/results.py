@@ -70,7 +70,7 @@ _MIGRATIONS: dict[int, list[str]] = {
         f"INSERT OR REPLACE INTO meta VALUES ('flops_convention', '{FLOPS_CONVENTION}')"],
 }
 
-RUN_STATUSES = ("pending", "running", "finished", "failed", "preempted")
+RUN_STATUSES = ("pending", "running", "finished", "failed", "preempted", "cancelled")  # cancelled: by the user, resumable
 
 
 class StoreError(RuntimeError):

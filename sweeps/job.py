@@ -36,6 +36,51 @@ def setup_distributed() -> dict[str, str]:
                                        "MASTER_PORT")}
 
 
+def slurm_job_state(job_id: str | None = None) -> str | None:
+    """This job's state as slurmctld sees it (`scontrol show job`), e.g. RUNNING, CANCELLED; None if unknown."""
+    import shutil
+    import subprocess
+
+    job_id = job_id or os.environ.get("SLURM_JOB_ID")
+    if not job_id or shutil.which("scontrol") is None:
+        return None
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for field in out.split():
+        if field.startswith("JobState="):
+            return field.split("=", 1)[1]
+    return None
+
+
+def was_cancelled(run_dir: str | os.PathLike) -> bool:
+    """Whether the user cancelled this run (rather than SLURM preempting or requeueing it): `rayder-sweep cancel`
+    marks the run's launch.json before signalling, and a plain `scancel` leaves the job CANCELLED in slurmctld."""
+    from sweeps.state import read_launch
+
+    if (read_launch(run_dir) or {}).get("cancelled_at"):
+        return True
+    return slurm_job_state() == "CANCELLED"
+
+
+def mark_cancelled(cfg: Any, db: str | None) -> None:
+    """Relabel a run that stopped on the user's cancel as `cancelled` (resumable) in state.json and the store."""
+    from sweeps.state import read_state, write_json_atomic
+
+    state = read_state(cfg.run_dir)
+    if state is not None and state.get("status") == "preempted":
+        write_json_atomic(cfg.run_dir / "state.json", {**state, "status": "cancelled"})
+    if db and getattr(cfg, "store_mode", "direct") == "direct":
+        from rayder_core.results import ResultsStore
+
+        try:
+            ResultsStore(db, lock_timeout_s=3).set_run_status(cfg.run_id, "cancelled")
+        except Exception as exc:  # the state file is the source of truth; `collect` syncs the store later
+            print(f"rayder-sweep: could not mark {cfg.run_id} cancelled in {db}: {exc}", file=sys.stderr)
+
+
 class TrainJob(submitit.helpers.Checkpointable):
     """Train (or resume) one run. `threads` > 0 sets torch's CPU threads (the local executor shares the cores)."""
 
@@ -43,7 +88,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.threads = threads
 
     def __call__(self, config: dict[str, Any], db: str | None) -> dict[str, Any]:
-        """Returns {"run_id", "status" ("finished"|"preempted"), "step", "run_dir"}; raises if training fails."""
+        """Returns {"run_id", "status" ("finished"|"preempted"|"cancelled"), "step", "run_dir"}; raises if training
+        fails. A run stopped by the user's cancel (scancel, `rayder-sweep cancel`) is labelled "cancelled"."""
         import torch
 
         from rayder_core.train import run_training
@@ -56,6 +102,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         cfg = load_train_config(config)
         requeued = self._defer_submitit_exit()
         outcome = run_training(cfg, db=db, progress=env.global_rank == 0)
+        if outcome.status == "preempted" and not requeued and env.global_rank == 0 and was_cancelled(cfg.run_dir):
+            mark_cancelled(cfg, db)
+            outcome = type(outcome)("cancelled", outcome.step, outcome.run_dir)
         if requeued:
             # submitit requeued the job; leave without a result file, as submitit's own handler would have
             sys.exit(-1)

@@ -1,14 +1,17 @@
 """`rayder-sweep launch | status | cancel | collect`: run a grid of training runs on SLURM or on this machine.
 
     rayder-sweep launch sweeps/grid.yaml [--executor auto|slurm|local] [--set base.steps=1000] [--dry-run] [--wait]
-    rayder-sweep status sweeps/grid.yaml [--stale-after 300]      # or a directory of run directories
+                 [--skip-preflight] [--retry-failed-only] [--max-array-size N]
+    rayder-sweep status sweeps/grid.yaml [--stale-after 300] [--watch [S]]   # or a directory of run directories
     rayder-sweep cancel sweeps/grid.yaml                          # running runs save a checkpoint, then stop
     rayder-sweep collect sweeps/grid.yaml [--db results.duckdb]   # run directories -> results store (idempotent)
 
 `--executor auto` uses SLURM when `sbatch` is on PATH, else the local executor (runs as subprocesses of `launch`,
 `local.parallel` at a time, with a progress bar). A run's identity is the hash of its resolved config (`run_id`), so
 launching the same grid again skips finished runs, leaves queued/running ones alone, resumes the others from their
-last checkpoint, and never duplicates rows in the store (every store write is an upsert).
+last checkpoint, and never duplicates rows in the store (every store write is an upsert). Before submitting, the
+runs pass a preflight (`sweeps.preflight`: data, benchmarks, directories, store, SLURM partition/GPUs/time limits,
+estimated compute); a failing check prints one line per problem naming the grid key and submits nothing.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import Any
 
 from rayder_core.train_config import TrainConfig
 from rayder_core.yamlconf import ConfigError
+from sweeps.preflight import PreflightError
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, format_table,
                           job_active, read_launch, read_state, run_status, slurm_queue, write_json_atomic)
@@ -61,8 +65,12 @@ class PlannedRun:
 
 
 def plan_launch(cfgs: list[TrainConfig], *, queue: dict[str, str] | None, retry_failed: bool = True,
-                stale_after_s: float = STALE_AFTER_S, now: float | None = None) -> list[PlannedRun]:
-    """Decide for each run whether to submit it. Finished runs and runs whose job is alive are skipped."""
+                stale_after_s: float = STALE_AFTER_S, now: float | None = None,
+                only_failed: bool = False) -> list[PlannedRun]:
+    """Decide for each run whether to submit it. Finished runs and runs whose job is alive are skipped.
+
+    `only_failed` (`launch --retry-failed-only`): submit only runs whose last attempt failed: state failed, a
+    stale 'running' heartbeat (killed), or a recorded job that vanished before its first heartbeat (lost)."""
     now = time.time() if now is None else now
     plans = []
     for cfg in cfgs:
@@ -81,10 +89,17 @@ def plan_launch(cfgs: list[TrainConfig], *, queue: dict[str, str] | None, retry_
         elif status == "failed" and not retry_failed:
             plans.append(PlannedRun(cfg, "skip", f"failed at step {step} (--no-retry-failed)"))
         elif state is None:
-            plans.append(PlannedRun(cfg, "submit", "new"))
+            lost = launch is not None and (queue is not None or launch.get("executor") == "local")
+            if only_failed and not lost:
+                plans.append(PlannedRun(cfg, "skip", "not failed (--retry-failed-only)"))
+            else:
+                plans.append(PlannedRun(cfg, "submit", "lost job, start again" if lost else "new"))
         else:
             why = "stale heartbeat" if status == "running" else status
-            plans.append(PlannedRun(cfg, "submit", f"resume from step {step} ({why})"))
+            if only_failed and why not in ("failed", "stale heartbeat"):
+                plans.append(PlannedRun(cfg, "skip", f"{why} at step {step}, not failed (--retry-failed-only)"))
+            else:
+                plans.append(PlannedRun(cfg, "submit", f"resume from step {step} ({why})"))
     return plans
 
 
@@ -117,11 +132,40 @@ def _local_threads(spec: SweepSpec) -> int:
     return max(1, cores // spec.local.parallel)
 
 
-def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult) -> None:
-    """Submit the runs as job arrays, one array per distinct resource set (e.g. nodes per preset)."""
+class SubmissionError(LaunchError):
+    """sbatch (through submitit) rejected one or more job arrays. `not_submitted` lists the run ids that were not
+    submitted; they have no launch record, so `launch` again (after fixing the grid) submits exactly them."""
+
+    def __init__(self, message: str, not_submitted: list[str]) -> None:
+        super().__init__(message)
+        self.not_submitted = list(not_submitted)
+
+
+def split_arrays(items: list[Any], max_array_size: int | None) -> list[list[Any]]:
+    """Chunks of at most `max_array_size` items: array task ids run 0..n-1 and must stay below the cluster's
+    MaxArraySize (`scontrol show config`), so a larger group is submitted as several arrays."""
+    if not max_array_size or max_array_size <= 0 or len(items) <= max_array_size:
+        return [list(items)] if items else []
+    return [list(items[i:i + max_array_size]) for i in range(0, len(items), max_array_size)]
+
+
+def _sbatch_message(exc: BaseException) -> str:
+    """What SLURM said, from a submitit submission error (its stderr), on one line."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    said = [ln for ln in lines if "error" in ln.lower()] or lines
+    return " | ".join(dict.fromkeys(said))[:600]
+
+
+def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *,
+                  max_array_size: int | None = None) -> None:
+    """Submit the runs as job arrays, one array per distinct resource set (e.g. nodes per preset), split at the
+    cluster's MaxArraySize. An array that sbatch rejects is reported with SLURM's message; the other arrays are
+    still submitted, and SubmissionError names the runs that were not (they keep no launch record)."""
     import submitit
 
     from sweeps.job import TrainJob
+    from sweeps.preflight import slurm_max_array_size
 
     groups: dict[str, list[TrainConfig]] = {}
     resources: dict[str, Any] = {}
@@ -130,6 +174,9 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
         key = json.dumps(res.executor_parameters(), sort_keys=True)
         groups.setdefault(key, []).append(p.cfg)
         resources[key] = res
+    if max_array_size is None:
+        max_array_size = slurm_max_array_size()
+    failures: list[tuple[list[TrainConfig], str]] = []
     for key, cfgs in groups.items():
         res = resources[key]
         if res.time_min <= 10:
@@ -139,15 +186,35 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
         executor.update_parameters(job_name=f"rayder-{spec.name}", **res.executor_parameters())
         job_fn = TrainJob(threads=res.cpus_per_task)
-        with executor.batch():
-            jobs = [executor.submit(job_fn, cfg.to_dict(), str(spec.db_path)) for cfg in cfgs]
-        for cfg, job in zip(cfgs, jobs):
-            result.job_ids[cfg.run_id] = str(job.job_id)
-            _record_launch(cfg, "slurm", job.job_id, spec)
-        array_id = str(jobs[0].job_id).split("_")[0]
-        print(f"submitted {len(jobs)} run(s) as SLURM array {array_id} "
-              f"({res.nodes} node(s) x {res.tasks_per_node} task(s), {res.gpus_per_node} GPU(s)/node, "
-              f"{res.time_min} min): {', '.join(c.model['preset'] + '/f' + format(c.data.fraction, 'g') for c in cfgs)}")
+        chunks = split_arrays(cfgs, max_array_size)
+        for index, chunk in enumerate(chunks):
+            try:
+                with executor.batch():
+                    jobs = [executor.submit(job_fn, cfg.to_dict(), str(spec.db_path)) for cfg in chunk]
+            except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
+                    subprocess.SubprocessError, OSError) as exc:
+                failures.append((chunk, _sbatch_message(exc)))
+                continue
+            for cfg, job in zip(chunk, jobs):
+                result.job_ids[cfg.run_id] = str(job.job_id)
+                _record_launch(cfg, "slurm", job.job_id, spec)
+            array_id = str(jobs[0].job_id).split("_")[0]
+            print(f"submitted {len(jobs)} run(s) as SLURM array {array_id} "
+                  f"({res.nodes} node(s) x {res.tasks_per_node} task(s), {res.gpus_per_node} GPU(s)/node, "
+                  f"{res.time_min} min): {', '.join(c.model['preset'] + '/f' + format(c.data.fraction, 'g') for c in chunk)}"
+                  + (f" [array {index + 1}/{len(chunks)}: MaxArraySize {max_array_size}]"
+                     if len(chunks) > 1 else ""))
+    if failures:
+        not_submitted = [c.run_id for chunk, _ in failures for c in chunk]
+        lines = [f"SLURM rejected {len(failures)} job array(s); {len(not_submitted)} run(s) were NOT submitted "
+                 f"({len(result.job_ids)} were):"]
+        for chunk, said in failures:
+            presets = sorted({c.model["preset"] for c in chunk})
+            lines.append(f"  preset(s) {', '.join(presets)}: sbatch said: {said}")
+            lines += [f"    not submitted: {c.run_id}" for c in chunk]
+        lines.append(f"fix the grid's slurm settings and run `rayder-sweep launch {spec.cli_args()}` again: it "
+                     "submits exactly the runs that were not submitted")
+        raise SubmissionError("\n".join(lines), not_submitted)
 
 
 def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *, progress: bool,
@@ -202,7 +269,7 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
                     except Exception as exc:  # the run failed; the others go on
                         result.outcomes[run_id] = "failed"
                         result.errors[run_id] = _last_error_line(str(exc))
-                if result.outcomes[run_id] == "preempted" and pending:
+                if result.outcomes[run_id] in ("preempted", "cancelled") and pending:
                     # stopped by a signal (`rayder-sweep cancel`, SIGTERM): start no more runs
                     tqdm.write(f"run {run_id} was stopped (checkpoint saved); not starting the {len(pending)} "
                                "remaining run(s): launch again to continue")
@@ -256,7 +323,7 @@ def wait_for_runs(cfgs: list[TrainConfig], *, timeout_s: float | None = None, st
             bar.set_postfix_str(", ".join(f"{sum(r.state == s for r in rows)} {s}"
                                           for s in sorted({r.state for r in rows})), refresh=False)
             bar.update(max(0, min(sum(r.step for r in rows), total) - bar.n))
-            if all(r.state in ("finished", "failed", "STALE", "lost") for r in rows):
+            if all(r.state in ("finished", "failed", "cancelled", "STALE", "lost") for r in rows):
                 return rows
             if deadline is not None and time.monotonic() > deadline:
                 return rows
@@ -267,16 +334,26 @@ def wait_for_runs(cfgs: list[TrainConfig], *, timeout_s: float | None = None, st
 
 def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wait: bool | None = None,
            timeout_s: float | None = None, retry_failed: bool = True, stale_after_s: float = STALE_AFTER_S,
-           progress: bool = True, poll_s: float = 1.0) -> LaunchResult:
+           progress: bool = True, poll_s: float = 1.0, skip_preflight: bool = False,
+           retry_failed_only: bool = False, max_array_size: int | None = None,
+           gpu_tflops: float | None = None, mfu: float | None = None) -> LaunchResult:
     """Launch (or re-launch) every run of `spec`; see the module docstring.
 
+    Before anything is submitted (and for `dry_run`), the runs to submit pass `sweeps.preflight.preflight`: data,
+    benchmarks, writable directories, the store and the executor's resources; any problem raises PreflightError
+    (one line per problem, naming the grid key) and nothing is submitted, unless `skip_preflight`.
+    `retry_failed_only`: submit only runs whose last attempt failed (failed, STALE heartbeat, or lost job).
+    `max_array_size`: split SLURM arrays at this size (None: the cluster's MaxArraySize).
     The local executor always waits for its runs; SLURM returns after submission unless `wait` is True.
     Afterwards finished runs missing from the store are collected into it (idempotent).
     """
+    from sweeps.preflight import ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight
+
     kind = resolve_executor(executor)
     cfgs = spec.runs()
     queue = slurm_queue() if kind == "slurm" else None
-    plans = plan_launch(cfgs, queue=queue, retry_failed=retry_failed, stale_after_s=stale_after_s)
+    plans = plan_launch(cfgs, queue=queue, retry_failed=retry_failed, stale_after_s=stale_after_s,
+                        only_failed=retry_failed_only)
     result = LaunchResult(kind, plans)
     to_submit = [p for p in plans if p.action == "submit"]
     skipped = len(plans) - len(to_submit)
@@ -284,6 +361,15 @@ def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wa
           f"[{spec.out_dir} -> {spec.db_path}]")
     for p in plans:
         print(f"  {'submit' if p.action == 'submit' else 'skip  '}  {p.cfg.run_id:<44} {p.reason}")
+    if to_submit and not skip_preflight:
+        gpu_tflops = GPU_PEAK_TFLOPS if gpu_tflops is None else gpu_tflops
+        mfu = ASSUMED_MFU if mfu is None else mfu
+        report = preflight(spec, [p.cfg for p in to_submit], kind, gpu_tflops=gpu_tflops, mfu=mfu)
+        print(report.summary(gpu_tflops=gpu_tflops, mfu=mfu))
+        if not report.ok:
+            raise PreflightError(report.problems, spec.source)
+    elif to_submit:
+        print("preflight: skipped (--skip-preflight)")
     if dry_run or not to_submit:
         if not dry_run:
             _collect_missing(spec, cfgs)
@@ -291,13 +377,19 @@ def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wa
     for p in to_submit:
         p.cfg.run_dir.mkdir(parents=True, exist_ok=True)
     if kind == "slurm":
-        _submit_slurm(spec, to_submit, result)
+        follow = f"follow with: rayder-sweep status {spec.cli_args()}"
+        try:
+            _submit_slurm(spec, to_submit, result, max_array_size=max_array_size)
+        except SubmissionError:
+            if result.job_ids:
+                print(follow)
+            raise
         if wait:
             rows = wait_for_runs([p.cfg for p in to_submit], timeout_s=timeout_s, stale_after_s=stale_after_s,
                                  progress=progress)
             result.outcomes.update({r.run_id: r.state for r in rows})
         else:
-            print(f"follow with: rayder-sweep status {spec.source.split(' ')[0]}")
+            print(follow)
     else:
         _run_local(spec, to_submit, result, progress=progress, poll_s=poll_s)
     _collect_missing(spec, cfgs)
@@ -316,6 +408,32 @@ def sweep_status(cfgs: list[TrainConfig], *, stale_after_s: float = STALE_AFTER_
         bench = {c.run_id: next((b.name for b in c.eval.benchmarks if b.kind == "re10k"), None) for c in cfgs}
         add_store_metrics(rows, db, bench)
     return rows
+
+
+def watch_status(rows_now: Any, *, stale_after_s: float = STALE_AFTER_S, interval_s: float = 10.0,
+                 count: int | None = None, stream: Any = None) -> int:
+    """`status --watch`: redraw the status table in place every `interval_s` seconds (ANSI cursor-home + clear on
+    a terminal; separated snapshots otherwise) until every run has ended (finished/failed), `count` refreshes
+    were drawn, or Ctrl-C. Returns 0."""
+    stream = sys.stdout if stream is None else stream
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    n = 0
+    try:
+        while True:
+            rows = rows_now()
+            stamp = time.strftime("%H:%M:%S")
+            text = f"{format_table(rows, stale_after_s)}\n[{stamp}] refreshing every {interval_s:g} s (Ctrl-C stops)"
+            if tty:
+                stream.write("\x1b[H\x1b[J" + text + "\n")
+            else:
+                stream.write(("\n" if n else "") + text + "\n")
+            stream.flush()
+            n += 1
+            if (rows and all(r.state in ("finished", "failed", "cancelled") for r in rows)) or (count is not None and n >= count):
+                return 0
+            time.sleep(interval_s)
+    except KeyboardInterrupt:
+        return 0
 
 
 def run_dirs_under(directory: str | os.PathLike) -> list[Path]:
@@ -345,6 +463,8 @@ def cancel(spec: SweepSpec) -> list[str]:
         if job_active(launch_info, queue) is None:
             continue
         job_id = str(launch_info["job_id"])
+        # mark first: the run then labels itself "cancelled" (resumable), not "preempted", when it stops
+        write_json_atomic(cfg.run_dir / LAUNCH_FILE, {**launch_info, "cancelled_at": time.time()})
         if launch_info["executor"] == "slurm":
             slurm_ids.append(job_id)
         elif _terminate_local(job_id):
@@ -417,6 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     p_launch.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="S",
                           help="a 'running' heartbeat older than S seconds means the job died (default 300)")
     p_launch.add_argument("--no-progress", dest="progress", action="store_false")
+    p_launch.add_argument("--retry-failed-only", action="store_true",
+                          help="submit only runs whose last attempt failed (failed, STALE, lost); leave the rest")
+    p_launch.add_argument("--skip-preflight", action="store_true",
+                          help="submit without checking data, benchmarks, directories, store and SLURM resources")
+    p_launch.add_argument("--max-array-size", type=int, default=None, metavar="N",
+                          help="split SLURM job arrays at N runs (default: the cluster's MaxArraySize)")
+    p_launch.add_argument("--gpu-tflops", type=float, default=None, metavar="T",
+                          help="peak TFLOP/s per GPU for the preflight's GPU-hour estimate (default 989, H100/H200 bf16)")
+    p_launch.add_argument("--mfu", type=float, default=None,
+                          help="assumed model-FLOP utilisation for the GPU-hour estimate (default 0.4)")
 
     p_status = sub.add_parser("status", help="table of the runs' state, step, compute, metrics, heartbeat")
     common(p_status, "grid YAML or a directory of run directories")
@@ -424,6 +554,10 @@ def main(argv: list[str] | None = None) -> int:
                           help="flag 'running' runs without a heartbeat for S seconds as STALE (default 300)")
     p_status.add_argument("--db", default=None, help="results store (default: the grid's db)")
     p_status.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p_status.add_argument("--watch", type=float, nargs="?", const=10.0, default=None, metavar="S",
+                          help="refresh the table in place every S seconds (default 10) until every run has ended "
+                               "or Ctrl-C")
+    p_status.add_argument("--watch-count", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop after N
 
     p_cancel = sub.add_parser("cancel", help="stop the grid's queued/running jobs (running ones save first)")
     common(p_cancel, "grid YAML")
@@ -440,16 +574,23 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"{args.target}: launch needs a grid YAML file, got a directory")
             res = launch(spec, executor=args.executor, dry_run=args.dry_run, wait=args.wait or None,
                          timeout_s=args.timeout, retry_failed=args.retry_failed, stale_after_s=args.stale_after,
-                         progress=args.progress)
+                         progress=args.progress, skip_preflight=args.skip_preflight,
+                         retry_failed_only=args.retry_failed_only, max_array_size=args.max_array_size,
+                         gpu_tflops=args.gpu_tflops, mfu=args.mfu)
             if res.outcomes:
                 print(format_table(sweep_status(spec.runs(), stale_after_s=args.stale_after, db=spec.db_path),
                                    args.stale_after))
             return 1 if res.errors else 0
         if args.command == "status":
-            if spec is None:
-                rows = dir_status(args.target, stale_after_s=args.stale_after, db=args.db or "results.duckdb")
-            else:
-                rows = sweep_status(spec.runs(), stale_after_s=args.stale_after, db=args.db or spec.db_path)
+            def rows_now() -> list[RunStatus]:
+                if spec is None:
+                    return dir_status(args.target, stale_after_s=args.stale_after, db=args.db or "results.duckdb")
+                return sweep_status(spec.runs(), stale_after_s=args.stale_after, db=args.db or spec.db_path)
+
+            if args.watch is not None:
+                return watch_status(rows_now, stale_after_s=args.stale_after, interval_s=args.watch,
+                                    count=args.watch_count)
+            rows = rows_now()
             if args.json:
                 for r in rows:
                     print(json.dumps(r.__dict__))
@@ -470,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             ids = collect(dirs, db, progress=True)
             print(f"collected {len(ids)} run(s) into {db}")
             return 0
-    except (ConfigError, LaunchError, FileNotFoundError) as exc:
+    except (ConfigError, LaunchError, PreflightError, FileNotFoundError) as exc:
         print(f"rayder-sweep {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -152,6 +152,16 @@ class SweepSpec:
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     local: LocalSpec = field(default_factory=LocalSpec)
     source: str = field(default="<mapping>", init=False, repr=False)  # the grid file (for error messages)
+    path: str | None = field(default=None, init=False, repr=False)     # the grid file as given (load_spec)
+    overrides: list[str] = field(default_factory=list, init=False, repr=False)  # its --set overrides
+
+    def cli_args(self) -> str:
+        """The grid file and its --set overrides as command-line arguments (to print follow-up commands)."""
+        import shlex
+
+        if self.path is None:
+            return "<grid.yaml>"
+        return shlex.quote(self.path) + "".join(f" --set {shlex.quote(o)}" for o in self.overrides)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.strip() != self.name:
@@ -278,4 +288,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec
     if overrides:
         data = apply_overrides(data, overrides)
         source += " (with --set overrides)"
-    return spec_from_mapping(data, source)
+    spec = spec_from_mapping(data, source)
+    spec.path = str(path)
+    spec.overrides = list(overrides or [])
+    return spec

@@ -90,7 +90,7 @@ class RunStatus:
     preset: str
     fraction: float | None
     state: str                    # not-submitted | queued | starting | submitted | lost | running | STALE | preempted |
-    #                               requeued | finished | failed
+    #                               requeued | cancelled (by the user; launch resumes it) | finished | failed
     step: int
     steps: int | None
     compute_gflop: float | None
@@ -125,6 +125,8 @@ def classify(state: dict[str, Any] | None, launch: dict[str, Any] | None, queue_
         return "STALE" if age > stale_after_s else "running"
     if queue_state is not None and (status == "preempted" or (status == "failed" and queue_state == "PENDING")):
         return "requeued"  # SLURM will start the job again; it resumes from its last checkpoint
+    if status == "preempted" and queue_state is None and (launch or {}).get("cancelled_at"):
+        return "cancelled"  # `rayder-sweep cancel` stopped it (the job was killed before relabelling itself)
     return status
 
 
