@@ -1,0 +1,121 @@
+"""Model-family registry: every consumer (training, evaluation, FLOP counting, sweeps) goes through it.
+
+`model.family: rayder | erayzer` in a run or grid YAML selects the family; a model mapping without the key is RayDer,
+so old configs keep working. RayDer is registered from its existing modules (`rayder_core.model`,
+`rayder_core.model_config`, `rayder_core.flops`); E-RayZer lives in `rayder_core.models.erayzer`.
+
+    from rayder_core.models import build_model, model_config, train_flops_per_step
+    cfg = model_config({"family": "erayzer", "preset": "tiny-xs"}, source="run.yaml: model")
+    model = build_model(cfg)
+    flops = train_flops_per_step(cfg, resolution=32, views=4, batch=2)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from .base import TRAINING_LOSS_KEYS, Family
+
+DEFAULT_FAMILY = "rayder"
+
+
+def _rayder_family() -> Family:
+    from rayder_core import flops as rflops
+    from rayder_core.model import RayDer
+    from rayder_core.model_config import PRESETS, ModelConfig
+
+    def from_dict(d: Mapping[str, Any], source: str) -> ModelConfig:
+        return ModelConfig.from_dict({k: v for k, v in d.items() if k != "family"}, source=source)
+
+    return Family(
+        name="rayder", config_from_dict=from_dict, config_type=ModelConfig, presets=PRESETS, build=RayDer,
+        count_flops=rflops.count_flops, train_flops_per_step=rflops.train_flops_per_step,
+        param_count=rflops._param_count,
+        description="RayDer: one hourglass transformer, implicit rendering, per-view absolute cameras",
+    )
+
+
+def _erayzer_family() -> Family:
+    from .erayzer import flops as eflops
+    from .erayzer.config import PRESETS, ERayZerConfig
+    from .erayzer.model import ERayZer
+
+    return Family(
+        name="erayzer", config_from_dict=lambda d, source: ERayZerConfig.from_dict(d, source=source),
+        config_type=ERayZerConfig, presets=PRESETS, build=ERayZer, count_flops=eflops.count_flops,
+        train_flops_per_step=eflops.train_flops_per_step, param_count=eflops.param_count,
+        description="E-RayZer: camera + scene transformers, pixel-aligned 3D Gaussians, splatting",
+    )
+
+
+_FACTORIES = {"rayder": _rayder_family, "erayzer": _erayzer_family}
+FAMILIES: tuple[str, ...] = tuple(_FACTORIES)
+_cache: dict[str, Family] = {}
+
+
+def get_family(name: str) -> Family:
+    """The registered family `name` (ValueError listing the known families otherwise)."""
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown model family {name!r}; choose one of {list(FAMILIES)}")
+    if name not in _cache:
+        _cache[name] = _FACTORIES[name]()
+    return _cache[name]
+
+
+def family_of(model: Mapping[str, Any] | Any, source: str = "<model config>") -> str:
+    """Family of a model mapping (its 'family' key, default 'rayder') or of a config object / model."""
+    if isinstance(model, Mapping):
+        fam = model.get("family", DEFAULT_FAMILY)
+        if fam not in _FACTORIES:
+            raise ValueError(f"{source}: invalid model config key 'family' = {fam!r}: must be one of {list(FAMILIES)}")
+        return fam
+    cfg = getattr(model, "cfg", model)
+    for name in FAMILIES:
+        if isinstance(cfg, get_family(name).config_type):
+            return name
+    raise TypeError(f"{type(model).__name__} is not a config or model of a registered family {list(FAMILIES)}")
+
+
+def model_config(model: Mapping[str, Any] | Any, source: str = "<model config>") -> Any:
+    """Validated config of a model mapping (e.g. a YAML `model:` section); config objects pass through."""
+    if not isinstance(model, Mapping):
+        family_of(model)
+        return model
+    return get_family(family_of(model, source)).config_from_dict(model, source)
+
+
+def build_model(model: Mapping[str, Any] | Any, source: str = "<model config>") -> nn.Module:
+    """The network of a model mapping or config object (randomly initialised, on the default device)."""
+    cfg = model_config(model, source)
+    return get_family(family_of(cfg)).build(cfg)
+
+
+def count_flops(cfg: Any, resolution: int, views: int) -> Any:
+    """The family's FLOP report of one training sample (network FLOPs; see each family's flops module)."""
+    cfg = model_config(cfg)
+    return get_family(family_of(cfg)).count_flops(cfg, resolution, views)
+
+
+def train_flops_per_step(cfg: Any, resolution: int, views: int, batch: int) -> float:
+    """Training FLOPs of one optimizer step of `batch` clips (the compute axis of the scaling laws)."""
+    cfg = model_config(cfg)
+    return float(get_family(family_of(cfg)).train_flops_per_step(cfg, resolution, views, batch))
+
+
+def param_count(cfg: Any) -> int:
+    """Parameter count of a config (or mapping), built on the meta device."""
+    cfg = model_config(cfg)
+    return int(get_family(family_of(cfg)).param_count(cfg))
+
+
+def presets(family: str = DEFAULT_FAMILY) -> dict[str, dict[str, Any]]:
+    """The family's presets (name -> field values)."""
+    return {k: dict(v) for k, v in get_family(family).presets.items()}
+
+
+__all__ = [
+    "DEFAULT_FAMILY", "FAMILIES", "Family", "TRAINING_LOSS_KEYS", "build_model", "count_flops", "family_of",
+    "get_family", "model_config", "param_count", "presets", "train_flops_per_step",
+]

@@ -1,0 +1,61 @@
+"""What a model family must provide to the toolkit (training, evaluation, FLOP counting, sweeps).
+
+A family is registered in `rayder_core.models.FAMILIES` as a `Family` record. Its pieces:
+
+* a **validated config** dataclass with `from_dict(mapping, source)` (errors name the key and the source file),
+  `from_preset(name, **overrides)`, `to_dict()`, a `preset` field and a module-level `PRESETS` dict
+  (paper sizes and tiny CPU presets);
+* a **model** (`torch.nn.Module`) built from the config with:
+  - `training_loss(frames (B, K, 3, H, W) in [-1, 1], generator) -> dict` with the keys of `RayDer.training_loss`:
+    `loss` (scalar, differentiable), `mse`, `psnr` (dB, -10 log10(mse / 4)), `focal_mean` (detached scalars),
+    `pred` (detached (B, Vt, 3, H, W)), `render` (the same, differentiable, for the perceptual term), `target`;
+    all randomness from `generator`;
+  - `predict_cameras(frames) -> object` with `.camera` (`rayder_core.geometry.Camera`, (B, V)) and
+    `.camera_tokens` ((B, V, C), the pose probe's input), without gradients;
+  - `predict_views(inputs (B, Vi, 3, H, W), cams_in (B, Vi), cams_target (B, Vt), ...) -> (B, Vt, 3, H, W)` in
+    [-1, 1] units, without gradients;
+  - `cfg` (its config) and `backend` (a short string recorded in the run state);
+* **analytic FLOPs**: `count_flops(cfg, resolution, views) -> report` (a dataclass with at least `preset`,
+  `params`, `forward_per_sample`, `train_per_sample` in FLOPs = 2 x MACs, training = 3 x forward) and
+  `train_flops_per_step(cfg, resolution, views, batch)`; each family's tests check the network part against
+  `torch.utils.flop_counter.FlopCounterMode`;
+* a **parameter count** `param_count(cfg) -> int` (built on the meta device, no memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class FamilyModel(Protocol):
+    """Structural type of a family's model (see the module docstring)."""
+
+    cfg: Any
+
+    def training_loss(self, frames: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]: ...
+
+    def predict_cameras(self, frames: Tensor) -> Any: ...
+
+    def predict_views(self, inputs: Tensor, cams_in: Any, cams_target: Any, *args: Any, **kw: Any) -> Tensor: ...
+
+
+TRAINING_LOSS_KEYS = ("loss", "mse", "psnr", "focal_mean", "pred", "render", "target")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One registered model family (see the module docstring for the contract of each callable)."""
+
+    name: str
+    config_from_dict: Callable[[Mapping[str, Any], str], Any]
+    config_type: type
+    presets: Mapping[str, Mapping[str, Any]]
+    build: Callable[[Any], nn.Module]
+    count_flops: Callable[[Any, int, int], Any]
+    train_flops_per_step: Callable[[Any, int, int, int], float]
+    param_count: Callable[[Any], int]
+    description: str = ""
