@@ -47,103 +47,218 @@ def _lpips_for(device: str) -> Any:
     return LpipsMetric.create(device)
 
 
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group, or (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_range(total: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous block [start, stop) of `total` items owned by `rank` of `world` (sizes differ by at most 1)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    return total * rank // world, total * (rank + 1) // world
+
+
+def _all_gather(obj: Any, world: int) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank; [obj] without a process group."""
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _raise_first_error(parts: list[dict], where: str) -> None:
+    """Re-raise (on every rank alike) the first error a rank reported, so all ranks take the same path."""
+    for rank, part in enumerate(parts):
+        if "error" in part:
+            kind = FileNotFoundError if part["error_type"] == "FileNotFoundError" else ValueError
+            raise kind(f"{part['error']} (rank {rank}, {where})")
+
+
 @torch.no_grad()
 def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int, device: torch.device,
-                 use_lpips: bool = True, progress: bool = False) -> dict:
-    """Evaluate NVS on one RE10K-format benchmark. Returns {"bench", "values", "n", "missing"}."""
+                 use_lpips: bool = True, progress: bool = False, rank: int | None = None,
+                 world: int | None = None) -> dict:
+    """Evaluate NVS on one RE10K-format benchmark. Returns {"bench", "values", "n", "missing", "scenes"}.
+
+    Distributed (`world` > 1, default: the initialised process group): rank r evaluates the contiguous block
+    `shard_range(n_scenes, r, world)` of scenes, then every rank gathers all ranks' per-image values and aggregates
+    them in the global scene order, so the metrics are the same numbers as one process computes. `scenes` holds one
+    row per scene: {"scene", "index", and the per-scene mean of each metric}. A rank that fails reports its error to
+    all ranks, which then raise the same error (no rank is left waiting in a collective).
+    """
     from rayder_core.data.benchmarks import Re10kBenchmark
     from rayder_core.metrics import aggregate_scenes, mse_pm1, psnr, ssim
 
-    bench = Re10kBenchmark(spec.path, resolution=resolution)
-    lpips_metric = _lpips_for(str(device)) if use_lpips else None
-    per_image: dict[str, list[float]] = {m: [] for m in ("psnr", "mse", "ssim", "baseline_psnr")}
-    lpips_values: list[float] = []
-    scene_ids: list[str] = []
-    from tqdm import tqdm
+    if rank is None or world is None:
+        rank, world = dist_rank_world()
+    local: dict[str, Any] = {"rows": [], "lpips": None}
+    try:
+        bench = Re10kBenchmark(spec.path, resolution=resolution)
+        total = len(bench) if spec.max_scenes is None else min(len(bench), spec.max_scenes)
+        lo, hi = shard_range(total, rank, world)
+        lpips_metric = _lpips_for(str(device)) if use_lpips else None
+        has_lpips = lpips_metric is not None and getattr(lpips_metric, "available", False)
+        local["lpips"] = "ok" if has_lpips else ("disabled in the eval config" if not use_lpips else
+                                                 getattr(lpips_metric, "reason", "LPIPS unavailable"))
+        from tqdm import tqdm
 
-    total = len(bench) if spec.max_scenes is None else min(len(bench), spec.max_scenes)
-    for i, scene in enumerate(tqdm(bench, total=total, desc=f"eval {spec.name}", disable=not progress,
-                                   leave=False)):
-        if spec.max_scenes is not None and i >= spec.max_scenes:
-            break
-        context = scene.context.to(device).float()[None]   # (1, 2, 3, H, W) in [-1, 1]
-        target = scene.target.to(device).float()[None]     # (1, 3, 3, H, W)
-        est = model.predict_cameras(torch.cat([context, target], dim=1))
-        n_ctx = context.shape[1]
-        pred = model.predict_views(context, est.camera[:, :n_ctx], est.camera[:, n_ctx:]).float()[0]
-        tgt = target[0]
-        per_image["psnr"] += psnr(pred, tgt).tolist()
-        per_image["mse"] += mse_pm1(pred, tgt).tolist()
-        p01, t01 = ((pred + 1) / 2).clamp(0, 1), ((tgt + 1) / 2).clamp(0, 1)
-        per_image["ssim"] += ssim(p01, t01).tolist()
-        mean_colour = context[0].mean(dim=(0, 2, 3), keepdim=True).expand_as(tgt)
-        per_image["baseline_psnr"] += psnr(mean_colour, tgt).tolist()
-        if lpips_metric is not None and getattr(lpips_metric, "available", False):
-            lpips_values += lpips_metric(p01, t01).tolist()
-        scene_ids += [scene.key] * tgt.shape[0]
-    if not scene_ids:
+        for index, scene in tqdm(bench.scenes(lo, hi), total=hi - lo, desc=f"eval {spec.name}",
+                                 disable=not progress or rank != 0, leave=False):
+            context = scene.context.to(device).float()[None]   # (1, 2, 3, H, W) in [-1, 1]
+            target = scene.target.to(device).float()[None]     # (1, 3, 3, H, W)
+            est = model.predict_cameras(torch.cat([context, target], dim=1))
+            n_ctx = context.shape[1]
+            pred = model.predict_views(context, est.camera[:, :n_ctx], est.camera[:, n_ctx:]).float()[0]
+            tgt = target[0]
+            p01, t01 = ((pred + 1) / 2).clamp(0, 1), ((tgt + 1) / 2).clamp(0, 1)
+            mean_colour = context[0].mean(dim=(0, 2, 3), keepdim=True).expand_as(tgt)
+            values = {"psnr": psnr(pred, tgt).tolist(), "mse": mse_pm1(pred, tgt).tolist(),
+                      "ssim": ssim(p01, t01).tolist(), "baseline_psnr": psnr(mean_colour, tgt).tolist()}
+            if has_lpips:
+                values["lpips"] = lpips_metric(p01, t01).tolist()
+            local["rows"].append({"index": index, "scene": scene.key, "values": values})
+    except (FileNotFoundError, ValueError) as exc:
+        local = {"error": str(exc), "error_type": type(exc).__name__}
+    parts = _all_gather(local, world)
+    _raise_first_error(parts, f"benchmark {spec.name}")
+    rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["index"])
+    if not rows:
         raise ValueError(f"benchmark {spec.name} at {spec.path}: no scenes to evaluate")
-    if lpips_values:
-        per_image["lpips"] = lpips_values
+    lpips_reasons = [part["lpips"] for part in parts if part["lpips"] != "ok"]
+    metrics = ["psnr", "mse", "ssim", "baseline_psnr"] + ([] if lpips_reasons else ["lpips"])
+    per_image: dict[str, list[float]] = {m: [v for r in rows for v in r["values"][m]] for m in metrics}
+    scene_ids = [r["scene"] for r in rows for _ in r["values"]["psnr"]]
     agg = aggregate_scenes(per_image, scene_ids)
     values = {m: v for m, (v, _) in agg.items()}
     n = next(iter(agg.values()))[1]
-    missing = {}
-    if "lpips" not in values:
-        missing["lpips"] = ("disabled in the eval config" if not use_lpips else
-                            getattr(lpips_metric, "reason", "LPIPS unavailable"))
-    return {"bench": spec.name, "values": values, "n": n, "missing": missing}
+    missing = {"lpips": lpips_reasons[0]} if lpips_reasons else {}
+    scenes = [{"scene": r["scene"], "index": r["index"],
+               **{m: sum(r["values"][m]) / len(r["values"][m]) for m in metrics}} for r in rows]
+    return {"bench": spec.name, "values": values, "n": n, "missing": missing, "scenes": scenes}
 
 
 @torch.no_grad()
-def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, device: torch.device
-                  ) -> tuple[torch.Tensor, Any]:
+def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, device: torch.device,
+                  rank: int = 0, world: int = 1) -> tuple[torch.Tensor, Any]:
+    """Frozen camera tokens (S, T, width) and cameras (S, T) of the probe sequences, in the set's order.
+
+    Distributed: rank r extracts the tokens of its contiguous block of sequences; every rank gets all of them."""
     from rayder_core.data.benchmarks import ProbeSet
     from rayder_core.geometry import Camera
 
-    tokens, cams = [], []
-    for i, seq in enumerate(ProbeSet(spec.path)):
-        if spec.max_scenes is not None and i >= spec.max_scenes:
-            break
-        frames = _resize(seq.frames.float(), resolution).to(device)[None]
-        tokens.append(model.predict_cameras(frames).camera_tokens[0].float().cpu())
-        cams.append(seq.cams)
+    local: dict[str, Any] = {"tokens": [], "cams": []}
+    try:
+        probe_set = ProbeSet(spec.path)
+        total = len(probe_set) if spec.max_scenes is None else min(len(probe_set), spec.max_scenes)
+        lo, hi = shard_range(total, rank, world)
+        for seq in probe_set.sequences(lo, hi):
+            frames = _resize(seq.frames.float(), resolution).to(device)[None]
+            local["tokens"].append(model.predict_cameras(frames).camera_tokens[0].float().cpu())
+            local["cams"].append(seq.cams)
+    except (FileNotFoundError, ValueError) as exc:
+        local = {"error": str(exc), "error_type": type(exc).__name__}
+    parts = _all_gather(local, world)
+    _raise_first_error(parts, f"probe set {spec.name}")
+    tokens = [t for part in parts for t in part["tokens"]]
+    cams = [c for part in parts for c in part["cams"]]
     if len(tokens) < 2:
         raise ValueError(f"probe set {spec.name} at {spec.path}: needs >= 2 sequences, found {len(tokens)}")
     return torch.stack(tokens), Camera.cat([c[None] for c in cams], dim=0)
 
 
 def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int, device: torch.device,
-                   iters: int, seed: int = 0) -> dict:
-    """Camera pose probe on frozen camera tokens: train on 75% of the sequences, report on the held-out 25%."""
+                   iters: int, seed: int = 0, rank: int | None = None, world: int | None = None) -> dict:
+    """Camera pose probe on frozen camera tokens: train on 75% of the sequences, report on the held-out 25%.
+
+    Distributed: token extraction (the model's forward passes) is sharded over the ranks and the tokens gathered;
+    the probe MLP is then trained and scored on rank 0 only, from the gathered tokens (a 2-layer MLP: seconds, far
+    inside the process-group timeout), and its metrics are broadcast, so every rank returns rank 0's numbers.
+    """
     from rayder_core.probe import evaluate_pose_probe, split_sequences, train_pose_probe
 
-    tokens, cams = _probe_tokens(model, spec, resolution, device)
-    train_idx, test_idx = split_sequences(tokens.shape[0], PROBE_TEST_FRACTION, seed=seed)
-    with torch.enable_grad():
-        result = train_pose_probe(tokens[train_idx], cams[train_idx], iters=iters, seed=seed, progress=False)
-    values = evaluate_pose_probe(result, tokens[test_idx], cams[test_idx])
-    return {"bench": spec.name, "values": values, "n": int(len(test_idx)), "missing": {}}
+    if rank is None or world is None:
+        rank, world = dist_rank_world()
+    tokens, cams = _probe_tokens(model, spec, resolution, device, rank, world)
+    values = None
+    if rank == 0:
+        train_idx, test_idx = split_sequences(tokens.shape[0], PROBE_TEST_FRACTION, seed=seed)
+        with torch.enable_grad():
+            result = train_pose_probe(tokens[train_idx], cams[train_idx], iters=iters, seed=seed, progress=False)
+        values = {"values": evaluate_pose_probe(result, tokens[test_idx], cams[test_idx]), "n": int(len(test_idx))}
+    values = _broadcast(values, world)
+    return {"bench": spec.name, "values": values["values"], "n": values["n"], "missing": {}}
 
 
 def evaluate_model(model: torch.nn.Module, cfg: EvalConfig, *, resolution: int, device: torch.device,
-                   seed: int = 0, progress: bool = False) -> list[dict]:
-    """Run every benchmark of `cfg` on `model`; a benchmark that cannot be read is recorded as missing."""
+                   seed: int = 0, progress: bool = False, rank: int | None = None,
+                   world: int | None = None) -> list[dict]:
+    """Run every benchmark of `cfg` on `model`; a benchmark that cannot be read is recorded as missing.
+
+    Under torch.distributed every rank must call this (the work is sharded, see `evaluate_nvs` and
+    `evaluate_probe`); every rank returns the same records. NVS records carry per-scene rows under "scenes"
+    (`write_eval_records` stores them in `eval_scenes.jsonl`, not in `evals.jsonl`)."""
+    if rank is None or world is None:
+        rank, world = dist_rank_world()
     records = []
     for spec in cfg.benchmarks:
         try:
             if spec.kind == "re10k":
                 records.append(evaluate_nvs(model, spec, resolution=resolution, device=device,
-                                            use_lpips=cfg.lpips, progress=progress))
+                                            use_lpips=cfg.lpips, progress=progress, rank=rank, world=world))
             else:
                 records.append(evaluate_probe(model, spec, resolution=resolution, device=device,
-                                              iters=cfg.probe_iters, seed=seed))
+                                              iters=cfg.probe_iters, seed=seed, rank=rank, world=world))
         except (FileNotFoundError, ValueError) as exc:
             metrics = NVS_METRICS if spec.kind == "re10k" else ("R@10", "t@0.1", "rot_err_deg", "trans_err")
             reason = f"{type(exc).__name__}: {exc}"
-            print(f"rayder-eval: benchmark {spec.name}: {reason}", file=sys.stderr)
+            if rank == 0:
+                print(f"rayder-eval: benchmark {spec.name}: {reason}", file=sys.stderr)
             records.append({"bench": spec.name, "values": {}, "n": 0, "missing": {m: reason for m in metrics}})
     return records
+
+
+EVAL_SCENES_FILE = "eval_scenes.jsonl"
+
+
+def write_eval_records(run_dir: Path, step: int, records: list[dict], *, replace: bool = False) -> None:
+    """Append a checkpoint's records to `evals.jsonl` (metrics) and `eval_scenes.jsonl` (one line per scene:
+    step, bench, scene, index and that scene's metrics). `replace` first drops earlier lines of the same
+    (step, bench), as a re-evaluation does."""
+    from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl
+
+    run_dir = Path(run_dir)
+    if replace:
+        names = {r["bench"] for r in records}
+        for name in ("evals.jsonl", EVAL_SCENES_FILE):
+            path = run_dir / name
+            if path.exists():
+                kept = [r for r in read_jsonl(path) if not (r["step"] == step and r["bench"] in names)]
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    for rec in records:
+        append_jsonl(run_dir / "evals.jsonl", {"step": step, **{k: v for k, v in rec.items() if k != "scenes"}})
+        if rec.get("scenes"):
+            with open(run_dir / EVAL_SCENES_FILE, "a") as fh:
+                fh.write("".join(json.dumps({"step": step, "bench": rec["bench"], **row}) + "\n"
+                                 for row in rec["scenes"]))
 
 
 def load_model_from_checkpoint(run_dir: Path, checkpoint: Path, device: torch.device) -> torch.nn.Module:
@@ -159,17 +274,31 @@ def load_model_from_checkpoint(run_dir: Path, checkpoint: Path, device: torch.de
     return model.eval()
 
 
+def due_steps(cfg: Any, steps: list[int]) -> list[int]:
+    """The checkpoint steps among `steps` that the run's eval schedule evaluates (every `eval.every` steps from
+    `eval.from_step`, and the final step)."""
+    e = cfg.eval
+    return [s for s in steps if s >= e.from_step and s > 0 and
+            ((e.every > 0 and s % e.every == 0) or s == cfg.steps)]
+
+
 def main(argv: list[str] | None = None) -> int:
+    from rayder_core.fileio import read_jsonl
     from rayder_core.results import ResultsStore
-    from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl
-    from rayder_core.train import record_run_dir
+    from rayder_core.train import init_distributed, record_run_dir
     from rayder_core.train_config import load_train_config
 
-    parser = argparse.ArgumentParser(prog="rayder-eval", description="Evaluate a run's checkpoints zero-shot.")
+    parser = argparse.ArgumentParser(
+        prog="rayder-eval", description="Evaluate a run's checkpoints zero-shot. Under torchrun/srun with several "
+        "processes the scenes are sharded over the ranks (same numbers as one process).")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--all", action="store_true", help="evaluate every checkpoint")
-    parser.add_argument("--db", default="results.duckdb", help="results store ('' to skip)")
+    parser.add_argument("--pending", action="store_true",
+                        help="evaluate every checkpoint the eval schedule asks for that has no evals.jsonl line "
+                             "yet (the job of `eval.mode: job`; idempotent)")
+    parser.add_argument("--db", default="results.duckdb",
+                        help="results store ('' to skip; ignored with store_mode: index, collect instead)")
     parser.add_argument("--probe-iters", type=int, default=None)
     args = parser.parse_args(argv)
     from rayder_core.yamlconf import ConfigError
@@ -182,29 +311,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe_iters is not None:
         cfg.eval.probe_iters = args.probe_iters
     ckpts = sorted((args.run_dir / "checkpoints").glob("step_*.pt"))
+    step_of = {c: int(c.stem.split("_")[1]) for c in ckpts}
     if args.step is not None:
-        ckpts = [c for c in ckpts if int(c.stem.split("_")[1]) == args.step]
+        ckpts = [c for c in ckpts if step_of[c] == args.step]
+    elif args.pending:
+        done = {int(r["step"]) for r in read_jsonl(args.run_dir / "evals.jsonl")}
+        due = set(due_steps(cfg, list(step_of.values())))
+        ckpts = [c for c in ckpts if step_of[c] in due and step_of[c] not in done]
+        if not ckpts:
+            print(f"rayder-eval: {args.run_dir}: no pending evaluation")
+            return 0
     elif not args.all:
         ckpts = ckpts[-1:]
     if not ckpts:
         print(f"rayder-eval: no matching checkpoint in {args.run_dir / 'checkpoints'}", file=sys.stderr)
         return 1
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, device = init_distributed(cfg.device, timeout_min=cfg.dist_timeout_min)
     for ckpt in ckpts:
-        step = int(ckpt.stem.split("_")[1])
+        step = step_of[ckpt]
         model = load_model_from_checkpoint(args.run_dir, ckpt, device)
         records = evaluate_model(model, cfg.eval, resolution=cfg.data.resolution, device=device, seed=cfg.seed,
-                                 progress=True)
-        evals_path = args.run_dir / "evals.jsonl"
-        names = {r["bench"] for r in records}
-        kept = [r for r in read_jsonl(evals_path) if not (r["step"] == step and r["bench"] in names)]
-        atomic_write_text(evals_path, "".join(json.dumps(r) + "\n" for r in kept))
+                                 progress=True, rank=rank, world=world)
+        if rank != 0:
+            continue
+        write_eval_records(args.run_dir, step, records, replace=True)
         for rec in records:
-            append_jsonl(evals_path, {"step": step, **rec})
             vals = ", ".join(f"{k}={v:.4g}" for k, v in rec["values"].items())
             print(f"step {step} {rec['bench']} (n={rec['n']}): {vals}"
                   + "".join(f"\n  {k}: missing ({why})" for k, why in rec["missing"].items()))
-    if args.db and (args.run_dir / "state.json").exists():
+    if (rank == 0 and args.db and cfg.store_mode == "direct" and (args.run_dir / "state.json").exists()):
         record_run_dir(args.run_dir, ResultsStore(args.db))
     return 0
 

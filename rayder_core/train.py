@@ -81,8 +81,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ distributed setup
-def init_distributed(device_pref: str) -> tuple[int, int, torch.device]:
-    """Initialise torch.distributed from torchrun/SLURM-exported env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*)."""
+def init_distributed(device_pref: str, timeout_min: float | None = None) -> tuple[int, int, torch.device]:
+    """Initialise torch.distributed from torchrun/SLURM-exported env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
+
+    `timeout_min` (config key `dist_timeout_min`, minutes) bounds how long a collective may wait for the other ranks
+    before the job fails (NCCL's watchdog / gloo); None keeps torch's default."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -93,7 +96,10 @@ def init_distributed(device_pref: str) -> tuple[int, int, torch.device]:
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+        from datetime import timedelta
+
+        timeout = None if timeout_min is None else timedelta(minutes=float(timeout_min))
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world, timeout=timeout)
     return rank, world, device
 
 
@@ -160,7 +166,8 @@ class Trainer:
 
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.run_dir = cfg.run_dir
-        self.store = ResultsStore(db) if db and rank == 0 else None
+        # store_mode index: the run directory is the record; `rayder-sweep collect` ingests it (no store writes here)
+        self.store = ResultsStore(db) if db and rank == 0 and cfg.store_mode == "direct" else None
         if cfg.batch_size % world:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
         self.local_batch = cfg.batch_size // world
@@ -169,6 +176,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = RayDer(self.model_cfg).to(device)
         self.params = sum(p.numel() for p in self.model.parameters())
+        from rayder_core.runtime import apply_gpu_settings, runtime_info
+
+        apply_gpu_settings(cfg.tf32, device)  # TF32 on CUDA only; NATTEN's fused path where optional
+        self.runtime = runtime_info(self.model, device, world)  # recorded in state.json and the store's run config
         self.ddp = None
         if world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -226,6 +237,7 @@ class Trainer:
             "started": self.started, "elapsed_s": self.elapsed_s, "host": socket.gethostname(), "pid": os.getpid(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "restarts": self.restarts, "latest": self.latest,
             "skipped_total": self.skipped_total, "backend": getattr(self.model, "backend", None), "error": error,
+            "runtime": self.runtime, "store_mode": self.cfg.store_mode,
         }
         atomic_write_text(self.run_dir / "state.json", json.dumps(state, indent=1))
 
@@ -294,7 +306,7 @@ class Trainer:
         self.restarts = int(state["restarts"]) + 1
         self.last_checkpoint = self.step
         if self.rank == 0:
-            for name in ("metrics.jsonl", "checkpoints.jsonl", "evals.jsonl"):
+            for name in ("metrics.jsonl", "checkpoints.jsonl", "evals.jsonl", "eval_scenes.jsonl"):
                 truncate_jsonl(self.run_dir / name, self.step)
             self._synced_log_step = -1
         return True
@@ -343,20 +355,22 @@ class Trainer:
         return step >= e.from_step and e.every > 0 and step % e.every == 0 and step > 0
 
     def evaluate(self) -> None:
-        if self.rank == 0:
-            from rayder_core.evaluate import evaluate_model
+        """Evaluate the current weights on every rank, sharded (scenes split by rank, results gathered; see
+        `rayder_core.evaluate`); rank 0 writes evals.jsonl / eval_scenes.jsonl. With `eval.mode: job` this does
+        nothing: `rayder-eval RUN_DIR --pending` evaluates the saved checkpoints in a separate job."""
+        if self.cfg.eval.mode == "job":
+            return
+        from rayder_core.evaluate import evaluate_model, write_eval_records
 
-            self.model.eval()
-            try:
-                with torch.random.fork_rng(devices=[]):  # evaluation must not perturb training randomness
-                    records = evaluate_model(self.model, self.cfg.eval, resolution=self.cfg.data.resolution,
-                                             device=self.device, seed=self.cfg.seed)
-            finally:
-                self.model.train()
-            for rec in records:
-                append_jsonl(self.run_dir / "evals.jsonl", {"step": self.step, **rec})
-        if self.world > 1:
-            dist.barrier()
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):  # evaluation must not perturb training randomness
+                records = evaluate_model(self.model, self.cfg.eval, resolution=self.cfg.data.resolution,
+                                         device=self.device, seed=self.cfg.seed, rank=self.rank, world=self.world)
+        finally:
+            self.model.train()
+        if self.rank == 0:
+            write_eval_records(self.run_dir, self.step, records)
 
     def sync_store(self, status: str) -> None:
         if self.store is not None:
@@ -391,8 +405,10 @@ def record_run_dir(run_dir: str | Path, store: ResultsStore, *, status: str | No
 def _record(store: ResultsStore, run_dir: Path, run_id: str, state: dict, config: dict, status: str | None,
             since_step: int) -> None:
     store.upsert_run(run_id, sweep=state["sweep"], preset=state["preset"], params=int(state["params"]),
-                     fraction=float(state["fraction"]), D=int(state["D"]), config=config,
-                     status=status or state["status"], host=state.get("host", ""), run_dir=str(run_dir))
+                     fraction=float(state["fraction"]), D=int(state["D"]),
+                     config={**config, "runtime": state["runtime"]} if "runtime" in state else config,
+                     status=status or state["status"], host=state.get("host", ""),
+                     run_dir=str(Path(run_dir).absolute()))  # where it was collected from (a copy: the copy)
     logs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if int(r["step"]) > since_step]
     store.add_train_log(run_id, logs)
     for ck in read_jsonl(run_dir / "checkpoints.jsonl"):
@@ -407,7 +423,7 @@ def _record(store: ResultsStore, run_dir: Path, run_id: str, state: dict, config
 def run_training(cfg: TrainConfig, *, db: str | None = "results.duckdb", progress: bool = True,
                  should_stop: Callable[[int], bool] | None = None) -> TrainOutcome:
     """Train (or resume) the run `cfg`; see the module docstring. `should_stop(step)` lets tests stop early."""
-    rank, world, device = init_distributed(cfg.device)
+    rank, world, device = init_distributed(cfg.device, timeout_min=cfg.dist_timeout_min)
     run_dir = cfg.run_dir
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,9 @@ class EvalConfig:
     ])
     probe_iters: int = 10000
     lpips: bool = True
+    # inline: the training job evaluates its checkpoints itself, sharded over its ranks; job: training only saves
+    # the checkpoints and `rayder-eval RUN_DIR --pending` (a separate job, also sharded) evaluates them.
+    mode: Literal["inline", "job"] = "inline"
 
 
 @dataclass
@@ -101,6 +104,10 @@ class TrainConfig:
     perceptual_weight: float = 0.0        # weight of an LPIPS-VGG term added to the MSE loss
     sweep: str = "default"
     out_dir: str = "runs"
+    tf32: bool = True                     # CUDA only: TF32 matmuls/convolutions for fp32 work (no effect on CPU)
+    dist_timeout_min: float = 30.0        # torch.distributed process-group timeout (collectives), minutes
+    store_mode: Literal["direct", "index"] = "direct"  # direct: rank 0 writes the store as it goes; index: runs
+                                          # write only their run directory and `rayder-sweep collect` ingests it
 
     def __post_init__(self) -> None:
         if "preset" not in self.model:
@@ -109,12 +116,14 @@ class TrainConfig:
             raise ValueError("steps and batch_size must be > 0")
         if self.checkpoint_every <= 0 or self.log_every <= 0:
             raise ValueError("checkpoint_every and log_every must be > 0")
+        if not self.dist_timeout_min > 0:
+            raise ValueError(f"dist_timeout_min must be > 0 (minutes), got {self.dist_timeout_min}")
 
     # --------------------------------------------------------------------------------------------- identity
     def identity(self) -> dict[str, Any]:
         """The fields that define what is trained (not where it is written or how it is logged)."""
         d = to_mapping(self)
-        for k in ("out_dir", "log_every", "keep_checkpoints", "device"):
+        for k in ("out_dir", "log_every", "keep_checkpoints", "device", "tf32", "dist_timeout_min", "store_mode"):
             d.pop(k)
         d["eval"] = {k: v for k, v in d["eval"].items() if k in ("every", "from_step")}
         return d

@@ -21,6 +21,7 @@ Probe set (ours, DL3DV-style: 24 consecutive frames with ground-truth poses)::
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -196,6 +197,32 @@ class Re10kBenchmark:
                     continue
                 yield self._scene(item, path)
 
+    def scenes(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, Re10kScene]]:
+        """(index, scene) for the scenes at positions start..stop-1 of the iteration order (a rank's shard).
+
+        Only the chunks that hold those scenes are read, and only those scenes are decoded."""
+        stop = len(self) if stop is None else min(int(stop), len(self))
+        counts: dict[str, int] = {}
+        for key in self.views:
+            counts[self.chunk_of[key]] = counts.get(self.chunk_of[key], 0) + 1
+        first = 0
+        for name in self._chunks():
+            last = first + counts[name]
+            if last > start and first < stop:
+                path = self.root / self.split / name
+                if not path.exists():
+                    raise FileNotFoundError(f"RE10K chunk not found: {path}")
+                index = first
+                for item in torch.load(path, weights_only=True):
+                    if item["key"] not in self.views:
+                        continue
+                    if start <= index < stop:
+                        yield index, self._scene(item, path)
+                    index += 1
+            first = last
+            if first >= stop:
+                break
+
     def _views(self, item: dict[str, Any], idx: list[int], path: Path) -> tuple[torch.Tensor, Camera]:
         key, n = item["key"], len(item["images"])
         bad = [i for i in idx if not 0 <= i < n]
@@ -290,6 +317,12 @@ class ProbeSet:
                 rows = crop_row_to_square(camera_to_re10k(cams, h, w), h, w)
                 cams = camera_from_re10k(rows, res, res)
             yield ProbeSequence(key, to_model_frames(frames, res), cams)
+
+    def sequences(self, start: int = 0, stop: int | None = None) -> Iterator[ProbeSequence]:
+        """The sequences at positions start..stop-1 (a rank's shard); only those files are read."""
+        part = copy.copy(self)
+        part.keys = self.keys[start:stop]
+        yield from part
 
 
 # -------------------------------------------------------------------------------- synthetic benchmark
