@@ -21,7 +21,6 @@ about to be submitted:
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -46,7 +45,8 @@ class PreflightError(RuntimeError):
     def __init__(self, problems: list[str], source: str = "") -> None:
         self.problems = list(problems)
         head = f"{source}: " if source else ""
-        super().__init__(f"{head}preflight found {len(problems)} problem(s); nothing was submitted:\n"
+        super().__init__(f"{head}preflight found {len(problems)} problem(s); nothing was submitted "
+                         "(fix them, or --skip-preflight):\n"
                          + "\n".join(f"  {p}" for p in problems))
 
 
@@ -79,7 +79,9 @@ class PreflightReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def summary(self, *, gpu_tflops: float = GPU_PEAK_TFLOPS, mfu: float = ASSUMED_MFU) -> str:
+    def summary(self, *, gpu_tflops: float = GPU_PEAK_TFLOPS, mfu: float = ASSUMED_MFU,
+                problems: bool = True) -> str:
+        """The estimate, notes and verdict; `problems=False` leaves the problem lines out (PreflightError has them)."""
         pfs_days = self.train_flops / (1e15 * 86400)
         lines = [f"preflight: {self.n_runs} run(s) to submit; training compute {self.train_flops:.3g} FLOP "
                  f"({pfs_days:.3g} PFLOP/s-days; evaluation not counted)"]
@@ -89,9 +91,11 @@ class PreflightReport:
                          + (f"; the time limits reserve up to {self.gpu_hours_reserved:,.0f} GPU-hours per attempt"
                             if self.gpu_hours_reserved else ""))
         lines += [f"  note: {n}" for n in self.notes]
-        lines.append("preflight: OK" if self.ok else
-                     f"preflight: {len(self.problems)} problem(s); nothing submitted (--skip-preflight to bypass):")
-        lines += [f"  {p}" for p in self.problems]
+        if self.ok:
+            lines.append("preflight: OK")
+        elif problems:
+            lines.append(f"preflight: {len(self.problems)} problem(s); nothing submitted (--skip-preflight to bypass):")
+            lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
 
 
@@ -138,14 +142,15 @@ def _check_manifest(path: str, fraction: float, key: str, problems: list[str], c
             problems.append(m)
         return
     try:
-        shards = m.shards(fraction)
+        m.shards(fraction)
     except KeyError as exc:
         problems.append(f"grid.fractions: {fraction:g} is not a fraction of {path} ({exc.args[0]})")
         return
+    shards = [str((m.root / rel).resolve()) for rel in m.shard_counts]  # every fraction is a prefix of these
     missing = [s for s in shards if not Path(s).is_file()]
     if missing:
-        line = (f"{key}: {len(missing)} of the {len(shards)} shard file(s) of fraction {fraction:g} listed in {path} "
-                f"are missing, e.g. {missing[0]}")
+        line = (f"{key}: {len(missing)} of the {len(shards)} shard file(s) listed in {path} are missing, "
+                f"e.g. {missing[0]}")
         if line not in problems:
             problems.append(line)
 
@@ -243,15 +248,19 @@ def gres_gpus(gres: str) -> int:
     return total
 
 
-def sinfo_partitions() -> dict[str, Partition] | None:
-    """Partitions as `sinfo` reports them (None when sinfo is missing or fails)."""
+def sinfo_partitions() -> dict[str, Partition] | str | None:
+    """Partitions as `sinfo` reports them; None when sinfo is not installed; a string (what sinfo said) when it is
+    installed but fails (e.g. no controller answers)."""
     if shutil.which("sinfo") is None:
         return None
     try:
-        out = subprocess.run(["sinfo", "-h", "-a", "-o", "%P|%l|%D|%c|%G"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
+        proc = subprocess.run(["sinfo", "-h", "-a", "-o", "%P|%l|%D|%c|%G"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if proc.returncode != 0:
+        return " | ".join(ln.strip() for ln in proc.stderr.splitlines() if ln.strip())[:300] or f"exit {proc.returncode}"
+    out = proc.stdout
     parts: dict[str, Partition] = {}
     for line in out.splitlines():
         cols = line.split("|")
@@ -284,11 +293,16 @@ def slurm_max_array_size() -> int | None:
     return int(m.group(1)) if m else None
 
 
-def check_slurm_resources(spec: SweepSpec, presets: list[str], partitions: dict[str, Partition] | None,
+def check_slurm_resources(spec: SweepSpec, presets: list[str], partitions: dict[str, Partition] | str | None,
                           problems: list[str], notes: list[str]) -> None:
-    """Each preset's SLURM resources against the partitions `sinfo` reports (one problem line per key)."""
+    """Each preset's SLURM resources against the partitions `sinfo` reports (one problem line per key).
+    `partitions` as returned by `sinfo_partitions` (None: not checked; a string: sinfo failed, a problem)."""
     if partitions is None:
         notes.append("sinfo is not available: partitions, GPUs and time limits were not checked")
+        return
+    if isinstance(partitions, str):
+        problems.append(f"slurm: sinfo fails, so jobs cannot be submitted here ({partitions}); start/reach the "
+                        "SLURM controller, or use --executor local")
         return
     for preset in presets:
         res: SlurmSpec = spec.slurm_for(preset)
@@ -353,11 +367,11 @@ def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
 
 # ------------------------------------------------------------------------------------------------ main entry
 def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
-              partitions: dict[str, Partition] | None | str = "query",
+              partitions: dict[str, Partition] | str | None = "query",
               gpu_tflops: float = GPU_PEAK_TFLOPS, mfu: float = ASSUMED_MFU) -> PreflightReport:
     """Check the runs `cfgs` of `spec` for `executor` ('slurm' | 'local'); see the module docstring.
 
-    `partitions`: the sinfo view to check SLURM resources against ("query": ask sinfo now).
+    `partitions`: the sinfo view to check SLURM resources against ("query": ask sinfo now; see sinfo_partitions).
     """
     problems: list[str] = []
     notes: list[str] = []
@@ -411,6 +425,3 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
     gpu_hours = gpu_flops / (gpu_tflops * 1e12 * mfu) / 3600 if gpu_flops else None
     return PreflightReport(problems, len(cfgs), total_flops, gpu_hours, reserved or None, notes)
 
-
-def format_gpu_hours(x: float | None) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:,.0f}"
