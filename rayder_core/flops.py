@@ -10,7 +10,8 @@ Conventions (all numbers are FLOPs, not MACs):
 - Role-conditioning linears of the adaptive norms are counted once per view (they do not depend on the tokens).
 - One training sample = one clip of `views` frames as trained: camera estimation on all views (encoder side +
   backbone) and one render pass with V-1 inputs and V-1 targets under mask B.2 (decoder side for the targets only);
-  for autoregression='none' V//2 inputs and V - V//2 targets under mask B.1.
+  for autoregression='none' V//2 inputs and V - V//2 targets under mask B.1; 'parallel' (Config E) V - n_targets
+  inputs and n_targets targets in one sequence; 'per_target' (Config D) n_targets sequences of the inputs + 1 target.
 - Training = 3 x forward (backward = 2 x forward), per sample; per step = batch x per sample.
 
 Two conventions for C (`--convention`, `train_flops_per_step(..., convention=)`):
@@ -202,17 +203,24 @@ def forward_flops(cfg: ModelConfig, resolution: int | tuple[int, int], views: in
     c.heads(views)
     camera, camera_dense, camera_attn = c.take()
 
+    # (inputs, targets, view mask) of each render sequence of one clip
     if cfg.autoregression == "none":
         n_in, n_t = views // 2, views - views // 2
-        view_mask = masks.inference_view_mask(n_in, n_t)
+        sequences = [(n_in, n_t, masks.inference_view_mask(n_in, n_t))]
+    elif cfg.autoregression == "parallel":  # Config E
+        n_in, n_t = views - cfg.n_targets, cfg.n_targets
+        sequences = [(n_in, n_t, masks.parallel_view_mask(n_in, n_t))]
+    elif cfg.autoregression == "per_target":  # Config D: one full-attention sequence per target
+        n_in = views - cfg.n_targets
+        sequences = [(n_in, 1, masks.full_view_mask(n_in + 1))] * cfg.n_targets
     else:
-        n_in = n_t = views - 1
-        view_mask = masks.training_view_mask(views)
-    c.encoder(n_in + n_t)
-    if cfg.dynamic_state:
-        c.linear(n_in + n_t, cfg.d_state, cfg.width)  # state projection of the NVS registers
-    c.backbone(view_mask, n_in + n_t)
-    c.decoder(n_t)
+        sequences = [(views - 1, views - 1, masks.training_view_mask(views))]
+    for n_in, n_t, view_mask in sequences:
+        c.encoder(n_in + n_t)
+        if cfg.dynamic_state:
+            c.linear(n_in + n_t, cfg.d_state, cfg.width)  # state projection of the NVS registers
+        c.backbone(view_mask, n_in + n_t)
+        c.decoder(n_t)
     render, render_dense, render_attn = c.take()
     return {"camera": camera, "render": render, "camera_dense": camera_dense, "render_dense": render_dense,
             "camera_attention": camera_attn, "render_attention": render_attn}

@@ -23,6 +23,23 @@ def inference_view_mask(n_in: int, n_target: int, device: torch.device | str | N
     return (q_in & k_in & (k <= q)) | (~q_in & (k_in | (k == q)))
 
 
+def parallel_view_mask(n_in: int, n_target: int, device: torch.device | str | None = None) -> Tensor:
+    """Parallel-target attention of the paper's Config E over n_in + n_target views: inputs attend to every input
+    (bidirectional, no causality yet: that is Config F), each target sees itself and every input.
+    Returns (V, V) bool, V = n_in + n_target."""
+    if n_in < 1 or n_target < 1:
+        raise ValueError(f"parallel-target attention needs >= 1 input and >= 1 target, got {n_in} and {n_target}")
+    v = n_in + n_target
+    q = torch.arange(v, device=device)[:, None]
+    k = torch.arange(v, device=device)[None, :]
+    return (k < n_in) | (k == q)
+
+
+def full_view_mask(n_views: int, device: torch.device | str | None = None) -> Tensor:
+    """Full attention over n_views views (decoder-only rendering of one target, the paper's Config D)."""
+    return torch.ones(n_views, n_views, dtype=torch.bool, device=device)
+
+
 def training_view_mask(n_views: int, device: torch.device | str | None = None) -> Tensor:
     """Rule B.2 for a clip of n_views views: n_views - 1 inputs then n_views - 1 targets. Inputs are block-causal,
     target j (clip view j + 1) sees itself and inputs 0..j. Returns (2(K-1), 2(K-1)) bool."""

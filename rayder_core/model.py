@@ -295,12 +295,19 @@ class RayDer(nn.Module):
         gen_device = generator.device if generator is not None else device
 
         mode = self.cfg.autoregression
-        if mode == "random":
+        if mode in ("parallel", "per_target") and not 1 <= self.cfg.n_targets < k:
+            raise ValueError(f"training_loss(frames): autoregression {mode!r} needs 1 <= n_targets < views, got "
+                             f"n_targets={self.cfg.n_targets} with {k} views")
+        if mode in ("random", "parallel", "per_target"):  # parallel/per_target: a fresh random partition per step
             order = torch.rand(b, k, generator=generator, device=gen_device).argsort(dim=1).to(device)
             frames = frames[torch.arange(b, device=device)[:, None], order]
         est = self.estimate_cameras(frames)
 
-        if mode == "none":
+        if mode in ("parallel", "per_target"):
+            n_in = k - self.cfg.n_targets
+            in_idx, tgt_idx = slice(0, n_in), slice(n_in, k)
+            view_mask = masks.parallel_view_mask(n_in, k - n_in, device)
+        elif mode == "none":
             n_in = k // 2
             in_idx, tgt_idx = slice(0, n_in), slice(n_in, k)
             view_mask = masks.inference_view_mask(n_in, k - n_in, device)
@@ -317,7 +324,16 @@ class RayDer(nn.Module):
                 state_target = state_target * keep.to(device=device, dtype=state_target.dtype)[..., None]
 
         target = frames[:, tgt_idx]
-        pred = self._render(frames[:, in_idx], est.camera[:, in_idx], est.camera[:, tgt_idx], state_target, view_mask)
+        if mode == "per_target":  # Config D: one sequence [inputs, target t] per target, full attention
+            n_in = k - self.cfg.n_targets
+            full = masks.full_view_mask(n_in + 1, device)
+            cams_t = est.camera[:, tgt_idx]
+            pred = torch.cat([self._render(frames[:, in_idx], est.camera[:, in_idx], cams_t[:, t:t + 1],
+                                           None if state_target is None else state_target[:, t:t + 1], full)
+                              for t in range(k - n_in)], dim=1)
+        else:
+            pred = self._render(frames[:, in_idx], est.camera[:, in_idx], est.camera[:, tgt_idx], state_target,
+                                view_mask)
         loss = F.mse_loss(pred.float(), target.float())
         mse = loss.detach()
         return {

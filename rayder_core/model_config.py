@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 D_HEAD = 64  # head dimension of every attention layer
-AUTOREGRESSION_MODES = ("random", "ordered", "none")
+AUTOREGRESSION_MODES = ("random", "ordered", "none", "parallel", "per_target")
 ATTENTION_BACKENDS = ("auto", "natten", "sdpa")
 
 
@@ -27,7 +27,12 @@ class ModelConfig:
     d_state: dynamic-state size; dynamic_state switches the state head and the state input of target registers.
     state_dropout: probability of zeroing a target's state in training (per sample and view).
     autoregression: 'random' (random view order, training mask B.2), 'ordered' (given order, B.2),
-        'none' (first half of the views are inputs, the rest targets, inference mask B.1).
+        'none' (first half of the views are inputs, the rest targets, inference mask B.1),
+        'parallel' (Config E: each step a random partition into K - n_targets inputs and n_targets targets, inputs
+        attend to each other, targets to themselves and the inputs, all targets in one sequence),
+        'per_target' (Config D: the same random partition, each target rendered in its own sequence of the inputs
+        plus that target under full attention, i.e. decoder-only without parallel targets).
+    n_targets: targets per clip of 'parallel' / 'per_target' (Table B.2: 2 of 8 views); unused by other modes.
     local_layers: with False the hourglass keeps its merges/splits but has no neighbourhood-attention layers.
     attention_backend: 'auto' (natten + flex attention on CUDA, exact masked SDPA on CPU), 'natten' or 'sdpa'.
     """
@@ -44,6 +49,7 @@ class ModelConfig:
     dynamic_state: bool = True
     state_dropout: float = 0.5
     autoregression: str = "random"
+    n_targets: int = 2
     local_layers: bool = True
     attention_backend: str = "auto"
 
@@ -67,7 +73,7 @@ class ModelConfig:
         def bad(key: str, why: str) -> ValueError:
             return ValueError(f"{source}: invalid model config key '{key}' = {getattr(self, key)!r}: {why}")
 
-        for key in ("width", "depth", "heads", "patch", "kernel", "d_state"):
+        for key in ("width", "depth", "heads", "patch", "kernel", "d_state", "n_targets"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(key, "must be a positive integer")

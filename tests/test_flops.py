@@ -15,6 +15,8 @@ CASES = [
     ("tiny-xs", {}, (32, 32), 4),
     ("tiny-xs", {"autoregression": "none", "dynamic_state": False}, (64, 48), 5),
     ("tiny-s", {"local_layers": False, "local_widths": (128, 64)}, (32, 48), 3),
+    ("tiny-xs", {"autoregression": "parallel", "n_targets": 2}, (32, 32), 6),   # Config E
+    ("tiny-xs", {"autoregression": "per_target", "n_targets": 2}, (32, 32), 6),  # Config D
 ]
 
 
