@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rayder_core.geometry import Camera, rotation_angle_deg
 from rayder_core.lpips_vgg import (LPIPS_WEIGHTS_ENV, load_lpips_vgg, lpips_weights_candidates,
                                    vgg16_checkpoint_path)
 
@@ -217,4 +218,50 @@ def aggregate_scenes(per_image: Mapping[str, Sequence[float]], scene_ids: Sequen
             by_scene[scene].append(float(value))
         scene_means = [sum(v) / len(v) for v in by_scene.values()]
         out[metric] = (sum(scene_means) / len(scene_means) if scene_means else math.nan, len(scene_means))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ relative pose accuracy
+RPA_THRESHOLDS = (5.0, 15.0, 30.0)
+
+
+def pairwise_pose_errors(pred: Camera, gt: Camera, *, fold_translation_sign: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotation and translation-direction errors in degrees, each (..., P) over the P = V(V-1)/2 view pairs i < j.
+
+    Cameras are camera-to-world with leading dims (..., V) (`rayder_core.geometry.Camera`). The relative pose of a pair
+    is c2w_i^-1 c2w_j (camera j in camera i's frame), which does not depend on the world frame, and its translation
+    direction does not depend on the scene scale. Rotation error: geodesic angle between predicted and true relative
+    rotations. Translation error: angle between predicted and true relative translations (a zero vector counts as
+    90 degrees); with `fold_translation_sign` the angle a becomes min(a, 180 - a) (VGGT's sign-ambiguous variant)."""
+    if tuple(pred.shape) != tuple(gt.shape) or len(pred.shape) < 1 or pred.shape[-1] < 2:
+        raise ValueError(f"pairwise_pose_errors: need matching cameras with >= 2 views, got {tuple(pred.shape)} and "
+                         f"{tuple(gt.shape)}")
+    v = pred.shape[-1]
+    i, j = torch.triu_indices(v, v, offset=1, device=pred.R.device)
+
+    def relative(cam: Camera) -> tuple[torch.Tensor, torch.Tensor]:
+        R, t = cam.R.double(), cam.t.double()
+        Ri_T = R[..., i, :, :].transpose(-1, -2)
+        return Ri_T @ R[..., j, :, :], (Ri_T @ (t[..., j, :] - t[..., i, :])[..., None])[..., 0]
+
+    Rp, tp = relative(pred)
+    Rg, tg = relative(gt.to(device=pred.R.device))
+    rot = rotation_angle_deg(Rp, Rg)
+    cos = (torch.nn.functional.normalize(tp, dim=-1) * torch.nn.functional.normalize(tg, dim=-1)).sum(-1)
+    trans = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+    if fold_translation_sign:
+        trans = torch.minimum(trans, 180.0 - trans)
+    return rot, trans
+
+
+def relative_pose_accuracy(pred: Camera, gt: Camera, thresholds: Sequence[float] = RPA_THRESHOLDS, *,
+                           fold_translation_sign: bool = False) -> dict[str, float]:
+    """RPA@k: percentage (0-100) of view pairs whose error max(rotation error, translation-direction error) is below
+    k degrees, pairwise over all views (and all leading dims) - E-RayZer's / VGGT's metric. Keys 'rpa@5', 'rpa@15',
+    'rpa@30' (one per threshold) and 'rpa_pairs' (number of pairs). Works for any family's predicted cameras."""
+    rot, trans = pairwise_pose_errors(pred, gt, fold_translation_sign=fold_translation_sign)
+    err = torch.maximum(rot, trans).flatten()
+    out = {f"rpa@{k:g}": float((err < k).double().mean() * 100.0) for k in thresholds}
+    out["rpa_pairs"] = float(err.numel())
     return out
