@@ -51,6 +51,21 @@ class Law:
     powers: dict[str, list[tuple[int, str]]]
     offsets: dict[str, int]
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Input j -> input k whose reference value it must share when inputs are normalised (data_constrained: unique
+    # data U is measured in the units of data seen D, only their ratio enters the repetition count R).
+    ref_of: dict[int, int] = field(default_factory=dict)
+    # Constrained laws (see `constrain`): the registry law they derive from, fixed values (fit space: inputs
+    # divided by their references) and ties (param -> the free param it equals), as sorted tuples (picklable spec).
+    base: str | None = None
+    fixed: tuple[tuple[str, float], ...] = ()
+    tied: tuple[tuple[str, str], ...] = ()
+    # Subtracted from the target before the variable-projection solve of the linear constants (a fixed L_inf).
+    basis_shift: float = 0.0
+
+    @property
+    def spec(self) -> tuple[str, tuple[tuple[str, float], ...], tuple[tuple[str, str], ...]]:
+        """(registry name, fixed, tied): enough to rebuild this law in another process (`law_from_spec`)."""
+        return (self.base or self.name, self.fixed, self.tied)
 
     def denormalise(self, P: dict, refs: list[float]) -> dict:
         """Parameters fitted on inputs x_j / refs[j] -> parameters for the raw inputs (arrays broadcast)."""
@@ -313,6 +328,56 @@ LAWS["gated"] = _make(
     "{L_inf} + {B} {x1}^-{beta} + {A} {x0}^-{alpha} ({x1} / ({x1} + {D1}))^{kappa}", _gated, _gated_basis,
     _gated_grid)
 
+
+
+# ---------------------------------------------------------------------------------------------------- data-constrained
+def _effective_data(P: Params, X: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """Muennighoff et al. (2023) effective data D' and dD'/dR_star from data seen D = X[1] and unique data U = X[2].
+
+    U_D = min(D, U) (a run that has not finished one epoch has seen only unique data), R = D / U_D - 1 repetitions
+    beyond the first epoch, D' = U_D + U_D R* (1 - exp(-R / R*)): repeated data is worth less and less, at most
+    R* more epochs' worth.
+    """
+    ud = np.minimum(X[1], X[2])
+    R = X[1] / ud - 1.0
+    rs = P["R_star"]
+    e = np.exp(-R / rs)
+    dp = ud * (1.0 + rs * (1.0 - e))
+    return dp, ud * ((1.0 - e) - (R / rs) * e)
+
+
+def _data_constrained(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    lc = np.log(X[0])
+    dp, ddp = _effective_data(P, X)
+    ld = np.log(dp)
+    tc = P["A"] * np.exp(-P["alpha"] * lc)
+    td = P["B"] * np.exp(-P["beta"] * ld)
+    y = P["L_inf"] + tc + td
+    if not jac:
+        return y, {}
+    g = {"L_inf": np.ones_like(y), "A": tc / P["A"], "alpha": -tc * lc, "B": td / P["B"], "beta": -td * ld,
+         "R_star": -P["beta"] * td / dp * ddp}
+    return y, g
+
+
+def _data_constrained_basis(P: Params, X: Inputs):
+    dp, _ = _effective_data(P, X)
+    pc, pd = np.exp(-P["alpha"] * np.log(X[0])), np.exp(-P["beta"] * np.log(dp))
+    return [np.ones_like(pc * pd), pc, pd], _absorb_linear(("L_inf", "A", "B"))
+
+
+LAWS["data_constrained"] = Law(
+    name="data_constrained", equation="5 of Muennighoff et al. 2023", n_inputs=3,
+    param_names=("L_inf", "A", "alpha", "B", "beta", "R_star"),
+    log_params=frozenset({"L_inf", "A", "B", "R_star"}),
+    template="{L_inf} + {A} {x0}^-{alpha} + {B} D'^-{beta}, D' = U_D (1 + {R_star} (1 - exp(-R / {R_star}))), "
+             "U_D = min(D, U), R = D / U_D - 1",
+    evaluate=_data_constrained, basis=_data_constrained_basis,
+    grid=_grid([("alpha", _EXPONENTS), ("beta", _EXPONENTS), ("R_star", np.array([1.0, 4.0, 15.0, 60.0]))]),
+    powers={"A": [(0, "alpha")], "B": [(1, "beta")]}, offsets={},
+    bounds={"L_inf": _CONST, "A": _CONST, "alpha": _EXP, "B": _CONST, "beta": _EXP, "R_star": (1e-3, 1e6)},
+    ref_of={2: 1})
+
 DEFAULT_LAW = "kaplan"
 
 
@@ -322,3 +387,118 @@ def get_law(name: str) -> Law:
         return LAWS[name]
     except KeyError:
         raise ValueError(f"unknown law {name!r}; choose one of {sorted(LAWS)}") from None
+
+
+def _kind(law: Law, name: str) -> str:
+    return "offset" if name in law.offsets else "constant" if name in law.log_params else "exponent"
+
+
+def constrain(law: Law | str, fix: dict[str, float] | None = None, tie: dict[str, str] | None = None) -> Law:
+    """`law` with parameters fixed (`fix={"L_inf": 0.0}`) and/or tied (`tie={"beta": "alpha"}`: beta := alpha).
+
+    The result is a Law over the remaining free parameters: its `evaluate` expands them to the full set (a tied
+    parameter's gradient is added to the one it is tied to), its grid and variable-projection basis respect the
+    constraints (a fixed L_inf is subtracted from the target before the linear solve; other fixed or tied linear
+    constants are set after it). Values in `fix` are in the units the law is evaluated in (fit_law converts). Ties
+    must join parameters of one kind (exponent-exponent, constant-constant, offset-offset). No constraints: `law`.
+    """
+    law = get_law(law) if isinstance(law, str) else law
+    if law.base is not None:
+        raise ValueError(f"law {law.name!r} is already constrained; constrain its registry law {law.base!r} once")
+    fix = {str(k): float(v) for k, v in (fix or {}).items()}
+    tie = {str(k): str(v) for k, v in (tie or {}).items()}
+    if not fix and not tie:
+        return law
+    names = set(law.param_names)
+    for what, keys in (("fix", list(fix)), ("tie", list(tie) + list(tie.values()))):
+        unknown = [k for k in keys if k not in names]
+        if unknown:
+            raise ValueError(f"{what}: law {law.name!r} has no parameter(s) {unknown}; its parameters are "
+                             f"{list(law.param_names)}")
+    both = set(fix) & set(tie)
+    if both:
+        raise ValueError(f"parameter(s) {sorted(both)} are both fixed and tied; give one constraint each")
+    for n, t in tie.items():
+        if t in fix or t in tie or t == n:
+            raise ValueError(f"tie {n}={t}: {t} must be a free parameter (not fixed, tied or {n} itself)")
+        if _kind(law, n) != _kind(law, t):
+            raise ValueError(f"tie {n}={t}: a {_kind(law, n)} cannot be tied to a {_kind(law, t)}")
+    for n, v in fix.items():
+        lo, hi = law.bounds[n]
+        if n in law.log_params and not (v > 0 or (n == "L_inf" and v == 0)):
+            raise ValueError(f"fix {n}={v:g}: {n} is a positive constant of law {law.name!r}; use a value > 0 "
+                             "(L_inf=0 is allowed: the law is then a pure power law)")
+        if n not in law.log_params and not lo <= v <= hi:
+            raise ValueError(f"fix {n}={v:g}: outside the bounds [{lo:g}, {hi:g}] of law {law.name!r}")
+    free = tuple(n for n in law.param_names if n not in fix and n not in tie)
+    if not free:
+        raise ValueError(f"law {law.name!r}: every parameter is fixed or tied; nothing to fit")
+
+    def expand(P: Params) -> Params:
+        full = {n: P[n] for n in free}
+        for n, v in fix.items():
+            full[n] = np.float64(v)
+        for n, t in tie.items():
+            full[n] = full[t]
+        return full
+
+    def evaluate(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+        y, g = law.evaluate(expand(P), X, jac)
+        if not jac:
+            return y, {}
+        out = {n: g[n] for n in free}
+        for n, t in tie.items():
+            out[t] = out[t] + g[n]
+        return y, out
+
+    def grid(X: Inputs) -> Params:
+        G = dict(law.grid(X))
+        for n, v in fix.items():
+            if n in G:
+                G[n] = np.full_like(np.asarray(G[n], dtype=float), v)
+        for n, t in tie.items():
+            if n in G and t in G:
+                G[n] = np.array(G[t], dtype=float, copy=True)
+        keys = list(G)
+        rows = np.unique(np.stack([np.asarray(G[k], dtype=float) for k in keys], axis=1), axis=0)
+        return {k: rows[:, i] for i, k in enumerate(keys)}
+
+    shift = fix.get("L_inf", 0.0)
+
+    def basis(G: Params, X: Inputs):
+        phis, absorb = law.basis(G, X)
+        drop = "L_inf" in fix  # every registry basis has the constant column of L_inf first
+
+        def absorb2(P: Params, coef: list[np.ndarray]) -> Params:
+            if drop:
+                coef = [np.full_like(np.asarray(coef[0], dtype=float), shift)] + list(coef)
+            out = dict(absorb(P, coef))
+            for n, v in fix.items():
+                out[n] = np.full_like(np.asarray(out.get(n, coef[0]), dtype=float), v)
+            for n, t in tie.items():
+                out[n] = out[t]
+            return out
+        return (phis[1:] if drop else phis), absorb2
+
+    label = ",".join([f"{n}={v:g}" for n, v in sorted(fix.items())] + [f"{n}={t}" for n, t in sorted(tie.items())])
+    return Law(name=f"{law.name}[{label}]", equation=law.equation, n_inputs=law.n_inputs, param_names=free,
+               log_params=frozenset(n for n in law.log_params if n in free), template=law.template,
+               evaluate=evaluate, basis=basis, grid=grid, powers=law.powers, offsets=law.offsets,
+               bounds={n: law.bounds[n] for n in free}, ref_of=law.ref_of, base=law.name,
+               fixed=tuple(sorted(fix.items())), tied=tuple(sorted(tie.items())), basis_shift=shift)
+
+
+def expand_params(law: Law, P: dict) -> dict:
+    """Free parameters of a (possibly constrained) law -> every parameter of its registry law (arrays broadcast)."""
+    full = dict(P)
+    for n, v in law.fixed:
+        full[n] = np.broadcast_to(np.float64(v), np.shape(next(iter(P.values())))) if P else np.float64(v)
+    for n, t in law.tied:
+        full[n] = P[t]
+    return full
+
+
+def law_from_spec(spec: tuple) -> Law:
+    """Inverse of `Law.spec`: the registry law with the same constraints."""
+    name, fixed, tied = spec
+    return constrain(get_law(name), dict(fixed), dict(tied))

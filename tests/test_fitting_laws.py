@@ -6,7 +6,7 @@ from scipy.optimize import approx_fprime
 from fitting import LAWS
 
 RNG = np.random.default_rng(0)
-X = [np.geomspace(0.3, 5.0, 9), np.repeat([0.5, 1.0, 3.0], 3)]
+X = [np.geomspace(0.3, 5.0, 9), np.repeat([0.5, 1.0, 3.0], 3), np.tile([0.1, 0.7, 4.0], 3)]  # 3rd: unique data U
 
 
 def _params(law, rng):
@@ -34,7 +34,9 @@ def test_jacobian_matches_finite_differences(name):
 def test_denormalise_gives_the_same_predictions(name):
     law = LAWS[name]
     P = _params(law, RNG)
-    refs = [1e9, 3e5][: law.n_inputs]
+    refs = [1e9, 3e5, 2e4][: law.n_inputs]
+    for j, k in law.ref_of.items():  # inputs measured in the units of another one share its reference
+        refs[j] = refs[k]
     raw = [x * r for x, r in zip(X, refs)]
     Pn = law.denormalise(P, refs)
     np.testing.assert_allclose(law.predict(Pn, raw), law.predict(P, X[: law.n_inputs]), rtol=1e-10)
