@@ -292,7 +292,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="'exact': 3 x forward (the results store's unit); 'paper': 3 x (3 x matmul forward + "
                              "attention forward), which reproduces Table B.3")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument("--family", choices=("rayder", "erayzer"), default="rayder",
+                        help="model family; erayzer lists its presets (all by default) with parameter counts")
     args = parser.parse_args(argv)
+    if args.family == "erayzer":
+        from rayder_core.models.erayzer.flops import cli
+
+        return cli(args, parser)
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown:

@@ -110,3 +110,51 @@ def count_flops(cfg: ERayZerConfig, resolution: int, views: int) -> ERayZerFlopR
 def train_flops_per_step(cfg: ERayZerConfig, resolution: int, views: int, batch: int) -> float:
     """Network training FLOPs of one optimizer step of `batch` clips (3 x forward; rasterisation not included)."""
     return batch * count_flops(cfg, resolution, views).train_per_sample
+
+
+def cli(args, parser) -> None:
+    """`rayder-flops --family erayzer [--presets ...] [--resolution R] [--views V] [--json]` (called by
+    rayder_core.flops.main). With RayDer's default preset list, all E-RayZer presets are listed."""
+    import json
+    from dataclasses import asdict
+
+    from .config import PRESETS
+
+    names = [n.strip() for n in args.presets.split(",") if n.strip()]
+    if args.presets == "XS,S,B,L":
+        names = list(PRESETS)
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        parser.error(f"unknown E-RayZer preset(s) {unknown}; choose from {list(PRESETS)}")
+    rows = []
+    for name in names:
+        cfg = ERayZerConfig.from_preset(name)
+        if args.resolution % cfg.patch:
+            continue  # e.g. the patch-16 presets at 32^2: listed only where the resolution fits
+        try:
+            rows.append(count_flops(cfg, args.resolution, args.views))
+        except ValueError as e:
+            parser.error(str(e))
+    if not rows:
+        parser.error(f"no E-RayZer preset of {names} fits resolution {args.resolution} (must be divisible by the patch)")
+    if args.json:
+        out = []
+        for r in rows:
+            d = asdict(r)
+            d["train_tflop_per_step_bs1"] = r.train_per_sample / 1e12
+            d["convention"] = "exact (network matmuls, 3 x forward; rasterisation separate in raster_forward)"
+            out.append(d)
+        print(json.dumps(out, indent=2))
+        return
+    head = (f"{'preset':>8} {'params':>9} {'res':>5} {'V':>2} {'ref':>3} {'cam fwd':>9} {'scene fwd':>9} "
+            f"{'train/sample':>13} {'raster fwd':>10}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.preset:>8} {r.params / 1e6:8.2f}M {r.resolution:5d} {r.views:2d} {r.n_ref:3d} "
+            f"{r.camera_forward / 1e9:8.2f}G {r.scene_forward / 1e9:8.2f}G {r.train_per_sample / 1e12:12.4f}T "
+            f"{r.raster_forward / 1e9:9.2f}G"
+        )
+    lines.append("E-RayZer: FLOPs = 2 x multiply-accumulates of the network (camera + scene transformers, heads, "
+                 "decoder); train = 3 x forward. 'raster fwd' = dense splatting estimate of one forward, not in train.")
+    print("\n".join(lines))
