@@ -36,33 +36,56 @@ def setup_distributed() -> dict[str, str]:
                                        "MASTER_PORT")}
 
 
-def slurm_job_state(job_id: str | None = None) -> str | None:
-    """This job's state as slurmctld sees it (`scontrol show job`), e.g. RUNNING, CANCELLED; None if unknown."""
+def slurm_job_fields(job_id: str | None = None) -> dict[str, str]:
+    """This job's record as slurmctld sees it (`scontrol show job -o`) as {field: value}; {} if unknown."""
     import shutil
     import subprocess
 
     job_id = job_id or os.environ.get("SLURM_JOB_ID")
     if not job_id or shutil.which("scontrol") is None:
-        return None
+        return {}
     try:
         out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
                              timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
-    for field in out.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    return None
+        return {}
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def cancelled_by_user(fields: dict[str, str], restart_count: int) -> bool:
+    """Whether slurmctld's record of a job that got SIGTERM means a cancellation (scancel) rather than a requeue.
+
+    Measured on the suite's one-node SLURM: after `scancel` and after `scontrol requeue` both jobs read
+    JobState=COMPLETING, Reason=None while their processes still run; the requeued one already has Restarts
+    incremented past the job's SLURM_RESTART_COUNT and EndTime=Unknown, the cancelled one keeps Restarts and has an
+    EndTime. A job at its time limit also ends without a restart: RunTime >= TimeLimit is not a cancellation.
+    """
+    from sweeps.preflight import parse_slurm_time
+
+    state = fields.get("JobState", "")
+    if state == "CANCELLED":
+        return True
+    if state != "COMPLETING" or fields.get("EndTime", "Unknown") == "Unknown":
+        return False
+    try:
+        if int(fields.get("Restarts", "0")) != restart_count:
+            return False
+        limit = parse_slurm_time(fields.get("TimeLimit", "UNLIMITED"))
+        run = parse_slurm_time(fields.get("RunTime", "0"))
+    except ValueError:
+        return False
+    return limit is None or run is None or run < limit - 1.0
 
 
 def was_cancelled(run_dir: str | os.PathLike) -> bool:
     """Whether the user cancelled this run (rather than SLURM preempting or requeueing it): `rayder-sweep cancel`
-    marks the run's launch.json before signalling, and a plain `scancel` leaves the job CANCELLED in slurmctld."""
+    marks the run's launch.json before signalling; a plain `scancel` is read from slurmctld (`cancelled_by_user`)."""
     from sweeps.state import read_launch
 
     if (read_launch(run_dir) or {}).get("cancelled_at"):
         return True
-    return slurm_job_state() == "CANCELLED"
+    fields = slurm_job_fields()
+    return bool(fields) and cancelled_by_user(fields, int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
 
 
 def mark_cancelled(cfg: Any, db: str | None) -> None:

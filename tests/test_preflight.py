@@ -297,3 +297,18 @@ def test_sbatch_rejection_is_clear_and_relaunch_submits_exactly_the_missing_runs
         assert next(p for p in plans if p.cfg.run_id == target.run_id).reason.endswith("(cancelled)")
     finally:
         launcher.cancel(spec)
+
+
+def test_cancel_vs_requeue_from_slurmctld_fields():
+    """Field values measured on the suite's SLURM right after `scancel` / `scontrol requeue` of a running job."""
+    from sweeps.job import cancelled_by_user
+
+    cancelled = {"JobState": "COMPLETING", "Reason": "None", "Restarts": "0", "EndTime": "2026-12-01T06:12:33",
+                 "RunTime": "00:00:03", "TimeLimit": "365-00:00:00"}
+    requeued = {"JobState": "COMPLETING", "Reason": "None", "Restarts": "1", "EndTime": "Unknown",
+                "RunTime": "00:00:00", "TimeLimit": "UNLIMITED"}
+    assert cancelled_by_user(cancelled, 0) and not cancelled_by_user(requeued, 0)
+    assert not cancelled_by_user({**cancelled, "Restarts": "2"}, 1)      # requeued again while completing
+    assert cancelled_by_user({**cancelled, "Restarts": "1"}, 1)          # cancelled after an earlier requeue
+    assert not cancelled_by_user({**cancelled, "RunTime": "00:30:00", "TimeLimit": "00:30:00"}, 0)  # time limit
+    assert cancelled_by_user({"JobState": "CANCELLED"}, 0) and not cancelled_by_user({"JobState": "RUNNING"}, 0)
