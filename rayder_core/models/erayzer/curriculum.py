@@ -4,8 +4,8 @@ A clip's **overlap profile** O(g) maps a frame gap g (frames) to the mean visual
 (O(0) = 1; made non-increasing by a running minimum so it can be inverted). Two sources:
 
 * `geometric_overlap_profile(cams, ...)`: co-visibility from poses (the synthetic corpus's JSON has exact per-frame
-  cameras; RE10K-style data has them too). The pixels of frame i are back-projected at a set of depth hypotheses
-  (scene units; the clip has poses but no depth) and projected into frame j; the overlap of (i, j) is the fraction
+  cameras; RE10K-style data has them too). The pixels of frame i are back-projected onto planes at a set of camera
+  depth hypotheses (scene units; the clip has poses but no depth) and projected into frame j; the overlap of (i, j) is the fraction
   that lands in front of camera j and inside its image, averaged over depths and over both directions.
 * `feature_overlap_profile(frames, extractor)`: cosine similarity of per-frame features, clamped to [0, 1]. The
   extractor is pluggable (frames (N, 3, H, W) in [-1, 1] -> (N, D)); `dinov2_extractor()` loads DINOv2 ViT-S/14 from
@@ -39,14 +39,16 @@ DEFAULT_DEPTHS = (1.0, 2.0, 4.0, 8.0)
 def pairwise_covisibility(cams: Camera, height: int, width: int, depths: Sequence[float] = DEFAULT_DEPTHS,
                           grid: int = 16) -> torch.Tensor:
     """(N, N) symmetric co-visibility in [0, 1] of N cameras (images height x width): for each ordered pair (i, j), the
-    fraction of a grid x grid subset of frame i's pixel rays, taken at distances `depths` (scene units) along the
-    ray, that project in front of camera j and inside its image; then averaged with (j, i)."""
+    fraction of a grid x grid subset of frame i's pixel rays, cut with the fronto-parallel planes at camera depths
+    `depths` (scene units), that project in front of camera j and inside its image; then averaged with (j, i)."""
     cams = cams.to(dtype=torch.float64)
     o, d = ray_origins_directions(cams, height, width)  # (N, H, W, 3)
     ys = torch.linspace(0, height - 1, grid).round().long()
     xs = torch.linspace(0, width - 1, grid).round().long()
     o, d = o[:, ys][:, :, xs].reshape(len(o), -1, 3), d[:, ys][:, :, xs].reshape(len(d), -1, 3)
-    pts = torch.cat([o + z * d for z in depths], 1)  # (N, M, 3) world points per source frame
+    forward = cams.R[:, None, :, 2]  # (N, 1, 3) optical axis in world coordinates
+    along = d / (d * forward).sum(-1, keepdim=True)  # ray scaled to unit camera depth
+    pts = torch.cat([o + z * along for z in depths], 1)  # (N, M, 3) world points on fronto-parallel planes
     # into every camera j: p_c = R_j^T (p - t_j)
     pc = torch.einsum("jba,njmb->njma", cams.R, pts[:, None] - cams.t[None, :, None])  # (N src, N dst, M, 3)
     z = pc[..., 2]
