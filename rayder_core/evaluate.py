@@ -112,7 +112,8 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
         rank, world = dist_rank_world()
     local: dict[str, Any] = {"rows": [], "lpips": None}
     try:
-        bench = Re10kBenchmark(spec.path, resolution=resolution)
+        # Bad scenes are skipped (one log line each, counted in "skipped"); NVS never reads ground-truth cameras.
+        bench = Re10kBenchmark(spec.path, resolution=resolution, index_path=spec.index, skip_bad=True, cameras=False)
         total = len(bench) if spec.max_scenes is None else min(len(bench), spec.max_scenes)
         lo, hi = shard_range(total, rank, world)
         lpips_metric = _lpips_for(str(device)) if use_lpips else None
@@ -136,13 +137,19 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
             if has_lpips:
                 values["lpips"] = lpips_metric(p01, t01).tolist()
             local["rows"].append({"index": index, "scene": scene.key, "values": values})
+        local["skipped"] = list(bench.skipped)
     except (FileNotFoundError, ValueError) as exc:
         local = {"error": str(exc), "error_type": type(exc).__name__}
     parts = _all_gather(local, world)
     _raise_first_error(parts, f"benchmark {spec.name}")
     rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["index"])
+    skipped = [s for part in parts for s in part.get("skipped", [])]
+    if skipped and rank == 0:
+        print(f"rayder-eval: benchmark {spec.name}: skipped {len(skipped)} unreadable scene(s), e.g. "
+              f"{skipped[0][0]}: {skipped[0][1]}", file=sys.stderr)
     if not rows:
-        raise ValueError(f"benchmark {spec.name} at {spec.path}: no scenes to evaluate")
+        raise ValueError(f"benchmark {spec.name} at {spec.path}: no scenes to evaluate"
+                         + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
     lpips_reasons = [part["lpips"] for part in parts if part["lpips"] != "ok"]
     metrics = ["psnr", "mse", "ssim", "baseline_psnr"] + ([] if lpips_reasons else ["lpips"])
     per_image: dict[str, list[float]] = {m: [v for r in rows for v in r["values"][m]] for m in metrics}
@@ -153,7 +160,8 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
     missing = {"lpips": lpips_reasons[0]} if lpips_reasons else {}
     scenes = [{"scene": r["scene"], "index": r["index"],
                **{m: sum(r["values"][m]) / len(r["values"][m]) for m in metrics}} for r in rows]
-    return {"bench": spec.name, "values": values, "n": n, "missing": missing, "scenes": scenes}
+    return {"bench": spec.name, "values": values, "n": n, "missing": missing, "scenes": scenes,
+            "skipped": len(skipped)}
 
 
 @torch.no_grad()

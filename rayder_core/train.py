@@ -394,9 +394,15 @@ def record_run_dir(run_dir: str | Path, store: ResultsStore, *, status: str | No
     state_path = run_dir / "state.json"
     if not state_path.exists():
         raise FileNotFoundError(f"{state_path}: not a run directory (no state.json)")
-    state = json.loads(state_path.read_text())
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    run_id = state["run_id"]
+    try:
+        state = json.loads(state_path.read_text())
+        run_id = state["run_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{state_path}: not a readable run state ({type(exc).__name__}: {exc})") from None
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{run_dir / 'config.yaml'}: invalid YAML: {exc}") from None
     with store.batch():
         _record(store, run_dir, run_id, state, config, status, since_step)
     return run_id
@@ -416,7 +422,7 @@ def _record(store: ResultsStore, run_dir: Path, run_id: str, state: dict, config
                              wall_time_s=ck["wall_time_s"])
     for ev in read_jsonl(run_dir / "evals.jsonl"):
         store.add_evals(run_id, ev["step"], bench=ev["bench"], values=ev.get("values", {}), n=ev.get("n", 0),
-                        missing=ev.get("missing", {}))
+                        missing=ev.get("missing", {}), skipped=ev.get("skipped", 0))
 
 
 # ------------------------------------------------------------------------------------------------ the run

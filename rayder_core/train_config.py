@@ -66,6 +66,7 @@ class BenchmarkSpec:
     path: str
     kind: Literal["re10k", "probe"] = "re10k"
     max_scenes: int | None = None
+    index: str | None = None  # re10k: evaluation-index JSON (default: path/evaluation_index.json)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,11 @@ from rayder_core.data.loader import to_model_frames
 from rayder_core.geometry import Camera, camera_from_re10k, camera_to_re10k
 
 PROBE_FRAMES = 24
+log = logging.getLogger(__name__)
+
+# What reading one scene can raise on bad data (truncated JPEG: OSError/PIL.UnidentifiedImageError; a malformed
+# record: KeyError/IndexError/TypeError/ValueError; a broken torch chunk: RuntimeError/EOFError/pickle errors).
+SCENE_ERRORS = (ValueError, OSError, KeyError, IndexError, TypeError, RuntimeError, EOFError)
 
 
 # ------------------------------------------------------------------------------------------- RE10K
@@ -51,8 +57,8 @@ class Re10kScene:
     key: str
     context: torch.Tensor  # (2, 3, H, W)
     target: torch.Tensor  # (3, 3, H, W)
-    context_cams: Camera  # (2,)
-    target_cams: Camera  # (3,)
+    context_cams: Camera | None  # (2,); None when read with cameras=False
+    target_cams: Camera | None  # (3,)
     context_index: tuple[int, ...] = ()
     target_index: tuple[int, ...] = ()
 
@@ -157,11 +163,17 @@ class Re10kBenchmark:
         split: sub-directory, ``"test"``.
         index_path: evaluation index JSON; default ``root/evaluation_index.json``.
         resolution: output side in pixels (square).
+        skip_bad: a scene (or a whole chunk) that cannot be read is skipped with one log line and recorded in
+            ``self.skipped`` as (key, reason) instead of raising; the iteration positions of the other scenes stay.
+        cameras: with False the ground-truth camera records are neither parsed nor validated (NVS predicts its own
+            cameras); the scene's ``*_cams`` are None.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "test", index_path: str | os.PathLike | None = None,
-                 resolution: int = 64):
+                 resolution: int = 64, *, skip_bad: bool = False, cameras: bool = True):
         self.root, self.split, self.resolution = Path(root), split, int(resolution)
+        self.skip_bad, self.cameras = bool(skip_bad), bool(cameras)
+        self.skipped: list[tuple[str, str]] = []
         split_dir = self.root / split
         chunk_index = split_dir / "index.json"
         if not chunk_index.exists():
@@ -186,16 +198,53 @@ class Re10kBenchmark:
     def _chunks(self) -> list[str]:
         return sorted({self.chunk_of[k] for k in self.views})
 
-    def __iter__(self) -> Iterator[Re10kScene]:
-        for name in self._chunks():
-            path = self.root / self.split / name
+    def _skip(self, key: str, reason: str) -> None:
+        self.skipped.append((key, reason))
+        log.warning("skipping scene %s: %s", key, reason)
+
+    def _load_chunk(self, name: str, keys: list[str] | None = None) -> list[dict[str, Any]] | None:
+        """The chunk's items; with skip_bad an unreadable chunk returns None and records `keys` (default: all its
+        indexed scenes) as skipped."""
+        path = self.root / self.split / name
+        try:
             if not path.exists():
                 raise FileNotFoundError(f"RE10K chunk not found: {path}")
-            for item in torch.load(path, weights_only=True):
-                key = item["key"]
-                if key not in self.views:
+            items = torch.load(path, weights_only=True)
+            if not isinstance(items, list):
+                raise ValueError(f"{path}: expected a list of scene dicts, got {type(items).__name__}")
+            return items
+        except Exception as exc:  # noqa: BLE001 - torch.load/pickle raise assorted types on a damaged file
+            if not self.skip_bad:
+                raise
+            for key in keys if keys is not None else [k for k in self.views if self.chunk_of[k] == name]:
+                self._skip(key, f"unreadable chunk {path}: {type(exc).__name__}: {exc}")
+            return None
+
+    def _read(self, item: Any, name: str) -> Re10kScene | None:
+        """Decode one chunk item; None (recorded in `skipped`) when it is bad and skip_bad is set."""
+        path = self.root / self.split / name
+        try:
+            return self._scene(item, path)
+        except SCENE_ERRORS as exc:
+            if not self.skip_bad:
+                raise
+            key = item.get("key", "?") if isinstance(item, dict) else "?"
+            self._skip(str(key), f"{path}: {type(exc).__name__}: {exc}")
+            return None
+
+    @staticmethod
+    def _key(item: Any) -> Any:
+        return item.get("key") if isinstance(item, dict) else None
+
+    def __iter__(self) -> Iterator[Re10kScene]:
+        for name in self._chunks():
+            items = self._load_chunk(name)
+            for item in items or []:
+                if self._key(item) not in self.views:
                     continue
-                yield self._scene(item, path)
+                scene = self._read(item, name)
+                if scene is not None:
+                    yield scene
 
     def scenes(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, Re10kScene]]:
         """(index, scene) for the scenes at positions start..stop-1 of the iteration order (a rank's shard).
@@ -209,15 +258,15 @@ class Re10kBenchmark:
         for name in self._chunks():
             last = first + counts[name]
             if last > start and first < stop:
-                path = self.root / self.split / name
-                if not path.exists():
-                    raise FileNotFoundError(f"RE10K chunk not found: {path}")
                 index = first
-                for item in torch.load(path, weights_only=True):
-                    if item["key"] not in self.views:
+                mine = [k for k in self.views if self.chunk_of[k] == name][max(start - first, 0):stop - first]
+                for item in self._load_chunk(name, mine) or []:
+                    if self._key(item) not in self.views:
                         continue
                     if start <= index < stop:
-                        yield index, self._scene(item, path)
+                        scene = self._read(item, name)
+                        if scene is not None:
+                            yield index, scene
                     index += 1
             first = last
             if first >= stop:
@@ -233,6 +282,8 @@ class Re10kBenchmark:
         if any(im.shape[:2] != (h, w) for im in images):
             raise ValueError(f"{path}: scene {key} mixes image sizes")
         x = to_model_frames(np.stack(images), self.resolution)
+        if not self.cameras:
+            return x, None
         rows = crop_row_to_square(torch.as_tensor(item["cameras"])[idx], h, w)
         try:
             cams = camera_from_re10k(rows, self.resolution, self.resolution)
