@@ -194,7 +194,8 @@ def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, 
 
 
 def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int, device: torch.device,
-                   iters: int, seed: int = 0, rank: int | None = None, world: int | None = None) -> dict:
+                   iters: int, seed: int = 0, rank: int | None = None, world: int | None = None,
+                   tokens_cams: tuple[torch.Tensor, Any] | None = None) -> dict:
     """Camera pose probe on frozen camera tokens: train on 75% of the sequences, report on the held-out 25%.
 
     Distributed: token extraction (the model's forward passes) is sharded over the ranks and the tokens gathered;
@@ -205,7 +206,7 @@ def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: i
 
     if rank is None or world is None:
         rank, world = dist_rank_world()
-    tokens, cams = _probe_tokens(model, spec, resolution, device, rank, world)
+    tokens, cams = tokens_cams or _probe_tokens(model, spec, resolution, device, rank, world)
     values = None
     if rank == 0:
         train_idx, test_idx = split_sequences(tokens.shape[0], PROBE_TEST_FRACTION, seed=seed)
@@ -214,6 +215,67 @@ def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: i
         values = {"values": evaluate_pose_probe(result, tokens[test_idx], cams[test_idx]), "n": int(len(test_idx))}
     values = _broadcast(values, world)
     return {"bench": spec.name, "values": values["values"], "n": values["n"], "missing": {}}
+
+
+PROBE_BENCH_SUFFIX = {"cross_scene": "", "per_scene": "-per-scene", "transfer": "-transfer"}
+
+
+def evaluate_probe_protocols(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int,
+                             device: torch.device, iters: int, seed: int = 0, rank: int | None = None,
+                             world: int | None = None) -> list[dict]:
+    """The probe protocols `spec.protocols` of one probe set, one record each, labelled by benchmark name:
+    cross_scene -> spec.name (`evaluate_probe`), per_scene -> spec.name + '-per-scene' (`probe.per_scene_probe`,
+    n = sequences), transfer -> spec.name + '-transfer' (`probe.transfer_trajectory` on the pairs of consecutive
+    sequences (s, s+1), n = pairs). Camera tokens are extracted once for both probes."""
+    from rayder_core.probe import per_scene_probe
+
+    if rank is None or world is None:
+        rank, world = dist_rank_world()
+    records = []
+    tokens_cams = None
+    if {"cross_scene", "per_scene"} & set(spec.protocols):
+        tokens_cams = _probe_tokens(model, spec, resolution, device, rank, world)
+    for protocol in spec.protocols:
+        name = spec.name + PROBE_BENCH_SUFFIX[protocol]
+        if protocol == "cross_scene":
+            records.append(evaluate_probe(model, spec, resolution=resolution, device=device, iters=iters, seed=seed,
+                                          rank=rank, world=world, tokens_cams=tokens_cams))
+        elif protocol == "per_scene":
+            values = None
+            if rank == 0:
+                with torch.enable_grad():
+                    values = per_scene_probe(tokens_cams[0], tokens_cams[1], iters=iters, seed=seed)
+            values = _broadcast(values, world)
+            records.append({"bench": name, "values": values, "n": int(tokens_cams[0].shape[0]), "missing": {}})
+        else:
+            values, n = _transfer_values(model, spec, resolution, device, rank, world)
+            records.append({"bench": name, "values": values, "n": n, "missing": {}})
+    return records
+
+
+@torch.no_grad()
+def _transfer_values(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, device: torch.device,
+                     rank: int, world: int) -> tuple[dict[str, float], int]:
+    """XFactor TPS over the pairs (s, s+1 mod S) of the probe set; pairs sharded over the ranks."""
+    from rayder_core.data.benchmarks import ProbeSet
+    from rayder_core.geometry import Camera
+    from rayder_core.probe import transfer_errors, transfer_trajectory
+
+    probe_set = ProbeSet(spec.path)
+    total = len(probe_set) if spec.max_scenes is None else min(len(probe_set), spec.max_scenes)
+    if total < 2:
+        raise ValueError(f"probe set {spec.name} at {spec.path}: transfer needs >= 2 sequences, found {total}")
+    lo, hi = shard_range(total, rank, world)
+    local: dict[str, Any] = {"pairs": []}
+    for s in range(lo, hi):
+        a, b = (next(iter(probe_set.sequences(i, i + 1))) for i in (s, (s + 1) % total))
+        fa, fb = (_resize(q.frames.float(), resolution).to(device) for q in (a, b))
+        ref, est = transfer_trajectory(model, fa, fb)
+        local["pairs"].append((ref.to("cpu"), est.to("cpu")))
+    pairs = [p for part in _all_gather(local, world) for p in part["pairs"]]
+    ref = Camera.cat([r[None] for r, _ in pairs], dim=0)
+    est = Camera.cat([e[None] for _, e in pairs], dim=0)
+    return transfer_errors(ref, est), len(pairs)
 
 
 def evaluate_model(model: torch.nn.Module, cfg: EvalConfig, *, resolution: int, device: torch.device,
@@ -233,8 +295,8 @@ def evaluate_model(model: torch.nn.Module, cfg: EvalConfig, *, resolution: int, 
                 records.append(evaluate_nvs(model, spec, resolution=resolution, device=device,
                                             use_lpips=cfg.lpips, progress=progress, rank=rank, world=world))
             else:
-                records.append(evaluate_probe(model, spec, resolution=resolution, device=device,
-                                              iters=cfg.probe_iters, seed=seed, rank=rank, world=world))
+                records.extend(evaluate_probe_protocols(model, spec, resolution=resolution, device=device,
+                                                        iters=cfg.probe_iters, seed=seed, rank=rank, world=world))
         except (FileNotFoundError, ValueError) as exc:
             metrics = NVS_METRICS if spec.kind == "re10k" else ("R@10", "t@0.1", "rot_err_deg", "trans_err")
             reason = f"{type(exc).__name__}: {exc}"

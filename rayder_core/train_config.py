@@ -67,6 +67,18 @@ class BenchmarkSpec:
     kind: Literal["re10k", "probe"] = "re10k"
     max_scenes: int | None = None
     index: str | None = None  # re10k: evaluation-index JSON (default: path/evaluation_index.json)
+    # probe: which protocols to report (rayder_core.probe), each under its own benchmark name:
+    # cross_scene -> <name>, per_scene (Appendix B.2.3) -> <name>-per-scene, transfer (XFactor TPS) -> <name>-transfer
+    protocols: list[str] = field(default_factory=lambda: ["cross_scene"])
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.protocols if p not in PROBE_PROTOCOLS]
+        if bad or not self.protocols:
+            raise ValueError(f"benchmark {self.name}: protocols {self.protocols!r} must be a non-empty list from "
+                             f"{list(PROBE_PROTOCOLS)}")
+
+
+PROBE_PROTOCOLS = ("cross_scene", "per_scene", "transfer")
 
 
 @dataclass
