@@ -1,6 +1,6 @@
 """Every command shown in README.md and docs/*.md parses: the docs cannot drift from the CLI (issue 15 item 4).
 
-Commands are taken from shell code blocks (```bash, ```sh, ```console or unlabelled, `$ ` prompts stripped,
+Commands are taken from shell code blocks (```bash, ```sh, ```console or unlabelled; label output ```text, `$ ` prompts stripped,
 backslash continuations joined, comments dropped) and from inline code spans that start with a command. For each:
 
 - a console script of pyproject.toml (`rayder-*`): its subcommand (if the parser has subcommands) must exist, and
@@ -31,7 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCRIPTS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-SHELL_LANGS = {"", "bash", "sh", "shell", "console", "text"}
+SHELL_LANGS = {"", "bash", "sh", "shell", "console"}  # label program output ```text
 FLAG = re.compile(r"^--[A-Za-z][\w-]*")
 
 
