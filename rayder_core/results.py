@@ -38,7 +38,7 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FLOPS_CONVENTION = "exact"  # the unit of checkpoints.flops / compute_gflop (rayder_core.flops.CONVENTIONS)
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0
@@ -68,8 +68,25 @@ _SCHEMA_V1 = [
 _MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE evals ADD COLUMN skipped INTEGER DEFAULT 0",
         f"INSERT OR REPLACE INTO meta VALUES ('flops_convention', '{FLOPS_CONVENTION}')"],
+    # schema 3 (issue 12): LR and LR phase per checkpoint, cooldown branches, law comparisons, extrapolation checks
+    2: ["ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS lr DOUBLE",
+        "ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS lr_phase VARCHAR",
+        """CREATE TABLE IF NOT EXISTS branches (
+            run_id VARCHAR PRIMARY KEY, parent_run VARCHAR, parent_step BIGINT, cooldown_steps BIGINT,
+            schedule VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS law_comparisons (
+            comparison_id VARCHAR, law VARCHAR, sweep VARCHAR, metric VARCHAR, bench VARCHAR, x_cols VARCHAR,
+            y_col VARCHAR, data_hash VARCHAR, n_points INTEGER, k INTEGER, loglik DOUBLE, aic DOUBLE, aicc DOUBLE,
+            bic DOUBLE, d_aic DOUBLE, akaike_weight DOUBLE, loo_err DOUBLE, lodo_err DOUBLE, r2 DOUBLE, params VARCHAR,
+            formula VARCHAR, created TIMESTAMP, PRIMARY KEY (comparison_id, law))""",
+        """CREATE TABLE IF NOT EXISTS extrapolations (
+            record_id VARCHAR, row_index INTEGER, kind VARCHAR, law VARCHAR, sweep VARCHAR, metric VARCHAR,
+            bench VARCHAR, x_cols VARCHAR, y_col VARCHAR, data_hash VARCHAR, train_max DOUBLE, target_x0 DOUBLE,
+            steps_ahead INTEGER, n_train INTEGER, n_test INTEGER, mean_abs_rel_err DOUBLE, max_abs_rel_err DOUBLE,
+            coverage DOUBLE, detail VARCHAR, created TIMESTAMP, PRIMARY KEY (record_id, row_index))"""],
 }
 
+LR_PHASES = ("warmup", "stable", "decay")  # checkpoints.lr_phase: schedule phase of the checkpoint's last step
 RUN_STATUSES = ("pending", "running", "finished", "failed", "preempted", "cancelled")  # cancelled: by the user, resumable
 
 
@@ -241,11 +258,65 @@ class ResultsStore:
         with self._connect(write=True) as con:
             con.execute("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", [status, _now(), run_id])
 
-    def add_checkpoint(self, run_id: str, *, step: int, samples: int, flops: float, wall_time_s: float) -> None:
-        """Record a checkpoint with its cumulative training compute `flops` (FLOPs)."""
+    def add_checkpoint(self, run_id: str, *, step: int, samples: int, flops: float, wall_time_s: float,
+                       lr: float | None = None, lr_phase: str | None = None) -> None:
+        """Record a checkpoint with its cumulative training compute `flops` (FLOPs) and, when known, the learning
+        rate of its last optimizer step `lr` and that step's schedule phase `lr_phase` (warmup | stable | decay)."""
+        if lr_phase is not None and lr_phase not in LR_PHASES:
+            raise ValueError(f"run {run_id} step {step}: lr_phase must be one of {LR_PHASES}, got {lr_phase!r}")
         with self._connect(write=True) as con:
-            con.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
-                        [run_id, int(step), int(samples), float(flops), float(flops) / 1e9, float(wall_time_s)])
+            con.execute("INSERT OR REPLACE INTO checkpoints (run_id, step, samples, flops, compute_gflop, wall_time_s, "
+                        "lr, lr_phase) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [run_id, int(step), int(samples), float(flops), float(flops) / 1e9, float(wall_time_s),
+                         _finite_or_none(lr), lr_phase])
+
+    def add_branch(self, run_id: str, *, parent_run: str, parent_step: int, cooldown_steps: int,
+                   schedule: str) -> None:
+        """Record that run `run_id` is a cooldown branch forked from `parent_run` at `parent_step` and decayed over
+        `cooldown_steps` steps with LR `schedule` (a description, e.g. 'halving every 10% of the cooldown')."""
+        with self._connect(write=True) as con:
+            con.execute("INSERT OR REPLACE INTO branches VALUES (?, ?, ?, ?, ?)",
+                        [run_id, parent_run, int(parent_step), int(cooldown_steps), schedule])
+
+    def write_law_comparison(self, table: pd.DataFrame, *, metric: str | None, bench: str | None,
+                             sweep: str | None, x_cols: list[str], y_col: str, data_hash: str) -> str:
+        """Store a `fitting.compare.compare_laws` table (one row per law); the same data and laws replace the older
+        rows. Returns the comparison id."""
+        import hashlib
+
+        key = json.dumps([sweep, metric, bench, list(x_cols), y_col, data_hash, sorted(table["law"])])
+        cid = hashlib.sha1(key.encode()).hexdigest()[:16]
+        now = _now()
+        rows = [[cid, r["law"], sweep, metric, bench, json.dumps(list(x_cols)), y_col, data_hash, int(r["n"]),
+                 int(r["k"]), _finite_or_none(r["loglik"]), _finite_or_none(r["aic"]), _finite_or_none(r["aicc"]),
+                 _finite_or_none(r["bic"]), _finite_or_none(r["d_aic"]), _finite_or_none(r["akaike_weight"]),
+                 _finite_or_none(r["loo_err"]), _finite_or_none(r["lodo_err"]), _finite_or_none(r["r2"]),
+                 json.dumps(r["params"], sort_keys=True, default=float), r["formula"], now]
+                for r in table.to_dict(orient="records")]
+        with self._connect(write=True) as con:
+            con.execute("DELETE FROM law_comparisons WHERE comparison_id = ?", [cid])
+            con.executemany("INSERT INTO law_comparisons VALUES (" + ", ".join(["?"] * 22) + ")", rows)
+        return cid
+
+    def write_extrapolation(self, rows: list[dict], *, kind: str, law: str, metric: str | None, bench: str | None,
+                            sweep: str | None, x_cols: list[str], y_col: str, data_hash: str) -> str:
+        """Store extrapolation-validation rows (kind 'prefix': `fitting.validate.growing_prefix` rows; 'holdout':
+        one summary row of `holdout_above`, per-point table in `detail`). Same inputs replace older rows."""
+        import hashlib
+
+        key = json.dumps([kind, law, sweep, metric, bench, list(x_cols), y_col, data_hash])
+        rid = hashlib.sha1(key.encode()).hexdigest()[:16]
+        now = _now()
+        values = [[rid, i, kind, law, sweep, metric, bench, json.dumps(list(x_cols)), y_col, data_hash,
+                   _finite_or_none(r.get("train_max")), _finite_or_none(r.get("budget_x0", r.get("target_x0"))),
+                   r.get("steps_ahead"), r.get("n_train"), r.get("n_test"), _finite_or_none(r.get("mean_abs_rel_err")),
+                   _finite_or_none(r.get("max_abs_rel_err")), _finite_or_none(r.get("coverage")),
+                   json.dumps(r.get("detail"), default=float) if r.get("detail") is not None else None, now]
+                  for i, r in enumerate(rows)]
+        with self._connect(write=True) as con:
+            con.execute("DELETE FROM extrapolations WHERE record_id = ?", [rid])
+            con.executemany("INSERT INTO extrapolations VALUES (" + ", ".join(["?"] * 20) + ")", values)
+        return rid
 
     def add_evals(self, run_id: str, step: int, *, bench: str, values: dict[str, float], n: int,
                   missing: dict[str, str] | None = None, skipped: int = 0) -> None:
@@ -348,11 +419,17 @@ class ResultsStore:
         """One row per evaluated checkpoint with its compute: the input of frontiers and fits.
 
         Columns: run_id, sweep, preset, params, fraction, D, step, samples, compute_gflop (C, GFLOP), value (raw
-        metric as evaluated), n (scenes). Checkpoints whose metric is missing are excluded (see `missing_evals`).
+        metric as evaluated), n (scenes), lr and lr_phase of the checkpoint (NULL before schema 3), status of the
+        run and is_last (the run's newest checkpoint). Checkpoints whose metric is missing are excluded (see
+        `missing_evals`).
         """
-        sql = """
+        # schema 3 adds the LR phase per checkpoint; older stores (read as they are) give NULL there
+        lr_cols = ("c.lr, c.lr_phase" if self._has_column("checkpoints", "lr_phase")
+                   else "CAST(NULL AS DOUBLE) AS lr, CAST(NULL AS VARCHAR) AS lr_phase")
+        sql = f"""
             SELECT r.run_id, r.sweep, r.preset, r.params, r.fraction, r.D, e.step, c.samples, c.compute_gflop,
-                   e.value, e.n
+                   e.value, e.n, {lr_cols}, r.status,
+                   c.step = (SELECT max(c2.step) FROM checkpoints c2 WHERE c2.run_id = c.run_id) AS is_last
             FROM evals e JOIN runs r USING (run_id) JOIN checkpoints c ON c.run_id = e.run_id AND c.step = e.step
             WHERE e.bench = ? AND e.metric = ? AND e.value IS NOT NULL"""
         params: list = [bench, metric]
@@ -401,6 +478,35 @@ class ResultsStore:
                     head += (f" ({len(miss)} recorded as missing on {miss['bench'].iloc[0]}, e.g. "
                              f"{miss['missing_reason'].iloc[0]})")
         raise BenchLookupError(head + "\n" + describe_bench_counts(counts))
+
+    def _has_column(self, table: str, column: str) -> bool:
+        """Whether `table` has `column` (older stores read as they are may lack newer columns)."""
+        df = self.query("SELECT count(*) AS n FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+                        [table, column])
+        return bool(df["n"].iloc[0])
+
+    def branches(self) -> pd.DataFrame:
+        """Cooldown branches: run_id, parent_run, parent_step, cooldown_steps, schedule (empty before schema 3)."""
+        if not self._has_column("branches", "run_id"):
+            return pd.DataFrame(columns=["run_id", "parent_run", "parent_step", "cooldown_steps", "schedule"])
+        return self.query("SELECT * FROM branches ORDER BY parent_run, parent_step")
+
+    def law_comparisons(self, metric: str | None = None) -> pd.DataFrame:
+        """Stored `rayder-fit --compare` tables (empty before schema 3)."""
+        if not self._has_column("law_comparisons", "law"):
+            return pd.DataFrame()
+        if metric is None:
+            return self.query("SELECT * FROM law_comparisons ORDER BY created, comparison_id, aic")
+        return self.query("SELECT * FROM law_comparisons WHERE metric = ? ORDER BY created, comparison_id, aic",
+                          [metric])
+
+    def extrapolations(self, kind: str | None = None) -> pd.DataFrame:
+        """Stored extrapolation-validation rows (empty before schema 3)."""
+        if not self._has_column("extrapolations", "kind"):
+            return pd.DataFrame()
+        if kind is None:
+            return self.query("SELECT * FROM extrapolations ORDER BY created, record_id, row_index")
+        return self.query("SELECT * FROM extrapolations WHERE kind = ? ORDER BY created, record_id, row_index", [kind])
 
     def missing_evals(self, bench: str | None = None, metric: str | None = None) -> pd.DataFrame:
         sql, params = "SELECT run_id, step, bench, metric, missing_reason FROM evals WHERE value IS NULL", []
