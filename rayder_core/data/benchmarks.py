@@ -81,7 +81,7 @@ def write_re10k_chunks(scenes: Iterable[dict[str, Any]], out_dir: str | os.PathL
     """Write scenes as pixelSplat ``.torch`` chunks plus ``{split}/index.json``; returns the chunk paths.
 
     Each scene is a dict with ``key`` (str), ``images`` (uint8 (V, H, W, 3)), ``cameras`` (``Camera`` with
-    shape (V,)) and optionally ``timestamps`` (int (V,), microseconds; default: frame index at 6 fps) and
+    shape (V,)) or ``rows`` (float (V, 18) pixelSplat camera rows, written as given) and optionally ``timestamps`` (int (V,), microseconds; default: frame index at 6 fps) and
     ``url`` (str). A chunk is closed once it holds ``max_chunk_bytes`` of JPEG data.
     """
     split_dir = Path(out_dir) / split
@@ -103,14 +103,20 @@ def write_re10k_chunks(scenes: Iterable[dict[str, Any]], out_dir: str | os.PathL
         chunk, size = [], 0
 
     for scene in scenes:
-        key, images, cams = scene["key"], np.asarray(scene["images"]), scene["cameras"]
+        key, images, cams = scene["key"], np.asarray(scene["images"]), scene.get("cameras")
+        rows = scene.get("rows")  # precomputed (V, 18) rows (exact fx, fy, cx, cy of real data) instead of cameras
         if key in index or any(item["key"] == key for item in chunk):
             raise ValueError(f"duplicate scene key {key!r}")
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"scene {key}: images must be uint8 (V, H, W, 3), got {images.dtype} {images.shape}")
         v, h, w = images.shape[:3]
-        if tuple(cams.shape) != (v,):
-            raise ValueError(f"scene {key}: {v} images but cameras of shape {tuple(cams.shape)}")
+        if rows is not None:
+            rows = torch.as_tensor(rows, dtype=torch.float32)
+            if tuple(rows.shape) != (v, 18):
+                raise ValueError(f"scene {key}: {v} images but camera rows of shape {tuple(rows.shape)}")
+        elif cams is None or tuple(cams.shape) != (v,):
+            raise ValueError(f"scene {key}: {v} images but cameras of shape "
+                             f"{None if cams is None else tuple(cams.shape)}")
         stamps = scene.get("timestamps")
         stamps = torch.as_tensor(np.round(np.arange(v) / 6.0 * 1e6) if stamps is None else stamps).to(torch.int64)
         jpegs = [encode_jpeg(im, jpeg_quality) for im in images]
@@ -118,7 +124,8 @@ def write_re10k_chunks(scenes: Iterable[dict[str, Any]], out_dir: str | os.PathL
             "key": key,
             "url": scene.get("url", ""),
             "timestamps": stamps,
-            "cameras": camera_to_re10k(cams.to(dtype=torch.float64), h, w).to(torch.float32),
+            "cameras": rows if rows is not None else camera_to_re10k(cams.to(dtype=torch.float64), h, w).to(
+                torch.float32),
             "images": jpegs,
         })
         size += sum(j.numel() for j in jpegs)

@@ -4,6 +4,7 @@
     rayder-data ingest VIDEOS... --out DIR --shard-size 20
     rayder-data manifest --shards DIR --fractions 0.01,0.1,1.0 --seed 0
     rayder-data bench --out data/synth/bench --scenes 64 --resolution 64 --seed 1000
+    rayder-data bench-from {dl3dv,colmap,llff} ROOT... --out DIR [--rule even|every8] [--views 24]
 """
 
 from __future__ import annotations
@@ -78,6 +79,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_scenes(fmt: str, roots: list[str]) -> list[tuple[str, Path]]:
+    """(key, scene directory) of every scene of format `fmt` under the roots (a root may itself be a scene)."""
+    marker = {"dl3dv": "transforms.json", "colmap": "sparse/0", "llff": "poses_bounds.npy"}[fmt]
+    found: list[tuple[str, Path]] = []
+    for root in map(Path, roots):
+        if not root.exists():
+            raise FileNotFoundError(f"bench-from {fmt}: {root} does not exist")
+        if fmt == "colmap":
+            hits = sorted({p.parent.parent for p in root.rglob("0") if p.parent.name == "sparse" and p.is_dir()})
+        else:
+            hits = sorted({p.parent for p in root.rglob(marker)})
+        for d in hits:
+            rel = d.relative_to(root)
+            parts = [x for x in rel.parts if x != "nerfstudio"] or [root.name]
+            found.append(("_".join(parts), d))
+    if not found:
+        raise FileNotFoundError(f"bench-from {fmt}: no scene ({marker}) under {', '.join(roots)}")
+    keys = [k for k, _ in found]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"bench-from {fmt}: duplicate scene keys {sorted(k for k in keys if keys.count(k) > 1)}")
+    return found
+
+
+def cmd_bench_from(args: argparse.Namespace) -> int:
+    from rayder_core.data import readers
+
+    read = {"dl3dv": readers.read_nerfstudio, "colmap": readers.read_colmap, "llff": readers.read_llff}[args.format]
+    rule = args.rule or ("even" if args.format == "dl3dv" else "every8")
+    scenes = _find_scenes(args.format, args.roots)
+    stats = readers.write_benchmark((read(d, key=k) for k, d in scenes), args.out, rule, views=args.views,
+                                    max_context=args.max_context)
+    print(f"bench-from {args.format}: {stats['scenes']} scenes ({stats['indexed']} indexed by rule {rule!r}, "
+          f"{stats['views']} views) -> {args.out}/test, index {args.out}/evaluation_index.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayder-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=1000)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-from", help="convert a DL3DV (nerfstudio), COLMAP or LLFF benchmark to our format")
+    p.add_argument("format", choices=("dl3dv", "colmap", "llff"))
+    p.add_argument("roots", nargs="+", help="scene directories or directories that contain scenes")
+    p.add_argument("--out", required=True, help="output: OUT/test/*.torch chunks + OUT/evaluation_index.json")
+    p.add_argument("--rule", choices=("even", "every8"), default=None,
+                   help="view selection: 'even' (paper, DL3DV: first --views frames, even = context, odd = targets; "
+                        "default for dl3dv) or 'every8' (LLFF/Mip-NeRF 360 hold-out, default for colmap/llff)")
+    p.add_argument("--views", type=int, default=24, help="frames used by the 'even' rule (default: 24)")
+    p.add_argument("--max-context", type=int, default=8, help="context frames of the 'every8' rule (default: 8)")
+    p.set_defaults(func=cmd_bench_from)
     return parser
 
 
