@@ -6,8 +6,9 @@ so after an interruption a re-run skips every finished shard and redoes only the
 records the inputs and settings; a re-run with different ones is refused instead of mixing corpora.
 
 Frame-rate conversion holds frames: output frame ``j`` (at ``j / fps`` seconds after the first source frame)
-is the last source frame shown at that time. The output has ``floor(duration * fps)`` frames, where the
-source duration is the last frame's time plus one source frame interval.
+is the last source frame shown at that time. The output has one frame per output time ``j / fps < duration``,
+i.e. ``ceil(duration * fps)`` frames (``duration * fps`` for whole multiples), where the source duration is the
+last frame's time plus one source frame interval.
 
 Camera poses: when ``VIDEO_STEM.cameras.json`` lies next to a video, holding ``{"cameras": {"R": [N][3][3],
 "t": [N][3], "f": [N]}}`` for its N source frames (camera-to-world, OpenCV axes, normalised focal as in
@@ -139,7 +140,7 @@ def transcode(path: str | os.PathLike, fps: float = DEFAULT_FPS, min_seconds: fl
                 duration = last_time + 1.0 / rate
                 if duration + 1e-6 < min_seconds:
                     raise SkipVideo(f"too short ({duration:.2f} s < {min_seconds:g} s)")
-                total = int(np.floor(duration * fps + 1e-6))
+                total = int(np.ceil(duration * fps - 1e-6))  # output times j / fps < duration
                 while len(kept) < total:
                     emit(prev[0], prev[1])
                 for packet in vout.encode():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,33 @@ def choose_prefixes(counts: list[int], fractions: tuple[float, ...]) -> dict[flo
     return out
 
 
+class CollapsedFractionsWarning(UserWarning):
+    """Several data fractions of a manifest select the same shards (too few shards for distinct nested sets)."""
+
+
+def collapsed_fractions(prefixes: dict[float, int]) -> list[list[float]]:
+    """Groups (>= 2) of fractions that select the same number of leading shards, i.e. the same data."""
+    groups: dict[int, list[float]] = {}
+    for f, n in sorted(prefixes.items()):
+        groups.setdefault(n, []).append(f)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def warn_collapsed_fractions(prefixes: dict[float, int], counts: list[int], where: str = "") -> list[list[float]]:
+    """Warn (CollapsedFractionsWarning) when fractions coincide; returns the groups."""
+    groups = collapsed_fractions(prefixes)
+    for g in groups:
+        n = prefixes[g[0]]
+        labels = " = ".join(fraction_label(f) for f in g)
+        smallest = min(f for f in prefixes)
+        warnings.warn(
+            f"{where}: data fractions {labels} are the same {n} shard(s) (D = {int(sum(counts[:n]))} videos) out of "
+            f"{len(counts)} shards: a scaling study over them is not over distinct data. Distinct nested fractions "
+            f"down to {fraction_label(smallest)} need at least ~{math.ceil(1 / smallest)} shards: use more videos "
+            "or a smaller --shard-size.", CollapsedFractionsWarning, stacklevel=3)
+    return groups
+
+
 def build_manifest(shard_dir: str | os.PathLike, fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
                    seed: int = 0) -> Manifest:
     """Count the videos of every shard in ``shard_dir`` and choose nested fractions with ``seed``.
@@ -136,4 +164,5 @@ def build_manifest(shard_dir: str | os.PathLike, fractions: tuple[float, ...] = 
     order = np.random.default_rng(seed).permutation(len(names))
     ordered = {str(shard_dir.resolve() / names[i]): counts[names[i]] for i in order}
     prefixes = choose_prefixes(list(ordered.values()), tuple(fractions))
+    warn_collapsed_fractions(prefixes, list(ordered.values()), where=str(shard_dir))
     return Manifest(root=Path("/"), seed=int(seed), shard_counts=ordered, fractions=prefixes)
