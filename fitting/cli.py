@@ -13,9 +13,11 @@ import warnings
 
 import pandas as pd
 
+from .cli_analyses import (add_arguments, parse_constraints, run_analysis, run_isoflop, select_store_points,
+                           wants_analysis)
 from .fit import FitWarning, fit_law
 from .laws import DEFAULT_LAW, LAWS
-from .pareto import TRANSFORMS, frontier
+from .pareto import TRANSFORMS, frontier, transform_metric
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,20 +32,26 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--no-write", action="store_true", help="do not write the fit to the store's `fits` table")
     ext = p.add_argument_group("external data")
     ext.add_argument("--csv", help="CSV file with one point per row (fitted as given, no frontier)")
-    ext.add_argument("--x", default=None, help="input column(s), comma separated (default: C,D)")
+    ext.add_argument("--x", default=None, help="input column(s), comma separated (default: C,D; law data_constrained: "
+                                               "C,D,U = compute, data seen, unique data; from the store C,S,U with S "
+                                               "= samples seen and U = D, the run's unique videos)")
     ext.add_argument("--y", default=None, help="target column, positive and lower is better (default: y)")
     ext.add_argument("--eval", action="append", default=[], metavar="EXPR",
                      help="pandas DataFrame.eval assignment applied to the CSV, e.g. 'D = C / (6 * N)' (repeatable)")
     ext.add_argument("--drop-top", type=int, default=0, metavar="K", help="drop the K rows with the highest y")
     fit = p.add_argument_group("fit")
-    fit.add_argument("--law", default=DEFAULT_LAW, choices=sorted(LAWS), help="(default: %(default)s)")
-    fit.add_argument("--objective", default="huber", choices=("huber", "lsq"), help="(default: %(default)s)")
+    fit.add_argument("--law", default=DEFAULT_LAW, choices=sorted(LAWS), metavar="LAW",
+                     help="scaling law from the registry: " + ", ".join(sorted(LAWS)) + " (default: %(default)s)")
+    fit.add_argument("--objective", default="huber", choices=("huber", "lsq"),
+                     help="huber: Huber loss on log residuals, summed; lsq: least squares in metric space "
+                          "(default: %(default)s)")
     fit.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log residuals (default: %(default)g)")
     fit.add_argument("--reduction", default="sum", choices=("sum", "mean"), help="Huber over points (default: sum)")
     fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: %(default)s)")
     fit.add_argument("--starts", type=int, default=20, help="grid starts refined by L-BFGS-B (default: 20)")
     fit.add_argument("--jobs", type=int, default=None, help="processes for the bootstrap (default: min(2, CPUs))")
+    add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the fit record as JSON instead of text")
     return p
 
@@ -72,9 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     y = args.y or "y"
     if LAWS[args.law].n_inputs == 1 and args.x is None:
         x = ["C"]
+    if (LAWS[args.law].n_inputs == 3 or args.two_stage) and args.x is None:
+        x = ["C", "D", "U"] if args.csv else ["C", "S", "U"]
+    fix, tie = parse_constraints(args)
     store = None
     if args.csv:
         df, metric, bench = _load_csv(args, x, y), None, args.bench
+        if args.isoflop:
+            return run_isoflop(args, df, n_col=x[0], c_col=x[1] if len(x) > 1 else "C", y_col=y,
+                               run_col=args.run_col, metric=None, bench=bench, store=None)
     else:
         if not (args.metric and args.bench):
             print("rayder-fit: give --metric and --bench (results store) or --csv (external data)", file=sys.stderr)
@@ -105,13 +119,22 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" ({len(missing)} missing, e.g. {missing['missing_reason'].iloc[0]})" if len(missing) else ""),
                   file=sys.stderr)
             return 2
-        df, metric, bench = frontier(points, args.metric, min_step=args.min_step), args.metric, args.bench
+        points = select_store_points(args, points)  # --min-step, warmup, --checkpoints; prints what each removed
+        points = points.assign(S=points["samples"], U=points["D"])  # data seen / unique data (data_constrained)
+        if args.isoflop:
+            iso = points.assign(N=points["params"], C=points["compute_gflop"],
+                                y=transform_metric(points["value"], args.metric))
+            return run_isoflop(args, iso, n_col="N", c_col="C", y_col="y", run_col="run_id", metric=args.metric,
+                               bench=args.bench, store=store)
+        df, metric, bench = frontier(points, args.metric), args.metric, args.bench
+    if wants_analysis(args):
+        return run_analysis(args, df, x, y, metric=metric, bench=bench, store=store, fix=fix, tie=tie)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)  # kept in result.warnings and printed below
             res = fit_law(df, law=args.law, x=x, y=y, objective=args.objective, delta=args.delta,
                           reduction=args.reduction, bootstrap=args.bootstrap, seed=args.seed, n_starts=args.starts,
-                          n_jobs=args.jobs, metric=metric, bench=bench, sweep=args.sweep)
+                          n_jobs=args.jobs, metric=metric, bench=bench, sweep=args.sweep, fix=fix, tie=tie)
     except (ValueError, RuntimeError) as exc:
         print(f"rayder-fit: {exc}", file=sys.stderr)
         return 2

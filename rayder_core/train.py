@@ -80,6 +80,73 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return lr
 
 
+def lr_phase(step: int, cfg: TrainConfig) -> str:
+    """Schedule phase of optimizer step `step` (0-based, as in `lr_at`): 'warmup', 'stable' (constant LR) or 'decay'.
+
+    A checkpoint saved after n steps is labelled with the phase (and LR) of its last step, n - 1: mid-run
+    checkpoints of the stable phase are not equivalent to finished, cooled-down runs (Hägele et al. 2024)."""
+    o = cfg.optim
+    if o.decay_start is not None and step >= o.decay_start:
+        return "decay"
+    if o.warmup_steps > 0 and step < o.warmup_steps:
+        return "warmup"
+    return "stable"
+
+
+COOLDOWN_HALVINGS = 10  # a cooldown branch halves its LR this many times over its steps: ~0.1% of the stable LR
+
+
+def cooldown_config(cfg: TrainConfig, from_step: int, steps: int) -> TrainConfig:
+    """Config of a cooldown branch of run `cfg`: the same run with a WSD decay that starts at `from_step` and lasts
+    `steps` steps (`optim.decay_start = from_step`, `optim.decay_halve_every = steps / COOLDOWN_HALVINGS`, i.e. the
+    LR halves 10 times and ends at ~2^-10 of the stable LR, `steps = from_step + steps`). Its identity, hence its
+    run id, differs from the parent's; its first `from_step` steps are the parent's, so forking from the parent's
+    checkpoint gives exactly the run this config describes. The decay is the toolkit's halving (exponential)
+    schedule, not the linear or 1-sqrt shape of Hägele et al. (2024)."""
+    if steps <= 0:
+        raise ValueError(f"--cooldown-steps must be > 0, got {steps}")
+    if not 0 < from_step < cfg.steps:
+        raise ValueError(f"--cooldown-from {from_step}: must be a step inside run {cfg.run_id} (1..{cfg.steps - 1})")
+    phase = lr_phase(from_step - 1, cfg)
+    if phase != "stable":
+        raise ValueError(f"--cooldown-from {from_step}: step {from_step} of run {cfg.run_id} is in the {phase} phase "
+                         f"(warmup_steps={cfg.optim.warmup_steps}, decay_start={cfg.optim.decay_start}); a cooldown "
+                         "forks from a stable (constant-LR) checkpoint")
+    data = cfg.to_dict()
+    data["steps"] = from_step + steps
+    data["optim"] = {**data["optim"], "decay_start": from_step,
+                     "decay_halve_every": max(1, round(steps / COOLDOWN_HALVINGS))}
+    return load_train_config(data)
+
+
+def fork_cooldown(cfg: TrainConfig, from_step: int, steps: int) -> TrainConfig:
+    """Prepare the run directory of a cooldown branch (see `cooldown_config`) and return its config.
+
+    Copies the parent's checkpoint at `from_step` into the branch (with the branch's run id, so `run_training`
+    resumes from it) and writes `branch.json` (parent_run, parent_step, cooldown_steps, schedule), which
+    `record_run_dir` stores in table `branches`. Idempotent: an existing branch is resumed, not re-forked."""
+    branch = cooldown_config(cfg, from_step, steps)
+    src = checkpoint_path(cfg.run_dir, from_step)
+    run_dir = branch.run_dir
+    if latest_checkpoint(run_dir) is None:
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: run {cfg.run_id} has no checkpoint at step {from_step} (it saves every "
+                                    f"{cfg.checkpoint_every} steps; keep_checkpoints={cfg.keep_checkpoints})")
+        state = torch.load(src, map_location="cpu", weights_only=True)
+        state["run_id"] = branch.run_id
+        dst = checkpoint_path(run_dir, from_step)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, dst)
+        halve = branch.optim.decay_halve_every
+        atomic_write_text(run_dir / "branch.json", json.dumps({
+            "parent_run": cfg.run_id, "parent_step": from_step, "cooldown_steps": steps,
+            "schedule": f"lr halves every {halve} steps from step {from_step} (~2^-{steps / halve:.3g} of the "
+                        "stable lr at the end)"}))
+    return branch
+
+
 # ------------------------------------------------------------------------------------------------ distributed setup
 def init_distributed(device_pref: str, timeout_min: float | None = None) -> tuple[int, int, torch.device]:
     """Initialise torch.distributed from torchrun/SLURM-exported env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
@@ -267,9 +334,11 @@ class Trainer:
             torch.save(state, tmp)
             os.replace(tmp, path)  # atomic: a checkpoint file is complete or absent
             truncate_jsonl(self.run_dir / "checkpoints.jsonl", self.step - 1)
+            last = max(self.step - 1, 0)  # the checkpoint's LR and phase are those of its last optimizer step
             append_jsonl(self.run_dir / "checkpoints.jsonl",
                           {"step": self.step, "samples": self.samples, "flops": self.flops,
-                           "wall_time_s": self.elapsed_s})
+                           "wall_time_s": self.elapsed_s, "lr": lr_at(last, self.cfg),
+                           "lr_phase": lr_phase(last, self.cfg)})
             self.last_checkpoint = self.step
             self._prune_checkpoints()
         if self.world > 1:
@@ -419,7 +488,9 @@ def _record(store: ResultsStore, run_dir: Path, run_id: str, state: dict, config
     store.add_train_log(run_id, logs)
     for ck in read_jsonl(run_dir / "checkpoints.jsonl"):
         store.add_checkpoint(run_id, step=ck["step"], samples=ck["samples"], flops=ck["flops"],
-                             wall_time_s=ck["wall_time_s"])
+                             wall_time_s=ck["wall_time_s"], lr=ck.get("lr"), lr_phase=ck.get("lr_phase"))
+    if (run_dir / "branch.json").exists():  # a cooldown branch (fork_cooldown)
+        store.add_branch(run_id, **json.loads((run_dir / "branch.json").read_text()))
     for ev in read_jsonl(run_dir / "evals.jsonl"):
         store.add_evals(run_id, ev["step"], bench=ev["bench"], values=ev.get("values", {}), n=ev.get("n", 0),
                         missing=ev.get("missing", {}), skipped=ev.get("skipped", 0))
@@ -540,6 +611,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config key, e.g. --set optim.lr=3e-4 --set data.fraction=0.1")
     parser.add_argument("--db", default="results.duckdb", help="results store ('' to write only the run dir)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--cooldown-from", type=int, default=None, metavar="STEP",
+                        help="fork a cooldown branch of the config's run from its stable checkpoint at STEP into its "
+                             "own run directory (new run id; recorded in the store's `branches` table)")
+    parser.add_argument("--cooldown-steps", type=int, default=None, metavar="K",
+                        help="length of the cooldown branch: the LR halves 10 times over K steps (to ~0.1%% of the "
+                             "stable LR)")
     args = parser.parse_args(argv)
     from rayder_core.yamlconf import ConfigError
 
@@ -550,6 +627,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rayder-train: config error: {exc}", file=sys.stderr)
         return 2
+    if (args.cooldown_from is None) != (args.cooldown_steps is None):
+        print("rayder-train: give --cooldown-from STEP and --cooldown-steps K together", file=sys.stderr)
+        return 2
+    if args.cooldown_from is not None:
+        try:
+            cfg = fork_cooldown(cfg, args.cooldown_from, args.cooldown_steps)
+        except (ValueError, FileNotFoundError, ConfigError) as exc:
+            print(f"rayder-train: {exc}", file=sys.stderr)
+            return 2
+        print(f"cooldown branch {cfg.run_id}: steps {args.cooldown_from}..{cfg.steps} in {cfg.run_dir}")
     try:
         outcome = run_training(cfg, db=args.db or None)
     except (TrainingDiverged, FileNotFoundError, RuntimeError, ValueError) as exc:
