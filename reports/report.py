@@ -50,8 +50,24 @@ from rayder_core.results import ResultsStore  # noqa: E402
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
 NVS_METRICS = ("psnr", "lpips", "ssim")  # evaluated names; fitted as MSE, LPIPS, 1-SSIM (lower is better)
 PROBE_METRICS = ("rot_err_deg", "trans_err")
+TRANSFER_METRICS = ("rot_err_deg", "trans_err_deg")  # XFactor pose transfer (bench '<probe set>-transfer')
 METRIC_LABEL = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS ↓", "ssim": "SSIM ↑",
-                "rot_err_deg": "rotation error (deg) ↓", "trans_err": "translation error ↓"}
+                "rot_err_deg": "rotation error (deg) ↓", "trans_err": "translation error ↓",
+                "trans_err_deg": "translation direction error (deg) ↓"}
+
+
+def camera_metrics(bench: str) -> tuple[str, str]:
+    """The two continuous errors page 5 plots for a probe or transfer benchmark."""
+    return TRANSFER_METRICS if bench.endswith("-transfer") else PROBE_METRICS
+
+
+def camera_protocol(bench: str) -> str:
+    """Human label of the protocol a camera benchmark name carries (see rayder_core.evaluate.PROBE_BENCH_SUFFIX)."""
+    if bench.endswith("-transfer"):
+        return "pose transfer (XFactor TPS)"
+    if bench.endswith("-per-scene"):
+        return "per-scene probe (Appendix B.2.3)"
+    return "cross-scene probe"
 FRACTION_CMAP, SIZE_CMAP = "Blues", "Greens"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 RUNS_PER_TRAINING_PAGE = 12
@@ -97,8 +113,8 @@ class Study:
 
     @property
     def probe_benches(self) -> list[str]:
-        """Benchmarks with camera-probe metrics (rotation/translation errors)."""
-        return self._benches_with(PROBE_METRICS)
+        """Benchmarks with camera-probe or pose-transfer metrics (rotation/translation errors)."""
+        return self._benches_with(PROBE_METRICS + TRANSFER_METRICS)
 
     def eval_points(self, bench: str, metric: str) -> pd.DataFrame:
         """`ResultsStore.eval_points` rows (compute_gflop, value, ...) of one benchmark and metric; may be empty."""
@@ -137,7 +153,7 @@ def load_study(db_path: str | Path) -> Study:
         for metric in NVS_METRICS:
             study.points[(bench, metric)] = store.eval_points(bench, metric)
     for bench in study.probe_benches:
-        for metric in PROBE_METRICS:
+        for metric in camera_metrics(bench):
             study.points[(bench, metric)] = store.eval_points(bench, metric)
     return study
 
@@ -329,6 +345,11 @@ def missing_summary(study: Study) -> list[str]:
                      ", ".join(run_ids[:3]) + (", …" if len(run_ids) > 3 else ""))
             lines.append(f"{bench}/{metric} missing at {len(grp)} checkpoint(s) of {len(run_ids)} run(s) "
                          f"({which}): {reason}")
+        if "skipped" in ev.columns:  # scenes skipped as unreadable (evaluated on the rest)
+            skipped = ev[ev["skipped"].fillna(0) > 0].drop_duplicates(["run_id", "step", "bench"])
+            for bench, grp in skipped.groupby("bench", sort=True):
+                lines.append(f"{bench}: {int(grp['skipped'].max())} unreadable scene(s) skipped (of "
+                             f"{int(grp['skipped'].max() + grp['n'].max())}) at {len(grp)} checkpoint(s)")
     return lines
 
 
@@ -388,15 +409,16 @@ def scaling_page(study: Study, bench: str) -> Figure:
 # ------------------------------------------------------------------------------------------------------------------
 def camera_page(study: Study, bench: str) -> Figure:
     """Probe rotation/translation errors vs training compute, coloured by data fraction and by model size."""
-    fig = new_page(f"Learned camera geometry vs compute · {bench}",
-                   "Errors of the camera probe (lower is better) at every evaluated checkpoint. Left: colour = data "
-                   "fraction (blues). Right: colour = model size (greens). Log-log axes.")
+    fig = new_page(f"Learned camera geometry vs compute · {bench} · {camera_protocol(bench)}",
+                   f"Errors of the {camera_protocol(bench)} (lower is better) at every evaluated checkpoint. Left: "
+                   "colour = data fraction (blues). Right: colour = model size (greens). Log-log axes.")
+    metrics = camera_metrics(bench)
     presets, fractions = study.presets, study.fractions
     frac_colour, size_colour, size_marker, frac_marker = _run_styles(presets, fractions)
-    axes = fig.subplots(len(PROBE_METRICS), 2, squeeze=False,
+    axes = fig.subplots(len(metrics), 2, squeeze=False,
                         gridspec_kw={"left": 0.07, "right": 0.83, "top": 0.88, "bottom": 0.08,
                                      "hspace": 0.32, "wspace": 0.2})
-    for row, metric in enumerate(PROBE_METRICS):
+    for row, metric in enumerate(metrics):
         pts = study.eval_points(bench, metric)
         for col in range(2):
             ax = axes[row, col]
