@@ -4,10 +4,21 @@
     pts = frontier(store.eval_points(bench="re10k", metric="psnr"), "psnr", min_step=50_000)
     res = fit_law(pts, law="kaplan", x=["C", "D"], y="y", bootstrap=1000, seed=0)
     print(res.formula())          # MSE(C,D) ~ 0.0033 + (200 C^-0.40 + 2.6 D^-0.60)^2.82, R^2 = 0.997
-"""
-from .fit import FitResult, FitWarning, fit_law
-from .laws import DEFAULT_LAW, LAWS, Law, get_law
-from .pareto import frontier, inverse_transform, running_frontier, target_label, transform_metric
 
-__all__ = ["DEFAULT_LAW", "LAWS", "FitResult", "FitWarning", "Law", "fit_law", "frontier", "get_law",
-           "inverse_transform", "running_frontier", "target_label", "transform_metric"]
+Beyond one fit (issue 12): `fit_law(..., fix={"L_inf": 0}, tie={"beta": "alpha"})`, `compare_laws` (AIC/BIC/CV),
+`isoflop` (Chinchilla Approach 2), `fit_data_constrained` (Muennighoff et al. 2023), `growing_prefix` /
+`holdout_above` / `predict_holdout` (extrapolation validation), `select_checkpoints` (all | cooldown | final).
+"""
+from .checkpoints import select_checkpoints
+from .compare import compare_laws
+from .data_constrained import fit_data_constrained
+from .fit import FitResult, FitWarning, fit_law
+from .isoflop import isoflop
+from .laws import DEFAULT_LAW, LAWS, Law, constrain, get_law
+from .pareto import frontier, inverse_transform, running_frontier, target_label, transform_metric
+from .validate import growing_prefix, holdout_above, predict_holdout, prediction_interval
+
+__all__ = ["DEFAULT_LAW", "LAWS", "FitResult", "FitWarning", "Law", "compare_laws", "constrain", "fit_data_constrained",
+           "fit_law", "frontier", "get_law", "growing_prefix", "holdout_above", "inverse_transform", "isoflop",
+           "predict_holdout", "prediction_interval", "running_frontier", "select_checkpoints", "target_label",
+           "transform_metric"]
