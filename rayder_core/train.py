@@ -7,7 +7,10 @@ fraction. A run lives in `cfg.run_dir` (`<out_dir>/<run_id>/`):
 - `state.json`         heartbeat and progress, rewritten atomically at every log step (read by `rayder-sweep status`)
 - `metrics.jsonl`      one JSON object per logged step: step, loss, psnr, lr, grad_norm, focal_mean, flops,
                        skipped (steps skipped since the previous line), skipped_total
-- `checkpoints.jsonl`  one line per checkpoint: step, samples, flops, wall_time_s
+- `checkpoints.jsonl`  one line per checkpoint: step, samples, flops, wall_time_s, lr and lr_phase (warmup | stable |
+                       decay) of the checkpoint's last optimizer step
+- `branch.json`        only in a cooldown branch (`rayder-train CONFIG --cooldown-from STEP --cooldown-steps K`, see
+                       `fork_cooldown`): parent_run, parent_step, cooldown_steps, schedule
 - `evals.jsonl`        one line per (checkpoint, benchmark): step, bench, values, n, missing
 - `checkpoints/step_XXXXXXX.pt`  model, optimizer, RNG and data-loader state, step, samples, cumulative FLOPs
 
