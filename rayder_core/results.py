@@ -3,8 +3,10 @@
 Tables (schema version `SCHEMA_VERSION`, kept in table `meta`):
 
 - `runs(run_id, sweep, preset, params, fraction, D, config, status, host, run_dir, created, updated)`
-- `checkpoints(run_id, step, samples, flops, compute_gflop, wall_time_s)` — `flops` is cumulative training compute in
-  FLOPs (2 per multiply-accumulate, training = 3 x forward); `compute_gflop = flops / 1e9`, the paper's unit for C.
+- `checkpoints(run_id, step, samples, flops, compute_gflop, wall_time_s, lr, lr_phase)` — `flops` is cumulative
+  training compute in FLOPs (2 per multiply-accumulate, training = 3 x forward); `compute_gflop = flops / 1e9`, the
+  paper's unit for C. `lr` and `lr_phase` (warmup | stable | decay) are those of the checkpoint's last optimizer step
+  (schema 3; NULL in older stores, which stay readable as they are).
 - `evals(run_id, step, bench, metric, value, n, missing_reason, skipped)` — `value` is NULL when the metric could
   not be computed, and `missing_reason` then says why (never a substitute number); `n` counts the scenes evaluated,
   `skipped` the scenes skipped as unreadable (schema 2; stores of schema 1 read as skipped = 0).
@@ -13,6 +15,9 @@ Tables (schema version `SCHEMA_VERSION`, kept in table `meta`):
 - `train_log(run_id, step, loss, psnr, lr, grad_norm, skipped, focal_mean, flops)`
 - `fits(fit_id, sweep, law, metric, bench, x_cols, y_col, params, ci_low, ci_high, r2, r2_log, rmse, n_points,
   objective, n_starts, n_starts_at_best, n_bootstrap, data_hash, holdout, formula, created)`
+- schema 3: `branches(run_id, parent_run, parent_step, cooldown_steps, schedule)` (cooldown branches of
+  `rayder-train --cooldown-from`), `law_comparisons(...)` (`rayder-fit --compare`, one row per law) and
+  `extrapolations(...)` (`rayder-fit --validate prefix` / `--holdout-above`).
 
 Concurrency: DuckDB lets one process write a file at a time (and no reader may open it meanwhile). Every operation
 here therefore opens the database for the duration of one transaction under an advisory `fcntl.flock` on
