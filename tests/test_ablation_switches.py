@@ -115,5 +115,7 @@ def test_ablations_yaml_is_configs_d_to_h():
     assert [ModelConfig.from_dict(dict(by[c].model)).autoregression for c in "DEFGH"] == \
         ["per_target", "parallel", "ordered", "random", "random"]
     assert [ModelConfig.from_dict(dict(by[c].model)).local_layers for c in "DEFGH"] == [False] * 4 + [True]
+    probe = next(b for b in by["D"].eval.benchmarks if b.kind == "probe")
+    assert sorted(probe.protocols) == ["cross_scene", "per_scene", "transfer"]
     # Table B.2 parameter counts: 139M (D-G), 145M (H)
     assert all(abs(params[c] / 139 - 1) < 0.01 for c in "DEFG") and abs(params["H"] / 145 - 1) < 0.01
