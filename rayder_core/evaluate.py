@@ -166,8 +166,9 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
 
 @torch.no_grad()
 def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, device: torch.device,
-                  rank: int = 0, world: int = 1) -> tuple[torch.Tensor, Any]:
-    """Frozen camera tokens (S, T, width) and cameras (S, T) of the probe sequences, in the set's order.
+                  rank: int = 0, world: int = 1) -> tuple[torch.Tensor, Any, int]:
+    """Frozen camera tokens (S, T, width), cameras (S, T) of the readable probe sequences, in the set's order, and
+    the number of sequences skipped as unreadable (one line each; see `ProbeSet(skip_bad=True)`).
 
     Distributed: rank r extracts the tokens of its contiguous block of sequences; every rank gets all of them."""
     from rayder_core.data.benchmarks import ProbeSet
@@ -175,27 +176,33 @@ def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, 
 
     local: dict[str, Any] = {"tokens": [], "cams": []}
     try:
-        probe_set = ProbeSet(spec.path)
+        probe_set = ProbeSet(spec.path, skip_bad=True)
         total = len(probe_set) if spec.max_scenes is None else min(len(probe_set), spec.max_scenes)
         lo, hi = shard_range(total, rank, world)
         for seq in probe_set.sequences(lo, hi):
             frames = _resize(seq.frames.float(), resolution).to(device)[None]
             local["tokens"].append(model.predict_cameras(frames).camera_tokens[0].float().cpu())
             local["cams"].append(seq.cams)
+        local["skipped"] = list(probe_set.skipped)
     except (FileNotFoundError, ValueError) as exc:
         local = {"error": str(exc), "error_type": type(exc).__name__}
     parts = _all_gather(local, world)
     _raise_first_error(parts, f"probe set {spec.name}")
     tokens = [t for part in parts for t in part["tokens"]]
     cams = [c for part in parts for c in part["cams"]]
+    skipped = [s for part in parts for s in part.get("skipped", [])]
+    if skipped and rank == 0:
+        print(f"rayder-eval: probe set {spec.name}: skipped {len(skipped)} unreadable sequence(s), e.g. "
+              f"{skipped[0][0]}: {skipped[0][1]}", file=sys.stderr)
     if len(tokens) < 2:
-        raise ValueError(f"probe set {spec.name} at {spec.path}: needs >= 2 sequences, found {len(tokens)}")
-    return torch.stack(tokens), Camera.cat([c[None] for c in cams], dim=0)
+        raise ValueError(f"probe set {spec.name} at {spec.path}: needs >= 2 sequences, found {len(tokens)}"
+                         + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
+    return torch.stack(tokens), Camera.cat([c[None] for c in cams], dim=0), len(skipped)
 
 
 def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int, device: torch.device,
                    iters: int, seed: int = 0, rank: int | None = None, world: int | None = None,
-                   tokens_cams: tuple[torch.Tensor, Any] | None = None) -> dict:
+                   tokens_cams: tuple[torch.Tensor, Any, int] | None = None) -> dict:
     """Camera pose probe on frozen camera tokens: train on 75% of the sequences, report on the held-out 25%.
 
     Distributed: token extraction (the model's forward passes) is sharded over the ranks and the tokens gathered;
@@ -206,7 +213,7 @@ def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: i
 
     if rank is None or world is None:
         rank, world = dist_rank_world()
-    tokens, cams = tokens_cams or _probe_tokens(model, spec, resolution, device, rank, world)
+    tokens, cams, skipped = tokens_cams or _probe_tokens(model, spec, resolution, device, rank, world)
     values = None
     if rank == 0:
         train_idx, test_idx = split_sequences(tokens.shape[0], PROBE_TEST_FRACTION, seed=seed)
@@ -214,7 +221,7 @@ def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: i
             result = train_pose_probe(tokens[train_idx], cams[train_idx], iters=iters, seed=seed, progress=False)
         values = {"values": evaluate_pose_probe(result, tokens[test_idx], cams[test_idx]), "n": int(len(test_idx))}
     values = _broadcast(values, world)
-    return {"bench": spec.name, "values": values["values"], "n": values["n"], "missing": {}}
+    return {"bench": spec.name, "values": values["values"], "n": values["n"], "missing": {}, "skipped": skipped}
 
 
 PROBE_BENCH_SUFFIX = {"cross_scene": "", "per_scene": "-per-scene", "transfer": "-transfer"}
@@ -246,36 +253,46 @@ def evaluate_probe_protocols(model: torch.nn.Module, spec: BenchmarkSpec, *, res
                 with torch.enable_grad():
                     values = per_scene_probe(tokens_cams[0], tokens_cams[1], iters=iters, seed=seed)
             values = _broadcast(values, world)
-            records.append({"bench": name, "values": values, "n": int(tokens_cams[0].shape[0]), "missing": {}})
+            records.append({"bench": name, "values": values, "n": int(tokens_cams[0].shape[0]), "missing": {},
+                            "skipped": tokens_cams[2]})
         else:
-            values, n = _transfer_values(model, spec, resolution, device, rank, world)
-            records.append({"bench": name, "values": values, "n": n, "missing": {}})
+            values, n, skipped = _transfer_values(model, spec, resolution, device, rank, world)
+            records.append({"bench": name, "values": values, "n": n, "missing": {}, "skipped": skipped})
     return records
 
 
 @torch.no_grad()
 def _transfer_values(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, device: torch.device,
-                     rank: int, world: int) -> tuple[dict[str, float], int]:
-    """XFactor TPS over the pairs (s, s+1 mod S) of the probe set; pairs sharded over the ranks."""
+                     rank: int, world: int) -> tuple[dict[str, float], int, int]:
+    """XFactor TPS over the pairs (s, s+1 mod S) of the probe set; pairs sharded over the ranks. Returns the
+    metrics, the number of pairs evaluated and the number skipped (a sequence of the pair unreadable)."""
     from rayder_core.data.benchmarks import ProbeSet
     from rayder_core.geometry import Camera
     from rayder_core.probe import transfer_errors, transfer_trajectory
 
-    probe_set = ProbeSet(spec.path)
+    probe_set = ProbeSet(spec.path, skip_bad=True)
     total = len(probe_set) if spec.max_scenes is None else min(len(probe_set), spec.max_scenes)
     if total < 2:
         raise ValueError(f"probe set {spec.name} at {spec.path}: transfer needs >= 2 sequences, found {total}")
     lo, hi = shard_range(total, rank, world)
-    local: dict[str, Any] = {"pairs": []}
+    local: dict[str, Any] = {"pairs": [], "skipped": 0}
     for s in range(lo, hi):
-        a, b = (next(iter(probe_set.sequences(i, i + 1))) for i in (s, (s + 1) % total))
+        a, b = (next(iter(probe_set.sequences(i, i + 1)), None) for i in (s, (s + 1) % total))
+        if a is None or b is None:
+            local["skipped"] += 1
+            continue
         fa, fb = (_resize(q.frames.float(), resolution).to(device) for q in (a, b))
         ref, est = transfer_trajectory(model, fa, fb)
         local["pairs"].append((ref.to("cpu"), est.to("cpu")))
-    pairs = [p for part in _all_gather(local, world) for p in part["pairs"]]
+    parts = _all_gather(local, world)
+    pairs = [p for part in parts for p in part["pairs"]]
+    skipped = sum(part["skipped"] for part in parts)
+    if not pairs:
+        raise ValueError(f"probe set {spec.name} at {spec.path}: no readable pair for pose transfer "
+                         f"({skipped} skipped)")
     ref = Camera.cat([r[None] for r, _ in pairs], dim=0)
     est = Camera.cat([e[None] for _, e in pairs], dim=0)
-    return transfer_errors(ref, est), len(pairs)
+    return transfer_errors(ref, est), len(pairs), skipped
 
 
 def evaluate_model(model: torch.nn.Module, cfg: EvalConfig, *, resolution: int, device: torch.device,

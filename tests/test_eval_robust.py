@@ -79,3 +79,31 @@ def test_shards_count_skips_once(tmp_path):
         total += bench.skipped
         assert all(lo <= i < hi for i, _ in got)
     assert [k for k, _ in total] == ["c"]
+
+
+def test_probe_set_with_a_bad_sequence(tmp_path, model):
+    """A probe sequence with a NaN camera record and one with a missing file are skipped and counted; the probe
+    protocols run on the rest."""
+    from rayder_core.evaluate import evaluate_model
+    from rayder_core.train_config import EvalConfig
+    from test_probe import synthetic_cameras
+
+    cams = synthetic_cameras(5, seed=0)
+    rng = np.random.default_rng(0)
+    B.write_probe_set([{"key": f"s{i}", "frames": (rng.random((24, 32, 32, 3)) * 255).astype(np.uint8),
+                        "cameras": cams[i]} for i in range(5)], tmp_path / "probe")
+    data = dict(np.load(tmp_path / "probe" / "s1.npz"))
+    data["t"][3] = np.nan
+    np.savez_compressed(tmp_path / "probe" / "s1.npz", **data)
+    (tmp_path / "probe" / "s3.npz").unlink()
+    got = [s.key for s in B.ProbeSet(tmp_path / "probe", skip_bad=True)]
+    assert got == ["s0", "s2", "s4"]
+    with pytest.raises(ValueError, match="non-finite camera record"):
+        list(B.ProbeSet(tmp_path / "probe"))
+    spec = BenchmarkSpec("p", str(tmp_path / "probe"), "probe", protocols=["per_scene", "transfer"])
+    records = evaluate_model(model, EvalConfig(benchmarks=[spec], probe_iters=5), resolution=32,
+                             device=torch.device("cpu"), rank=0, world=1)
+    by = {r["bench"]: r for r in records}
+    assert by["p-per-scene"]["n"] == 3 and by["p-per-scene"]["skipped"] == 2
+    # pairs (s, s+1 mod 5): (0,1) (1,2) (2,3) (3,4) (4,0) -> only (4,0) has two readable sequences
+    assert by["p-transfer"]["n"] == 1 and by["p-transfer"]["skipped"] == 4

@@ -347,10 +347,14 @@ class ProbeSet:
     """Iterate :class:`ProbeSequence` items of a probe set written by :func:`write_probe_set`.
 
     ``resolution`` (optional) centre-crops and resizes frames; focal lengths are adjusted to match.
+    ``skip_bad``: a sequence that cannot be read or whose cameras are not finite is skipped with one log line and
+    recorded in ``self.skipped`` as (key, reason) instead of raising.
     """
 
-    def __init__(self, root: str | os.PathLike, resolution: int | None = None):
+    def __init__(self, root: str | os.PathLike, resolution: int | None = None, *, skip_bad: bool = False):
         self.root = Path(root)
+        self.skip_bad = bool(skip_bad)
+        self.skipped: list[tuple[str, str]] = []
         index = self.root / "index.json"
         if not index.exists():
             raise FileNotFoundError(f"probe-set index not found: {index}")
@@ -363,18 +367,31 @@ class ProbeSet:
 
     def __iter__(self) -> Iterator[ProbeSequence]:
         for key in self.keys:
-            path = self.root / f"{key}.npz"
-            if not path.exists():
-                raise FileNotFoundError(f"probe sequence not found: {path}")
-            with np.load(path, allow_pickle=False) as data:
-                frames, R, t, f = data["frames"], data["R"], data["t"], data["f"]
-            h, w = frames.shape[1:3]
-            res = self.resolution or min(h, w)
-            cams = Camera(torch.from_numpy(R), torch.from_numpy(t), torch.from_numpy(f))
-            if (res, res) != (h, w):
-                rows = crop_row_to_square(camera_to_re10k(cams, h, w), h, w)
-                cams = camera_from_re10k(rows, res, res)
-            yield ProbeSequence(key, to_model_frames(frames, res), cams)
+            try:
+                seq = self._read(key)
+            except (FileNotFoundError, *SCENE_ERRORS) as exc:
+                if not self.skip_bad:
+                    raise
+                self.skipped.append((key, f"{type(exc).__name__}: {exc}"))
+                log.warning("skipping probe sequence %s: %s", key, exc)
+                continue
+            yield seq
+
+    def _read(self, key: str) -> ProbeSequence:
+        path = self.root / f"{key}.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"probe sequence not found: {path}")
+        with np.load(path, allow_pickle=False) as data:
+            frames, R, t, f = data["frames"], data["R"], data["t"], data["f"]
+        if not (np.isfinite(R).all() and np.isfinite(t).all() and np.isfinite(f).all()):
+            raise ValueError(f"{path}: non-finite camera record")
+        h, w = frames.shape[1:3]
+        res = self.resolution or min(h, w)
+        cams = Camera(torch.from_numpy(R), torch.from_numpy(t), torch.from_numpy(f))
+        if (res, res) != (h, w):
+            rows = crop_row_to_square(camera_to_re10k(cams, h, w), h, w)
+            cams = camera_from_re10k(rows, res, res)
+        return ProbeSequence(key, to_model_frames(frames, res), cams)
 
     def sequences(self, start: int = 0, stop: int | None = None) -> Iterator[ProbeSequence]:
         """The sequences at positions start..stop-1 (a rank's shard); only those files are read."""
