@@ -276,7 +276,10 @@ class RayDer(nn.Module):
         Cameras and states come from camera estimation on the full clip. With autoregression 'random' ('ordered')
         the views are put in a random (the given) order; inputs = views[:-1], targets = views[1:], target j is
         rendered from inputs 0..j, all targets in one sequence (mask B.2). With 'none' the first K//2 views are
-        inputs and the rest targets (mask B.1). Target states are zeroed with probability `state_dropout` per sample
+        inputs and the rest targets (mask B.1). With 'parallel' (Config E) a fresh random partition into
+        K - n_targets inputs and n_targets targets, inputs attending to all inputs and each target to itself and the
+        inputs, all targets in one sequence; with 'per_target' (Config D) the same partition, each target rendered in
+        its own full-attention sequence of the inputs plus that target. Target states are zeroed with probability `state_dropout` per sample
         and view (training mode only). Loss = MSE in [-1, 1] over all targets.
 
         Returns dict: loss (scalar, differentiable), mse, psnr (dB, = -10 log10(mse / 4)), focal_mean (detached
