@@ -16,6 +16,8 @@ estimated compute); a failing check prints one line per problem naming the grid 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -188,13 +190,15 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
         job_fn = TrainJob(threads=res.cpus_per_task)
         chunks = split_arrays(cfgs, max_array_size)
         for index, chunk in enumerate(chunks):
-            try:
-                with executor.batch():
+            echo = io.StringIO()
+            try:  # submitit echoes sbatch's stderr itself; it goes into our error message instead
+                with contextlib.redirect_stderr(echo), executor.batch():
                     jobs = [executor.submit(job_fn, cfg.to_dict(), str(spec.db_path)) for cfg in chunk]
             except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
                     subprocess.SubprocessError, OSError) as exc:
                 failures.append((chunk, _sbatch_message(exc)))
                 continue
+            sys.stderr.write(echo.getvalue())  # warnings of a successful submission are shown as they were
             for cfg, job in zip(chunk, jobs):
                 result.job_ids[cfg.run_id] = str(job.job_id)
                 _record_launch(cfg, "slurm", job.job_id, spec)
@@ -365,7 +369,7 @@ def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wa
         gpu_tflops = GPU_PEAK_TFLOPS if gpu_tflops is None else gpu_tflops
         mfu = ASSUMED_MFU if mfu is None else mfu
         report = preflight(spec, [p.cfg for p in to_submit], kind, gpu_tflops=gpu_tflops, mfu=mfu)
-        print(report.summary(gpu_tflops=gpu_tflops, mfu=mfu))
+        print(report.summary(gpu_tflops=gpu_tflops, mfu=mfu, problems=False))
         if not report.ok:
             raise PreflightError(report.problems, spec.source)
     elif to_submit:
@@ -476,18 +480,15 @@ def cancel(spec: SweepSpec) -> list[str]:
 
 
 def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = False) -> list[str]:
-    """Write each run directory's records into the store at `db` (idempotent upserts). Returns the run ids."""
-    from tqdm import tqdm
+    """Write each run directory's records into the store at `db` (idempotent upserts; a run whose record files
+    did not change since the last collect is not read again, see `rayder_core.results.collect_runs`). Directories
+    that cannot be read are reported on stderr and left out. Returns the run ids now in the store."""
+    from rayder_core.results import ResultsStore, collect_runs
 
-    from rayder_core.results import ResultsStore
-    from rayder_core.train import record_run_dir
-
-    store = ResultsStore(db)
-    done = []
-    for run_dir in tqdm(run_dirs, desc="collect", unit="run", disable=not progress):
-        if (Path(run_dir) / STATE_FILE).exists():
-            done.append(record_run_dir(run_dir, store))
-    return done
+    report = collect_runs(run_dirs, ResultsStore(db), progress=progress)
+    for run_dir, reason in report.errors:
+        print(f"collect: {run_dir}: not collected: {reason}", file=sys.stderr)
+    return report.run_ids
 
 
 def _collect_missing(spec: SweepSpec, cfgs: list[TrainConfig]) -> None:
@@ -495,15 +496,17 @@ def _collect_missing(spec: SweepSpec, cfgs: list[TrainConfig]) -> None:
     from rayder_core.results import ResultsStore
 
     finished = [c for c in cfgs if (read_state(c.run_dir) or {}).get("status") == "finished"]
-    if not finished:
+    if not finished and not any(c.store_mode == "index" for c in cfgs):
         return
     store = ResultsStore(spec.db_path)
     runs = store.query("SELECT run_id, status FROM runs") if spec.db_path.exists() else None
     in_store = {} if runs is None else dict(zip(runs["run_id"], runs["status"]))
     missing = [c.run_dir for c in finished if in_store.get(c.run_id) != "finished"]
+    # store_mode index: runs never write the store, so every started run is collected (unchanged ones are skipped)
+    missing += [c.run_dir for c in cfgs if c.store_mode == "index" and c.run_dir not in missing]
     if missing:
         ids = collect(missing, spec.db_path)
-        print(f"collected {len(ids)} finished run(s) into {spec.db_path}")
+        print(f"collected {len(ids)} run(s) into {spec.db_path}")
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -124,3 +124,25 @@ def test_card_fit_command_verbatim_console_script(tmp_path):
                           text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr
     assert "re10k-synth" in proc.stderr and "MSE(C,D) ~ " in proc.stdout
+
+
+def test_card_status_command_verbatim(capsys, monkeypatch):
+    """`rayder-sweep status sweeps/demo.yaml` from the repository root: one row per demo run, exit code 0."""
+    from sweeps.launcher import main as sweep_main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert sweep_main(["status", "sweeps/demo.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "(12 runs)" in out and out.count("demo-tiny-") == 12
+
+
+@pytest.mark.slow
+def test_card_report_command_verbatim(tmp_path):
+    """`rayder-report` exactly as printed on the card, on the demo-shaped store: writes reports/out/study.pdf."""
+    pytest.importorskip("matplotlib")
+    _demo_like_store(tmp_path / "results.duckdb")
+    exe = Path(sys.executable).with_name("rayder-report")
+    proc = subprocess.run([str(exe)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "reports" / "out" / "study.pdf").stat().st_size > 10_000
+    assert "re10k-synth" in proc.stdout

@@ -254,6 +254,7 @@ def test_sbatch_rejection_is_clear_and_relaunch_submits_exactly_the_missing_runs
         assert "Traceback" not in err
         assert "SLURM rejected 1 job array(s); 2 run(s) were NOT submitted (2 were):" in err
         assert "preset(s) tiny-s: sbatch said: sbatch: error:" in err
+        assert err.count("Invalid generic resource") == 1  # said once, inside the error (submitit's echo muted)
         for c in s_runs:
             assert f"not submitted: {c.run_id}" in err and not (c.run_dir / "launch.json").exists()
         for c in xs:
