@@ -121,6 +121,11 @@ class ModelConfig:
         """
         if not isinstance(d, Mapping):
             raise ValueError(f"{source}: model config must be a mapping, got {type(d).__name__}")
+        if "family" in d:  # the model-family selector (rayder_core.models); this config is the 'rayder' family
+            if d["family"] != "rayder":
+                raise ValueError(f"{source}: model config key 'family' = {d['family']!r} is not RayDer's; build it "
+                                 "through rayder_core.models.model_config")
+            d = {k: v for k, v in d.items() if k != "family"}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -1,0 +1,105 @@
+"""The model-family registry: both families build from a YAML-style mapping, train one step, evaluate (NVS on the
+synthetic benchmark, RPA from predicted cameras) and count FLOPs through the registry; `rayder-flops --family`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rayder_core import flops as rayder_flops
+from rayder_core.data.synth import make_clip
+from rayder_core.geometry import Camera
+from rayder_core.metrics import relative_pose_accuracy
+from rayder_core.model_config import ModelConfig
+from rayder_core.models import (FAMILIES, TRAINING_LOSS_KEYS, build_model, count_flops, family_of, model_config,
+                                param_count, presets, train_flops_per_step)
+from rayder_core.models.erayzer import ERayZerConfig
+from rayder_core.models.erayzer import flops as erayzer_flops
+
+MAPPINGS = {"rayder": {"preset": "tiny-xs"}, "erayzer": {"family": "erayzer", "preset": "tiny-xs"}}
+
+
+def test_family_selection_and_defaults():
+    assert FAMILIES == ("rayder", "erayzer")
+    assert family_of({"preset": "tiny-xs"}) == "rayder"  # old configs: no family key
+    assert isinstance(model_config({"family": "rayder", "preset": "tiny-xs"}), ModelConfig)
+    assert isinstance(model_config(MAPPINGS["erayzer"]), ERayZerConfig)
+    # the RayDer config path accepts the selector too, and rejects another family's
+    assert ModelConfig.from_dict({"family": "rayder", "preset": "tiny-s"}).width == 128
+    with pytest.raises(ValueError, match="'family' = 'erayzer' is not RayDer's"):
+        ModelConfig.from_dict({"family": "erayzer", "preset": "tiny-s"}, source="grid.yaml")
+    with pytest.raises(ValueError, match=r"run\.yaml: model: invalid model config key 'family' = 'nerf'"):
+        model_config({"family": "nerf"}, source="run.yaml: model")
+    with pytest.raises(ValueError, match=r"run\.yaml: model: unknown E-RayZer model config key\(s\) \['depth'\]"):
+        model_config({"family": "erayzer", "preset": "tiny-xs", "depth": 3}, source="run.yaml: model")
+    assert "base" in presets("erayzer") and "B" in presets("rayder")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_both_families_train_one_step_and_count_flops(family):
+    torch.manual_seed(0)
+    cfg = model_config(MAPPINGS[family], source="test")
+    model = build_model(cfg)
+    assert family_of(model) == family
+    x = torch.rand(2, 4, 3, 32, 32) * 2 - 1
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    out = model.training_loss(x, generator=torch.Generator().manual_seed(0))
+    assert set(TRAINING_LOSS_KEYS) <= set(out)
+    assert out["render"].requires_grad and out["render"].shape == out["target"].shape == out["pred"].shape
+    assert float(out["psnr"]) == pytest.approx(-10 * torch.log10(out["mse"] / 4).item())
+    opt.zero_grad()
+    out["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert grads and all(torch.isfinite(g).all() for g in grads)  # RayDer's zero-init outputs: few grads at step 0
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    # FLOPs and parameters through the registry equal the family's own counters
+    per_step = train_flops_per_step(MAPPINGS[family], 32, 4, 2)
+    own = (rayder_flops.train_flops_per_step(cfg, 32, 4, 2) if family == "rayder"
+           else erayzer_flops.train_flops_per_step(cfg, 32, 4, 2))
+    assert per_step == pytest.approx(own) and per_step > 0
+    assert count_flops(cfg, 32, 4).train_per_sample * 2 == pytest.approx(per_step)
+    assert param_count(cfg) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_both_families_evaluate(family, synth_data):
+    """NVS on the synthetic RE10K-format benchmark (evaluate.py calls only predict_cameras / predict_views) and RPA of
+    the predicted cameras of a synthetic clip against its exact poses."""
+    from rayder_core.evaluate import evaluate_nvs
+    from rayder_core.train_config import BenchmarkSpec
+
+    torch.manual_seed(0)
+    model = build_model(MAPPINGS[family]).eval()
+    res = evaluate_nvs(model, BenchmarkSpec("re10k-synth", str(synth_data.re10k)), resolution=32,
+                       device=torch.device("cpu"), use_lpips=False)
+    print(f"{family} (untrained): {res['values']}")
+    assert res["n"] == 4 and all(torch.isfinite(torch.tensor(v)) for v in res["values"].values())
+    frames, meta = make_clip(5, resolution=32, seconds=2.0)
+    x = torch.from_numpy(frames[::3][:4]).permute(0, 3, 1, 2)[None].float() / 127.5 - 1
+    cams = meta["cameras"]
+    gt = Camera(R=torch.tensor(cams["R"])[::3][:4], t=torch.tensor(cams["t"])[::3][:4], f=torch.tensor(cams["f"])[::3][:4])
+    est = model.predict_cameras(x)
+    assert est.camera_tokens.shape[:2] == (1, 4)
+    rpa = relative_pose_accuracy(est.camera[0], gt)
+    assert rpa["rpa_pairs"] == 6 and all(0 <= rpa[k] <= 100 for k in ("rpa@5", "rpa@15", "rpa@30"))
+
+
+def test_rayder_flops_cli_lists_erayzer_presets(capsys):
+    rayder_flops.main(["--family", "erayzer", "--json", "--views", "10"])
+    rows = json.loads(capsys.readouterr().out)
+    by = {r["preset"]: r for r in rows}
+    assert set(by) == set(presets("erayzer"))
+    assert by["base"]["params"] == erayzer_flops.param_count(ERayZerConfig.from_preset("base"))
+    assert abs(by["base"]["params"] / 246e6 - 1) < 0.03
+    assert by["base"]["views"] == 10 and by["base"]["n_ref"] == 5
+    assert by["base"]["train_per_sample"] == pytest.approx(3 * by["base"]["forward_per_sample"])
+    assert by["base"]["raster_forward"] > 0
+    rayder_flops.main(["--family", "erayzer", "--presets", "tiny-xs,tiny-s", "--resolution", "32", "--views", "4"])
+    text = capsys.readouterr().out
+    assert "tiny-xs" in text and "raster fwd" in text
+    with pytest.raises(SystemExit):
+        rayder_flops.main(["--family", "erayzer", "--presets", "huge"])
