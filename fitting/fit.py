@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 from tqdm.auto import tqdm
 
 from .laws import DEFAULT_LAW, Law, constrain, expand_params, get_law, law_from_spec
@@ -40,6 +40,18 @@ EXPONENT_NAMES = {"alpha", "beta", "gamma", "alpha2", "beta2", "delta", "kappa"}
 # identified laws (Eq. 4: alpha 0.24 instead of 0.084 at a 1.4% worse objective) and keep bootstrap refits at their
 # warm start, which makes bootstrap CIs far too narrow.
 DEFAULT_TOL = 1e-12
+
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _one_blas_thread():
+    """threadpool_limits(1, "blas") without re-scanning the loaded libraries at every call (~7 ms each): for the
+    many short warm-started refits of cross-validation."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 class FitWarning(UserWarning):
@@ -214,7 +226,8 @@ class FitResult:
             return np.full(int(test.sum()), np.nan)
         sub = self._problem.subset(np.flatnonzero(train))
         sub.tol = tol if tol is not None else sub.tol
-        best = _best_of(sub, self._optima)
+        with _one_blas_thread():  # see fit_law: tiny BLAS calls, one thread
+            best = _best_of(sub, self._optima)
         if best is None:
             return np.full(int(test.sum()), np.nan)
         return self._problem.law.predict(self._problem.params(best.x), [xi[test] for xi in self._problem.X])
