@@ -7,6 +7,15 @@ the step time is the best of the timed steps and the peak is the best square mat
 i.e. both are least-contended figures; only the ratio within one run is meaningful.
 
     .venv/bin/python benchmarks/train_step.py --resolution 32 --views 8 --batch 4 --steps 5
+
+On a GPU one command measures the paper's presets XS..L at 256^2 in bf16, batch 1 (the defaults that `--device cuda`
+implies unless given), with TF32 on for fp32 work, and writes the MFU table as markdown for benchmarks/RESULTS.md:
+
+    .venv/bin/python benchmarks/train_step.py --device cuda --markdown benchmarks/mfu-gpu.md [--peak-tflops 989]
+
+MFU there is achieved FLOP/s (analytic FLOPs of the allowed attention pairs: NATTEN/flex skip masked ones) over the
+best measured square-matmul FLOP/s of the same precision, or over `--peak-tflops` (the datasheet's dense peak) when
+given.
 """
 
 from __future__ import annotations
@@ -72,16 +81,21 @@ def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, ba
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="tiny-xs,tiny-s,tiny-b,tiny-l")
-    parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--presets", default=None, help="default: tiny-xs..tiny-l on CPU, XS,S,B,L on CUDA")
+    parser.add_argument("--precisions", default=None, help="default: fp32,bf16 on CPU, bf16 on CUDA")
+    parser.add_argument("--resolution", type=int, default=None, help="default: 32 on CPU, 256 on CUDA")
     parser.add_argument("--views", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=None, help="default: 4 on CPU, 1 on CUDA")
+    parser.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as markdown here")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="MFU denominator in TFLOP/s (datasheet dense peak); default: measured matmul peak")
+    parser.add_argument("--no-tf32", dest="tf32", action="store_false", help="CUDA: keep fp32 matmuls in fp32")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (best reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU: the MFU of XS..L at 256^2, bf16)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    gpu_defaults = _apply_device_defaults(args, device)
     presets = [p for p in args.presets.split(",") if p]
     precisions = [p for p in args.precisions.split(",") if p]
     bad = [p for p in precisions if p not in PRECISIONS]
@@ -102,14 +116,61 @@ def main(argv: list[str] | None = None) -> None:
         sec = time_steps(cfg, precision, args.resolution, args.views, args.batch, args.steps, args.warmup, device)
         timed.append((name, precision, sec, step_flops))
     for p, v in peaks.items():
-        print(f"matmul peak {p}: {v / 1e9:.1f} GFLOP/s (best 512^3..2048^3 matmul in this run)")
-    rows = [(n, p, sec, args.batch / sec, fl, fl / sec, fl / sec / peaks[p]) for n, p, sec, fl in timed]
+        print(f"matmul peak {p}: {v / 1e9:.1f} GFLOP/s (best square matmul in this run)")
+    denominators = {p: (args.peak_tflops * 1e12 if args.peak_tflops else v) for p, v in peaks.items()}
+    rows = [(n, p, sec, args.batch / sec, fl, fl / sec, fl / sec / denominators[p]) for n, p, sec, fl in timed]
+    if args.markdown:
+        write_markdown(args.markdown, rows, args=args, device=device, peaks=peaks, settings=gpu_defaults)
+        print(f"markdown table written to {args.markdown}")
 
     print(f"{'preset':>8} {'prec':>5} {'s/step':>7} {'samples/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7}")
     for name, precision, sec, sps, fl, fps, frac in rows:
         print(f"{name:>8} {precision:>5} {sec:7.3f} {sps:9.2f} {fl / 1e9:10.2f} {fps / 1e9:8.1f} {frac:7.1%}")
     print("GFLOP/step: analytic training FLOPs of the executed work (dense attention pairs, 3 x forward); "
           "'of peak' = achieved / best square-matmul FLOP/s of the same precision in this run.")
+
+
+def _apply_device_defaults(args: argparse.Namespace, device: torch.device) -> dict:
+    """Fill the options left unset: the CPU table (tiny presets, 32^2, fp32+bf16, batch 4) or, on CUDA, the paper's
+    presets XS..L at 256^2 in bf16 with batch 1; on CUDA also set TF32 (rayder_core.runtime). Returns the settings."""
+    cuda = device.type == "cuda"
+    if args.presets is None:
+        args.presets = "XS,S,B,L" if cuda else "tiny-xs,tiny-s,tiny-b,tiny-l"
+    if args.precisions is None:
+        args.precisions = "bf16" if cuda else "fp32,bf16"
+    if args.resolution is None:
+        args.resolution = 256 if cuda else 32
+    if args.batch is None:
+        args.batch = 1 if cuda else 4
+    from rayder_core.runtime import apply_gpu_settings, natten_status
+
+    return {**apply_gpu_settings(args.tf32, device), **(natten_status() if cuda else {})}
+
+
+def write_markdown(path: str, rows: list[tuple], *, args: argparse.Namespace, device: torch.device,
+                   peaks: dict[str, float], settings: dict) -> None:
+    """Write the benchmark table as markdown (to paste into benchmarks/RESULTS.md). `rows` are (preset, precision,
+    s/step, samples/s, FLOP/step, FLOP/s, fraction of the MFU denominator)."""
+    from pathlib import Path
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    backend = "natten + flex attention" if device.type == "cuda" else "sdpa (dense masked scores)"
+    scale, unit = (1e12, "TFLOP") if device.type == "cuda" else (1e9, "GFLOP")
+    denom = (f"{args.peak_tflops:g} TFLOP/s (given)" if args.peak_tflops else
+             ", ".join(f"{p} {v / scale:.1f} {unit}/s" for p, v in peaks.items()) + " (best measured square matmul)")
+    lines = [
+        f"Training step (forward, backward, AdamW) on {name}, torch {torch.__version__}, attention {backend}, "
+        f"{args.resolution}^2, {args.views} views, batch {args.batch}, best of {args.steps} timed steps after "
+        f"{args.warmup} warm-up; settings {settings}. MFU denominator: {denom}.",
+        "",
+        f"| preset | precision | s/step | samples/s | {unit}/step | achieved {unit}/s | MFU |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for preset, precision, sec, sps, fl, fps, frac in rows:
+        lines.append(f"| {preset} | {precision} | {sec:.4f} | {sps:.2f} | {fl / scale:.3f} | {fps / scale:.2f} | "
+                     f"{frac:.1%} |")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -523,9 +523,104 @@ class ResultsStore:
             params.append(metric)
         return self.query(sql + " ORDER BY run_id, step", params)
 
+    def meta_values(self, prefix: str) -> dict[str, str]:
+        """{key: value} of the `meta` rows whose key starts with `prefix` (e.g. the collect signatures)."""
+        if not self.path.exists():
+            return {}
+        df = self.query("SELECT key, value FROM meta WHERE starts_with(key, ?)", [prefix])
+        return dict(zip(df["key"], df["value"]))
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one `meta` row (inside `batch()` it commits with the block's other writes)."""
+        with self._connect(write=True) as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(value)])
+
     def table_counts(self) -> dict[str, int]:
         """Row counts of every table (handy for idempotency checks and summaries)."""
         out = {}
         for table in ("runs", "checkpoints", "evals", "train_log", "fits"):
             out[table] = int(self.query(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
         return out
+
+
+# ------------------------------------------------------------------------------------------------ index mode
+# Shared filesystems (NFS, Lustre): with `store_mode: index` in the train config (or a grid's `base:`), runs never
+# open the store; they only append to their own run directory (state.json, metrics.jsonl, checkpoints.jsonl,
+# evals.jsonl, all crash-safe, see `rayder_core.fileio`). The store is then an index of the run directories, built by
+# one process with `collect_runs` (CLI: `rayder-sweep collect GRID_OR_DIR`, also run by `rayder-sweep launch` when
+# its runs end). Ingestion is idempotent (upserts keyed by run id and step) and incremental: the signature of a run's
+# record files (size, mtime, inode, and the directory's absolute path) is kept in table `meta` under
+# `collected:<run_id>`, written in the same transaction as the rows, and an unchanged run is not read again.
+
+COLLECTED_PREFIX = "collected:"
+RUN_RECORD_FILES = ("state.json", "config.yaml", "metrics.jsonl", "checkpoints.jsonl", "evals.jsonl")
+
+
+def run_dir_signature(run_dir: str | os.PathLike) -> str:
+    """A string that changes whenever one of the run directory's record files changes (appended, rewritten,
+    replaced) or the directory is collected from another place: JSON of the absolute path and, per file,
+    (size in bytes, mtime in ns, inode), or null for an absent file."""
+    run_dir = Path(run_dir).absolute()
+    files: dict[str, list[int] | None] = {}
+    for name in RUN_RECORD_FILES:
+        try:
+            st = os.stat(run_dir / name)
+            files[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        except FileNotFoundError:
+            files[name] = None
+    return json.dumps({"dir": str(run_dir), "files": files}, sort_keys=True)
+
+
+class CollectReport:
+    """What `collect_runs` did: run ids ingested, run ids unchanged since the last collect (not re-read),
+    directories not yet started (no state.json) and directories that could not be read, with the reason."""
+
+    def __init__(self) -> None:
+        self.ingested: list[str] = []
+        self.unchanged: list[str] = []
+        self.not_started: list[Path] = []
+        self.errors: list[tuple[Path, str]] = []
+
+    @property
+    def run_ids(self) -> list[str]:
+        return self.ingested + self.unchanged
+
+    def __repr__(self) -> str:
+        return (f"CollectReport(ingested={len(self.ingested)}, unchanged={len(self.unchanged)}, "
+                f"not_started={len(self.not_started)}, errors={len(self.errors)})")
+
+
+def collect_runs(run_dirs: list[str | os.PathLike], store: "ResultsStore", *, force: bool = False,
+                 progress: bool = False) -> CollectReport:
+    """Ingest run directories into `store` (idempotent, incremental; see the comment above).
+
+    Each run is one transaction: its rows and its signature are committed together, so a collect killed midway
+    leaves every run either fully ingested or untouched. `force` re-reads every run. A directory that cannot be
+    read (bad state.json/config.yaml) is reported in `errors` and the others are still ingested."""
+    import yaml
+    from tqdm import tqdm
+
+    from rayder_core.fileio import read_json
+    from rayder_core.train import record_run_dir
+
+    report = CollectReport()
+    known = {} if force else store.meta_values(COLLECTED_PREFIX)
+    for run_dir in tqdm([Path(d) for d in run_dirs], desc="collect", unit="run", disable=not progress):
+        if not (run_dir / "state.json").exists():
+            report.not_started.append(run_dir)
+            continue
+        signature = run_dir_signature(run_dir)  # taken before reading: a later change re-ingests next time
+        state = read_json(run_dir / "state.json") or {}
+        run_id = state.get("run_id")
+        if run_id is not None and known.get(COLLECTED_PREFIX + str(run_id)) == signature:
+            report.unchanged.append(str(run_id))
+            continue
+        try:
+            with store.batch():
+                run_id = record_run_dir(run_dir, store)
+                store.set_meta(COLLECTED_PREFIX + run_id, signature)
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:  # json errors are ValueErrors
+            report.errors.append((run_dir, f"{type(exc).__name__}: {exc}"))
+            continue
+        report.ingested.append(run_id)
+    return report

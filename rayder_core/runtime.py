@@ -49,7 +49,6 @@ def apply_gpu_settings(tf32: bool, device: torch.device) -> dict[str, Any]:
         return {"tf32": None}
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
     torch.backends.cudnn.allow_tf32 = bool(tf32)
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
     try:
         import natten
 

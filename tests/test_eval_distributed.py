@@ -147,3 +147,134 @@ def test_failing_rank_does_not_hang(synth_data, weights, tmp_path):
         reason = probe_rec["missing"]["R@10"]
         assert "FileNotFoundError" in reason and "rank 1" in reason and keys[hi - 1] in reason
     assert per_rank[0] == per_rank[1]
+
+
+# ------------------------------------------------------------------------------------------------ torchrun, CLI
+def _tiny_run(data, out_dir: Path, **over) -> dict:
+    cfg = {
+        "model": {"preset": "tiny-xs"},
+        "data": {"manifest": str(data.manifest), "fraction": 1.0, "frames": 4, "resolution": 32},
+        "optim": {"warmup_steps": 2, "lr": 3e-4},
+        "eval": {"every": 3, "probe_iters": PROBE_ITERS, "lpips": False,
+                 "benchmarks": [{"name": "re10k-synth", "path": str(data.re10k), "kind": "re10k"},
+                                {"name": "probe-synth", "path": str(data.probe), "kind": "probe"}]},
+        "steps": 6, "batch_size": 2, "checkpoint_every": 3, "log_every": 1, "precision": "fp32",
+        "sweep": "dist", "out_dir": str(out_dir), "dist_timeout_min": 5,
+    }
+    for key, value in over.items():
+        node = cfg
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return cfg
+
+
+def _cli(args: list[str], nproc: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a module's CLI in 1 process, or under torchrun with `nproc` CPU processes (gloo), 1 thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
+                                 f"{proc.stderr[-5000:]}"
+    return proc
+
+
+def _evals(run_dir: Path) -> dict:
+    from rayder_core.fileio import read_jsonl
+
+    return {(r["step"], r["bench"]): (r["values"], r["n"]) for r in read_jsonl(run_dir / "evals.jsonl")}
+
+
+@pytest.mark.slow
+def test_inline_eval_under_ddp_matches_single_process_rayder_eval(synth_data, tmp_path):
+    """A 2-rank gloo training run (torchrun) evaluates its checkpoints inline, sharded over both ranks; one process
+    re-evaluating the same checkpoints with `rayder-eval --all` gets identical numbers."""
+    from rayder_core.fileio import read_jsonl
+
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(json.dumps(_tiny_run(synth_data, tmp_path / "runs")))
+    _cli(["rayder_core.train", str(cfg_path), "--db", ""], nproc=2)
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "finished" and state["runtime"]["world_size"] == 2
+    inline = _evals(run_dir)
+    assert sorted(inline) == [(3, "probe-synth"), (3, "re10k-synth"), (6, "probe-synth"), (6, "re10k-synth")]
+    scenes = read_jsonl(run_dir / "eval_scenes.jsonl")
+    assert sorted((r["step"], r["index"]) for r in scenes) == [(s, i) for s in (3, 6) for i in range(4)]
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    _cli(["rayder_core.evaluate", str(copy), "--all", "--db", ""])
+    assert _evals(copy) == inline
+    assert read_jsonl(copy / "eval_scenes.jsonl") == scenes
+
+
+@pytest.mark.slow
+def test_eval_job_mode_pending_sharded_under_torchrun(synth_data, tmp_path):
+    """`eval.mode: job`: training saves the checkpoints the schedule asks for but evaluates nothing;
+    `rayder-eval --pending` evaluates them (under torchrun: sharded, same numbers as one process) and a second
+    `--pending` finds nothing to do."""
+    from rayder_core.train import run_training
+    from rayder_core.train_config import load_train_config
+
+    torch.set_num_threads(1)
+    cfg = load_train_config(_tiny_run(synth_data, tmp_path / "runs", **{"eval.mode": "job"}))
+    out = run_training(cfg, db=None, progress=False)
+    assert out.status == "finished" and not (out.run_dir / "evals.jsonl").exists()
+    assert sorted(p.name for p in (out.run_dir / "checkpoints").glob("step_*.pt")) == \
+        ["step_0000003.pt", "step_0000006.pt"]
+    copy = tmp_path / "copy"
+    shutil.copytree(out.run_dir, copy)
+    _cli(["rayder_core.evaluate", str(out.run_dir), "--pending", "--db", ""])
+    _cli(["rayder_core.evaluate", str(copy), "--pending", "--db", ""], nproc=2)
+    one, two = _evals(out.run_dir), _evals(copy)
+    assert sorted(one) == [(3, "probe-synth"), (3, "re10k-synth"), (6, "probe-synth"), (6, "re10k-synth")]
+    assert one == two
+    again = _cli(["rayder_core.evaluate", str(copy), "--pending", "--db", ""])
+    assert "no pending evaluation" in again.stdout and _evals(copy) == two
+
+
+def _timeout_rank(rank: int, port: int, out: str) -> None:
+    import time as _time
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import torch.distributed as dist
+
+    from rayder_core.train import init_distributed
+
+    init_distributed("cpu", timeout_min=0.1)  # 6 s
+    if rank == 1:
+        _time.sleep(40)  # never joins the collective
+        return
+    t0 = _time.monotonic()
+    try:
+        dist.all_reduce(torch.ones(1))
+        result = {"raised": False}
+    except Exception as exc:  # noqa: BLE001 - gloo raises RuntimeError/DistBackendError on timeout
+        result = {"raised": True, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    result["waited_s"] = _time.monotonic() - t0
+    Path(out).write_text(json.dumps(result))
+
+
+def test_dist_timeout_min_bounds_a_collective_wait(tmp_path):
+    """init_distributed applies `dist_timeout_min`: a collective that a peer never joins fails after about that
+    long (0.1 min = 6 s here), not after torch's default of 30 minutes."""
+    ctx = mp.get_context("spawn")
+    out = tmp_path / "r0.json"
+    port = _free_port()
+    procs = [ctx.Process(target=_timeout_rank, args=(r, port, str(out))) for r in range(2)]
+    for p in procs:
+        p.start()
+    procs[0].join(120)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join()
+    result = json.loads(out.read_text())
+    assert result["raised"], result
+    assert 5.0 <= result["waited_s"] <= 35.0, result
