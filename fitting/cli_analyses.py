@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     an.add_argument("--validate", choices=("prefix",),
                     help="prefix: fit on growing prefixes of the compute range (smallest budgets first) and report "
                          "the error of predicting every later budget, as a curve (stored in table extrapolations)")
+    an.add_argument("--prefix-by", metavar="COL",
+                    help="--validate prefix / --holdout-above: the column that orders the points (default: the "
+                         "first --x column; e.g. C for a law in N,D)")
     an.add_argument("--holdout-above", type=float, metavar="C_MAX",
                     help="fit on the points with x0 < C_MAX and predict the others with a bootstrap band and a "
                          "Student-t lack-of-fit interval (stored in table extrapolations)")
@@ -170,25 +173,28 @@ def run_analysis(args: argparse.Namespace, df: pd.DataFrame, x: list[str], y: st
                         store.write_fit(r.to_record(metric=metric or y, bench=bench, sweep=args.sweep))
             if args.validate == "prefix":
                 curve = growing_prefix(df, args.law, x, y, ci=args.ci, fix=fix, tie=tie, objective=args.objective,
-                                       delta=args.delta, n_starts=args.starts)
+                                       delta=args.delta, n_starts=args.starts, by=args.prefix_by)
                 print(curve.to_json(orient="records", indent=1) if args.json else
-                      "growing-prefix extrapolation (fit on budgets <= train_max, predict each later budget; errors "
-                      "are |predicted/measured - 1|):\n" + curve.drop(columns=["law"]).to_string(
+                      f"growing-prefix extrapolation by {curve['by'].iloc[0]} (fit on budgets <= train_max, predict "
+                      "each later budget; errors are |predicted/measured - 1|):\n" + curve.drop(columns=["law", "by"]).to_string(
                           index=False, float_format=lambda v: f"{v:.4g}"))
                 if write:
                     store.write_extrapolation(curve.to_dict(orient="records"), kind="prefix", law=args.law, **meta)
             if args.holdout_above is not None:
-                fit, table = holdout_above(df, args.holdout_above, args.law, x, y, ci=args.ci, fix=fix, tie=tie,
+                fit, table = holdout_above(df, args.holdout_above, args.law, x, y, ci=args.ci, by=args.prefix_by,
+                                           fix=fix, tie=tie,
                                            bootstrap=args.bootstrap, seed=args.seed, objective=args.objective,
                                            delta=args.delta, n_starts=args.starts, n_jobs=args.jobs)
                 err = table["rel_err"].abs()
-                print(fit.summary() + f"\nheld out {len(table)} points with {x[0]} >= {args.holdout_above:g}: mean "
+                print(fit.summary() + f"\nheld out {len(table)} points with {args.prefix_by or x[0]} >= "
+                      f"{args.holdout_above:g}: mean "
                       f"|rel err| {100 * err.mean():.3g}%, max {100 * err.max():.3g}%, {int(table['inside'].sum())}"
                       f"/{len(table)} inside the {100 * args.ci:g}% lack-of-fit interval\n"
                       + table.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
                 if write:
                     store.write_extrapolation([{"train_max": float(fit.inputs[0].max()),
                                                 "target_x0": float(table[x[0]].min()), "n_train": fit.n_points,
+                                                "by": args.prefix_by or x[0],
                                                 "n_test": len(table), "mean_abs_rel_err": float(err.mean()),
                                                 "max_abs_rel_err": float(err.max()),
                                                 "coverage": float(table["inside"].mean()),

@@ -96,15 +96,21 @@ def predict_holdout(fit: FitResult, points: pd.DataFrame, *, ci: float = 0.95, y
 
 
 def holdout_above(df: pd.DataFrame, c_max: float, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "D"),
-                  y: str = "y", *, ci: float = 0.95, **fit_kw) -> tuple[FitResult, pd.DataFrame]:
-    """Fit `law` on the rows with x[0] < `c_max` and predict the rows with x[0] >= c_max (`predict_holdout`)."""
+                  y: str = "y", *, ci: float = 0.95, by: str | None = None,
+                  **fit_kw) -> tuple[FitResult, pd.DataFrame]:
+    """Fit `law` on the rows with `by` < `c_max` and predict the rows with `by` >= c_max (`predict_holdout`).
+
+    `by` defaults to x[0] (C); a frontier table is reduced to its per-D frontier points first."""
     x = list(x)
-    if x[0] not in df.columns:
-        raise ValueError(f"holdout_above: data lacks column {x[0]!r} (have {list(df.columns)})")
-    below = df[df[x[0]] < c_max]
-    above = df[df[x[0]] >= c_max]
+    by = by or x[0]
+    if by not in df.columns:
+        raise ValueError(f"holdout_above: data lacks column {by!r} (have {list(df.columns)})")
+    if "on_frontier_d" in df.columns:
+        df = df[df["on_frontier_d"].astype(bool)]
+    below = df[df[by] < c_max]
+    above = df[df[by] >= c_max]
     if above.empty:
-        raise ValueError(f"holdout_above: no points with {x[0]} >= {c_max:g} to predict (max is {df[x[0]].max():g})")
+        raise ValueError(f"holdout_above: no points with {by} >= {c_max:g} to predict (max is {df[by].max():g})")
     fit_kw.setdefault("holdout", False)
     res = fit_law(below, law=law, x=x, y=y, **fit_kw)
     return res, predict_holdout(res, above, ci=ci)
@@ -123,12 +129,13 @@ def budget_bins(c: np.ndarray, n_bins: int | None = None) -> np.ndarray:
 
 def growing_prefix(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "D"), y: str = "y", *,
                    n_bins: int | None = None, min_budgets: int = 2, ci: float = 0.95, progress: bool | None = None,
-                   **fit_kw) -> pd.DataFrame:
+                   by: str | None = None, **fit_kw) -> pd.DataFrame:
     """Fit on growing prefixes of the compute range and predict every later budget.
 
-    The points are grouped into budgets by x[0] (`budget_bins`). For k = min_budgets-1, ..., K-2 a fresh fit on
-    budgets 0..k (no bootstrap unless asked) predicts each later budget j > k. One row per (k, j): train_max
-    (largest x0 in the training prefix), budget, budget_x0 (geometric-mean x0 of budget j), steps_ahead (j - k),
+    The points are grouped into budgets by column `by` (default x[0], e.g. C; with x = N,D pass by="C" to order
+    by compute instead of model size) (`budget_bins`). For k = min_budgets-1, ..., K-2 a fresh fit on
+    budgets 0..k (no bootstrap unless asked) predicts each later budget j > k. One row per (k, j): by, train_max
+    (largest `by` value in the training prefix), budget, budget_x0 (geometric mean of `by` over budget j), steps_ahead (j - k),
     n_train, n_test, mean_abs_rel_err and max_abs_rel_err (of the target, as fractions), rmse_log (RMS log
     residual) and coverage (fraction of test points inside the lack-of-fit interval at `ci`). Prefixes with too few
     points for the law are skipped.
@@ -136,13 +143,14 @@ def growing_prefix(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = 
     from tqdm.auto import tqdm
 
     x = list(x)
-    missing = [c for c in [*x, y] if c not in df.columns]
+    by = by or x[0]
+    missing = [c for c in [*x, y, by] if c not in df.columns]
     if missing:
         raise ValueError(f"growing_prefix: data lacks columns {missing} (have {list(df.columns)})")
     if "on_frontier_d" in df.columns:
         df = df[df["on_frontier_d"].astype(bool)]
     df = df.reset_index(drop=True)
-    b = budget_bins(df[x[0]].to_numpy(dtype=float), n_bins)
+    b = budget_bins(df[by].to_numpy(dtype=float), n_bins)
     K = int(b.max()) + 1
     fit_kw = {"bootstrap": 0, "holdout": False, **fit_kw}
     rows = []
@@ -161,8 +169,8 @@ def growing_prefix(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = 
                 continue
             ph = predict_holdout(res, test, ci=ci, y=y)
             err = ph["rel_err"].abs()
-            rows.append({"law": law, "train_max": float(train[x[0]].max()), "budget": j,
-                         "budget_x0": float(np.exp(np.log(test[x[0]].to_numpy(dtype=float)).mean())),
+            rows.append({"law": law, "by": by, "train_max": float(train[by].max()), "budget": j,
+                         "budget_x0": float(np.exp(np.log(test[by].to_numpy(dtype=float)).mean())),
                          "steps_ahead": j - k, "n_train": len(train), "n_test": len(test),
                          "mean_abs_rel_err": float(err.mean()), "max_abs_rel_err": float(err.max()),
                          "rmse_log": float(np.sqrt(np.mean(np.log1p(ph["rel_err"]) ** 2))),
