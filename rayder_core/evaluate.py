@@ -10,7 +10,12 @@ predicted as the mean colour of the context views) is recorded as `baseline_psnr
 Probe protocol (Appendix B.2.3): frozen camera tokens of 24-frame sequences -> 2-layer MLP -> pose, trained on a
 split of the sequences and scored on the held-out rest (see `rayder_core.probe`).
 
-`rayder-eval RUN_DIR [--step S | --all] [--db results.duckdb]` evaluates a run's checkpoints after the fact.
+Distributed: every rank calls `evaluate_model`; scenes (and probe sequences) are split into contiguous blocks by
+rank, per-image values and tokens are gathered, metrics aggregated in the global scene order (the same numbers as
+one process), and the probe MLP is trained on rank 0 from the gathered tokens, its metrics broadcast.
+
+`rayder-eval RUN_DIR [--step S | --all | --pending] [--db results.duckdb]` evaluates a run's checkpoints after the
+fact (under torchrun/srun with several processes: sharded as above). `--pending` is the job of `eval.mode: job`.
 """
 from __future__ import annotations
 

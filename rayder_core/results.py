@@ -25,8 +25,8 @@ here therefore opens the database for the duration of one transaction under an a
 store: they queue on the lock instead of failing. Each write is one transaction with primary keys and
 `INSERT OR REPLACE`, so re-writing the same record (a resumed run, a second `collect`) never duplicates rows, and a
 writer killed mid-transaction leaves the previous committed state (DuckDB's WAL). flock is reliable on local disks;
-on network filesystems where it is not, runs still write their own run directory and `rayder-sweep collect` merges
-them into the store from one process.
+on network filesystems where it is not, set `store_mode: index`: runs then write only their own run directory and
+`collect_runs` (`rayder-sweep collect`) ingests them into the store from one process (see "index mode" below).
 """
 from __future__ import annotations
 
