@@ -355,12 +355,11 @@ def write_eval_records(run_dir: Path, step: int, records: list[dict], *, replace
 
 def load_model_from_checkpoint(run_dir: Path, checkpoint: Path, device: torch.device) -> torch.nn.Module:
     """Rebuild the run's model from its config.yaml and load a checkpoint (weights_only=True)."""
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models import build_model
     from rayder_core.train_config import load_train_config
 
     cfg = load_train_config(run_dir / "config.yaml")
-    model = RayDer(ModelConfig.from_dict(dict(cfg.model), source=str(run_dir / "config.yaml"))).to(device)
+    model = build_model(dict(cfg.model), source=str(run_dir / "config.yaml")).to(device)  # any model.family
     state = torch.load(checkpoint, map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
     return model.eval()

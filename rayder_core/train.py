@@ -230,9 +230,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, db: str | None, rank: int, world: int, device: torch.device) -> None:
         from rayder_core.data.loader import VideoClipLoader
         from rayder_core.data.manifest import Manifest
-        from rayder_core.flops import train_flops_per_step
-        from rayder_core.model import RayDer
-        from rayder_core.model_config import ModelConfig
+        from rayder_core.models import build_model, model_config, train_flops_per_step  # model.family selects
 
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.run_dir = cfg.run_dir
@@ -242,9 +240,9 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
         self.local_batch = cfg.batch_size // world
 
-        self.model_cfg = ModelConfig.from_dict(dict(cfg.model), source=f"{self.run_dir}/config.yaml: model")
+        self.model_cfg = model_config(dict(cfg.model), source=f"{self.run_dir}/config.yaml: model")
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = RayDer(self.model_cfg).to(device)
+        self.model = build_model(self.model_cfg).to(device)
         self.params = sum(p.numel() for p in self.model.parameters())
         from rayder_core.runtime import apply_gpu_settings, runtime_info
 

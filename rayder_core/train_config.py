@@ -167,9 +167,9 @@ def load_train_config(source: str | Path | dict, overrides: list[str] | None = N
         name += " (with --set overrides)"
     cfg = from_mapping(TrainConfig, data, source=name)
     try:
-        from rayder_core.model_config import ModelConfig
+        from rayder_core.models import model_config
 
-        ModelConfig.from_dict(dict(cfg.model), source=f"{name}: model")
+        model_config(dict(cfg.model), source=f"{name}: model")  # validates with the family's config (model.family)
     except ImportError:  # pragma: no cover - model module always present in a complete install
         pass
     except ValueError as exc:

@@ -103,3 +103,37 @@ def test_rayder_flops_cli_lists_erayzer_presets(capsys):
     assert "tiny-xs" in text and "raster fwd" in text
     with pytest.raises(SystemExit):
         rayder_flops.main(["--family", "erayzer", "--presets", "huge"])
+
+
+@pytest.mark.slow
+def test_trainer_and_evaluation_run_the_erayzer_family(synth_data, tmp_path):
+    """rayder-train with `model.family: erayzer`: model and FLOPs through the registry, checkpoint, evaluation (NVS
+    + camera probe on its camera tokens), and the checkpoint reloads through evaluate.load_model_from_checkpoint."""
+    from rayder_core.evaluate import load_model_from_checkpoint
+    from rayder_core.fileio import read_jsonl
+    from rayder_core.models.erayzer import ERayZer
+    from rayder_core.train import latest_checkpoint, run_training
+    from rayder_core.train_config import load_train_config
+
+    cfg = load_train_config({
+        "model": {"family": "erayzer", "preset": "tiny-xs"},
+        "data": {"manifest": str(synth_data.manifest), "frames": 4, "resolution": 16},
+        "optim": {"warmup_steps": 1, "lr": 1e-3},
+        "eval": {"every": 2, "from_step": 2, "lpips": False, "probe_iters": 5, "benchmarks": [
+            {"name": "re10k-synth", "path": str(synth_data.re10k), "kind": "re10k"},
+            {"name": "probe-synth", "path": str(synth_data.probe), "kind": "probe"}]},
+        "steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "precision": "fp32",
+        "sweep": "fam", "out_dir": str(tmp_path / "runs")})
+    out = run_training(cfg, db=None, progress=False)
+    assert out.status == "finished" and out.step == 2
+    rows = read_jsonl(out.run_dir / "metrics.jsonl")
+    expect = train_flops_per_step({"family": "erayzer", "preset": "tiny-xs"}, 16, 4, 2)
+    assert rows[-1]["flops"] == pytest.approx(2 * expect)
+    evals = {r["bench"]: r for r in read_jsonl(out.run_dir / "evals.jsonl")}
+    print({k: v["values"] for k, v in evals.items()})
+    assert "psnr" in evals["re10k-synth"]["values"] and evals["probe-synth"]["values"]
+    model = load_model_from_checkpoint(out.run_dir, latest_checkpoint(out.run_dir), torch.device("cpu"))
+    assert isinstance(model, ERayZer) and int(model.train_steps) == 2
+    with pytest.raises(Exception, match=r"model: unknown E-RayZer model config key\(s\) \['depth'\]"):
+        load_train_config({"model": {"family": "erayzer", "preset": "tiny-xs", "depth": 2},
+                           "data": {"manifest": "x.json"}})
