@@ -127,47 +127,50 @@ def project_gaussians(
     means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
     near_plane: float, far_plane: float = 1e10,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """EWA projection to one camera: means (N, 3), quats (N, 4), scales (N, 3), viewmat (4, 4), K (3, 3).
+    """EWA projection: means (N, 3), quats (N, 4), scales (N, 3) to cameras viewmat (..., 4, 4), K (..., 3, 3).
 
-    Returns means2d (N, 2) [pixels, edge coordinates], conics (N, 3) (a, b, c of the inverse 2D covariance
-    [[a, b], [b, c]]), depths (N,) camera z, valid (N,) bool (inside (near_plane, far_plane))."""
-    Rw, tw = viewmat[:3, :3], viewmat[:3, 3]
-    pc = means @ Rw.T + tw
-    z = pc[:, 2]
+    Returns means2d (..., N, 2) [pixels, edge coordinates], conics (..., N, 3) (a, b, c of the inverse 2D covariance
+    [[a, b], [b, c]]), depths (..., N) camera z, valid (..., N) bool (inside (near_plane, far_plane))."""
+    Rw, tw = viewmat[..., :3, :3], viewmat[..., :3, 3]
+    pc = torch.einsum("...ij,nj->...ni", Rw, means) + tw[..., None, :]
+    z = pc[..., 2]
     valid = (z > near_plane) & (z < far_plane)
     zs = torch.where(valid, z, torch.ones_like(z))  # safe depth for culled Gaussians (their alpha is zeroed)
     M = quat_to_rotmat(quats) * scales[:, None, :]  # R diag(s)
-    cov = M @ M.transpose(-1, -2)
-    cov_c = Rw @ cov @ Rw.T
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    cov = M @ M.transpose(-1, -2)  # (N, 3, 3)
+    cov_c = Rw[..., None, :, :] @ cov @ Rw.transpose(-1, -2)[..., None, :, :]
+    fx, fy = K[..., 0, 0, None], K[..., 1, 1, None]
+    cx, cy = K[..., 0, 2, None], K[..., 1, 2, None]
     tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
     lim_x_pos, lim_x_neg = (width - cx) / fx + FRUSTUM_SLACK * tan_fovx, cx / fx + FRUSTUM_SLACK * tan_fovx
     lim_y_pos, lim_y_neg = (height - cy) / fy + FRUSTUM_SLACK * tan_fovy, cy / fy + FRUSTUM_SLACK * tan_fovy
-    tx = zs * torch.minimum(torch.maximum(pc[:, 0] / zs, -lim_x_neg), lim_x_pos)
-    ty = zs * torch.minimum(torch.maximum(pc[:, 1] / zs, -lim_y_neg), lim_y_pos)
+    tx = zs * torch.minimum(torch.maximum(pc[..., 0] / zs, -lim_x_neg), lim_x_pos)
+    ty = zs * torch.minimum(torch.maximum(pc[..., 1] / zs, -lim_y_neg), lim_y_pos)
     zero = torch.zeros_like(zs)
-    J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2], -1).unflatten(-1, (2, 3))
+    J = torch.stack([fx / zs + zero, zero, -fx * tx / zs**2, zero, fy / zs + zero, -fy * ty / zs**2], -1)
+    J = J.unflatten(-1, (2, 3))
     cov2d = J @ cov_c @ J.transpose(-1, -2)
-    a = cov2d[:, 0, 0] + EPS2D
-    b = cov2d[:, 0, 1]
-    c = cov2d[:, 1, 1] + EPS2D
+    a = cov2d[..., 0, 0] + EPS2D
+    b = cov2d[..., 0, 1]
+    c = cov2d[..., 1, 1] + EPS2D
     det = a * c - b * b
     conics = torch.stack([c / det, -b / det, a / det], -1)
-    means2d = torch.stack([fx * pc[:, 0] / zs + cx, fy * pc[:, 1] / zs + cy], -1)
+    means2d = torch.stack([fx * pc[..., 0] / zs + cx, fy * pc[..., 1] / zs + cy], -1)
     return means2d, conics, z, valid
 
 
 def _quadratic_form(means2d: Tensor, conics: Tensor, pix: Tensor, centre: Tensor) -> Tensor:
-    """sigma (P, N) = 1/2 d^T conic d with d = mean2d - pixel, as one float64 matmul of the expanded quadratic
-    (pixel monomials (P, 6) @ per-Gaussian coefficients (6, N)); coordinates are taken relative to the image centre
-    and the matmul runs in float64, so the expansion loses no precision that matters (|error| < 1e-9 sigma)."""
+    """sigma (..., P, N) = 1/2 d^T conic d with d = mean2d - pixel, as one float64 matmul of the expanded quadratic
+    (pixel monomials (P, 6) @ per-Gaussian coefficients (..., 6, N)); coordinates are taken relative to the image
+    centre and the matmul runs in float64, so the expansion loses no precision that matters."""
     m = (means2d - centre).double()
     q = (pix - centre).double()
     a, b, c = conics.double().unbind(-1)
     mx, my = m.unbind(-1)
     coeff = torch.stack(
-        [0.5 * a, 0.5 * c, b, -(a * mx + b * my), -(c * my + b * mx), 0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my]
-    )  # (6, N)
+        [0.5 * a, 0.5 * c, b, -(a * mx + b * my), -(c * my + b * mx), 0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my],
+        -2,
+    )  # (..., 6, N)
     px, py = q.unbind(-1)
     mono = torch.stack([px * px, py * py, px * py, px, py, torch.ones_like(px)], -1)  # (P, 6)
     return (mono @ coeff).to(means2d.dtype)
@@ -175,21 +178,22 @@ def _quadratic_form(means2d: Tensor, conics: Tensor, pix: Tensor, centre: Tensor
 
 def _composite(means2d: Tensor, conics: Tensor, opac: Tensor, colors: Tensor, pix: Tensor, bg: Tensor,
                centre: Tensor) -> tuple[Tensor, Tensor]:
-    """Dense front-to-back compositing of depth-sorted Gaussians over pixels pix (P, 2): (rgb (P, 3), alpha (P,)).
+    """Dense front-to-back compositing of depth-sorted Gaussians (..., N) over pixels pix (P, 2):
+    (rgb (..., P, 3), alpha (..., P)).
 
     The stop rule is a prefix mask: with T_i = prod_{j<=i} (1 - alpha_j), Gaussian i contributes iff T_i > 1e-4, and
     then all earlier ones contribute too, so weights = alpha_i T_{i-1} [T_i > 1e-4] and T_final = 1 - sum(weights)
     (telescoping) - one cumulative product per pixel."""
     sigma = _quadratic_form(means2d, conics, pix, centre)
     # exp(-sigma) of sigma > SIGMA_MAX is < 1e-17, far below ALPHA_MIN: clamping avoids slow denormals.
-    alpha = torch.clamp_max(opac * torch.exp(-torch.clamp_max(sigma, SIGMA_MAX)), ALPHA_MAX)
+    alpha = torch.clamp_max(opac[..., None, :] * torch.exp(-torch.clamp_max(sigma, SIGMA_MAX)), ALPHA_MAX)
     alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-    trans = torch.cumprod(1 - alpha, dim=1)  # T after each Gaussian
+    trans = torch.cumprod(1 - alpha, dim=-1)  # T after each Gaussian
     keep = trans.detach() > T_MIN
-    t_before = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], 1)
+    t_before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], -1)
     weights = alpha * t_before * keep
-    alpha_total = weights.sum(1)
-    rgb = weights @ colors + (1 - alpha_total)[:, None] * bg
+    alpha_total = weights.sum(-1)
+    rgb = weights @ colors + (1 - alpha_total)[..., None] * bg
     return rgb, alpha_total
 
 
@@ -197,14 +201,18 @@ def rasterize_dense(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmat: Tensor, K: Tensor,
     width: int, height: int, near_plane: float = 0.2, background: Tensor | float = 1.0, pixel_chunk: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Render one camera densely: means (N, 3), quats (N, 4), scales (N, 3), opacities (N,), colors (N, 3) (already
-    view-dependent) -> (image (H, W, 3), alpha (H, W)). Exact for the conventions in the module docstring.
+    """Render densely: means (N, 3), quats (N, 4), scales (N, 3), opacities (N,), colors (N, 3) or per camera
+    (..., N, 3) (already view-dependent), cameras viewmat (..., 4, 4), K (..., 3, 3) -> (image (..., H, W, 3),
+    alpha (..., H, W)). Exact for the conventions in the module docstring.
 
-    pixel_chunk: render this many pixels at a time (memory: pixels x N floats per intermediate)."""
+    pixel_chunk: render this many pixels at a time (memory: cameras x pixels x N floats per intermediate)."""
     means2d, conics, depths, valid = project_gaussians(means, quats, scales, viewmat, K, width, height, near_plane)
-    order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, float("inf"))))
-    means2d, conics, colors = means2d[order], conics[order], colors[order]
-    opac = torch.where(valid, opacities, torch.zeros_like(opacities))[order]
+    lead = depths.shape[:-1]
+    order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, float("inf"))), dim=-1)
+    take = lambda t: torch.take_along_dim(t, order[..., None], dim=-2)  # noqa: E731
+    means2d, conics = take(means2d), take(conics)
+    colors = take(colors.expand(*lead, *colors.shape[-2:]))
+    opac = torch.take_along_dim(torch.where(valid, opacities, torch.zeros_like(opacities)), order, dim=-1)
     ys, xs = torch.meshgrid(
         torch.arange(height, dtype=means.dtype, device=means.device) + 0.5,
         torch.arange(width, dtype=means.dtype, device=means.device) + 0.5,
@@ -219,7 +227,7 @@ def rasterize_dense(
         rgb, a = _composite(means2d, conics, opac, colors, pix[start : start + chunk], bg, centre)
         rgbs.append(rgb)
         alphas.append(a)
-    return torch.cat(rgbs).reshape(height, width, 3), torch.cat(alphas).reshape(height, width)
+    return torch.cat(rgbs, -2).reshape(*lead, height, width, 3), torch.cat(alphas, -1).reshape(*lead, height, width)
 
 
 def render_views(
@@ -228,29 +236,27 @@ def render_views(
 ) -> Tensor:
     """Render per-sample Gaussians to cameras: gaussians = {means (B, N, 3), quats (B, N, 4), scales (B, N, 3),
     opacities (B, N), sh (B, N, K, 3)}; cams (B, V). Returns RGB (B, V, H, W, 3) in [0, 1]-ish units (not clamped;
-    background `background`). backend: 'auto' (gsplat on CUDA when importable), 'torch' or 'gsplat'."""
+    background `background`). backend: 'auto' (gsplat on CUDA when importable), 'torch' or 'gsplat'.
+    memory_checkpoint: recompute each sample's compositing in the backward pass instead of storing it."""
     b, v = cams.shape
     use_gsplat = backend == "gsplat" or (backend == "auto" and means_on_cuda(gaussians) and _gsplat_available())
     viewmats, Ks = camera_to_viewmat_K(cams.to(dtype=torch.float32), height, width)
     if use_gsplat:
         return _render_gsplat(gaussians, viewmats, Ks, height, width, near_plane, background)
+
+    def one(means, quats, scales, opac, sh, vm, K):
+        campos = -(vm[:, :3, :3].transpose(-1, -2) @ vm[:, :3, 3:])[..., 0]  # (V, 3) camera centres
+        colors = sh_to_rgb(sh[None], means[None] - campos[:, None])  # (V, N, 3)
+        return rasterize_dense(means, quats, scales, opac, colors, vm, K, width, height, near_plane, background)[0]
+
     out = []
     for i in range(b):
-        g = {k: val[i].float() for k, val in gaussians.items()}
-        views = []
-        for j in range(v):
-            campos = -(viewmats[i, j, :3, :3].T @ viewmats[i, j, :3, 3])
-            colors = sh_to_rgb(g["sh"], g["means"] - campos)
-
-            def one(means, quats, scales, opac, cols, vm, K):
-                return rasterize_dense(means, quats, scales, opac, cols, vm, K, width, height, near_plane, background)[0]
-
-            args = (g["means"], g["quats"], g["scales"], g["opacities"], colors, viewmats[i, j], Ks[i, j])
-            if memory_checkpoint and torch.is_grad_enabled():
-                views.append(checkpoint(one, *args, use_reentrant=False))
-            else:
-                views.append(one(*args))
-        out.append(torch.stack(views))
+        args = [gaussians[k][i].float() for k in ("means", "quats", "scales", "opacities", "sh")]
+        args += [viewmats[i], Ks[i]]
+        if memory_checkpoint and torch.is_grad_enabled():
+            out.append(checkpoint(one, *args, use_reentrant=False))
+        else:
+            out.append(one(*args))
     return torch.stack(out)
 
 
