@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         df, metric, bench = _load_csv(args, x, y), None, args.bench
         if args.isoflop:
             return run_isoflop(args, df, n_col=x[0], c_col=x[1] if len(x) > 1 else "C", y_col=y,
-                               run_col=args.run_col, metric=None, bench=bench, store=None)
+                               run_col=args.run_col, metric=None, bench=bench, store=None,
+                               d_col=x[2] if len(x) > 2 else None)
     else:
         if not (args.metric and args.bench):
             print("rayder-fit: give --metric and --bench (results store) or --csv (external data)", file=sys.stderr)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             iso = points.assign(N=points["params"], C=points["compute_gflop"],
                                 y=transform_metric(points["value"], args.metric))
             return run_isoflop(args, iso, n_col="N", c_col="C", y_col="y", run_col="run_id", metric=args.metric,
-                               bench=args.bench, store=store)
+                               bench=args.bench, store=store, d_col="S")
         df, metric, bench = frontier(points, args.metric), args.metric, args.bench
     if wants_analysis(args):
         return run_analysis(args, df, x, y, metric=metric, bench=bench, store=store, fix=fix, tie=tie)

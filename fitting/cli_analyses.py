@@ -39,13 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     an.add_argument("--no-cv", action="store_true", help="--compare without the cross-validation columns (faster)")
     an.add_argument("--isoflop", action="store_true",
                     help="isoFLOP profiles (Chinchilla Approach 2) of the checkpoint curves: N*(C) and D*(C) power "
-                         "laws with bootstrap CIs (store: N = parameters, C = compute in GFLOP; CSV: --x N,C and "
-                         "--run-col)")
+                         "laws with bootstrap CIs (store: N = parameters, C = compute in GFLOP, D* = samples seen "
+                         "interpolated at N*; CSV: --x N,C[,D] and --run-col, D* = C / (cost N*) without a D column)")
     an.add_argument("--budgets", metavar="C,C,...",
                     help="isoFLOP budgets (default: 8 log-spaced between the 5th and 95th percentile of C, or the "
                          "distinct C values when every run has one point)")
     an.add_argument("--cost", type=float, default=6.0,
-                    help="isoFLOP: D*(C) = C / (cost N*) (default: %(default)g, C = 6 N D)")
+                    help="isoFLOP without a data column: D*(C) = C / (cost N*) (default: %(default)g, C = 6 N D)")
     an.add_argument("--run-col", default="run_id", help="isoFLOP on a CSV: column naming the run of each row "
                                                         "(absent: every row is its own run) (default: %(default)s)")
     an.add_argument("--plot", metavar="PNG", help="isoFLOP: write the report figure (profiles and N*(C)) here")
@@ -105,7 +105,7 @@ def _write(store, fn, *a, **kw) -> None:
 
 
 def run_isoflop(args: argparse.Namespace, df: pd.DataFrame, *, n_col: str, c_col: str, y_col: str, run_col: str,
-                metric: str | None, bench: str | None, store) -> int:
+                metric: str | None, bench: str | None, store, d_col: str | None = None) -> int:
     from .isoflop import isoflop, plot_isoflop
 
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
@@ -113,7 +113,7 @@ def run_isoflop(args: argparse.Namespace, df: pd.DataFrame, *, n_col: str, c_col
         df = df.assign(**{run_col: np.arange(len(df))})
     try:
         res = isoflop(df, budgets, run_col=run_col, n_col=n_col, c_col=c_col, y_col=y_col, cost=args.cost,
-                      bootstrap=args.bootstrap, seed=args.seed, ci=args.ci)
+                      bootstrap=args.bootstrap, seed=args.seed, ci=args.ci, d_col=d_col)
     except ValueError as exc:
         print(f"rayder-fit: {exc}", file=sys.stderr)
         return 2

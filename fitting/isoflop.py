@@ -7,8 +7,10 @@
    with Huber weights on the residuals, scale from the MAD). Its vertex is N*(C_k). A profile is rejected when it
    has fewer than `min_runs` runs, is not convex (a <= 0), its vertex lies outside the sampled N range, or its
    lowest measured point is the smallest or largest N (minimum at the grid edge: the true optimum may be outside).
-3. N*(C) = G C^a and D*(C) = C / (cost N*) (so D* ~ C^(1-a)) are fitted by least squares in log-log on the
-   accepted budgets. Bootstrap CIs: the points of every profile are resampled with replacement, every parabola and
+3. N*(C) = G C^a and D*(C) = H C^b are fitted by least squares in log-log on the accepted budgets. D* is
+   C / (cost N*) (so b = 1 - a; Chinchilla: C = 6 N D) unless a data column is given (`d_col`, e.g. samples seen:
+   RayDer's C per sample is not 6 N): then the runs' data seen at each budget is interpolated in log-log over log N
+   at the vertex. Bootstrap CIs: the points of every profile are resampled with replacement, every parabola and
    the power law refitted.
 
 Known pitfall (tests/test_fitting_isoflop.py shows it): the parabola is only an approximation of the profile; when
@@ -16,7 +18,8 @@ the sampled N grid is off-centre around the optimum, and the offset changes with
 sizes for every budget, so small budgets sample mostly too-large models and large budgets too-small ones), the
 vertices are biased by a budget-dependent amount and the fitted exponent is biased. Sample every budget on a grid
 centred (in log N) on a prior guess of N*, wide enough that the minimum is interior, and compare with the
-parametric fit (Approach 3, `fit_law`).
+parametric fit (Approach 3, `fit_law`). Even on a centred grid the vertex is off by a constant factor (+3% for the
+Chinchilla surface sampled over N*/8..8 N*): it cancels in the exponent and biases only the coefficient G.
 """
 from __future__ import annotations
 
@@ -28,12 +31,14 @@ import pandas as pd
 
 
 def read_at_budgets(df: pd.DataFrame, budgets: Sequence[float], *, run_col: str = "run_id", n_col: str = "N",
-                    c_col: str = "C", y_col: str = "y") -> pd.DataFrame:
-    """Target of every run at every budget it brackets: columns run_id, N, budget, y (interpolated in log-log)."""
-    missing = [c for c in (run_col, n_col, c_col, y_col) if c not in df.columns]
+                    c_col: str = "C", y_col: str = "y", d_col: str | None = None) -> pd.DataFrame:
+    """Target of every run at every budget it brackets: columns run_id, N, budget, y (interpolated in log-log), and
+    D (the data column `d_col`, interpolated the same way) when `d_col` is given."""
+    missing = [c for c in (run_col, n_col, c_col, y_col, *([d_col] if d_col else [])) if c not in df.columns]
     if missing:
         raise ValueError(f"isoflop: data lacks columns {missing} (have {list(df.columns)})")
-    vals = df[[n_col, c_col, y_col]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    vals = df[[n_col, c_col, y_col, *([d_col] if d_col else [])]].apply(pd.to_numeric, errors="coerce").to_numpy(
+        dtype=float)
     bad = ~np.all(np.isfinite(vals) & (vals > 0), axis=1)
     if bad.any():
         raise ValueError(f"isoflop: {int(bad.sum())} row(s) have non-finite or non-positive {n_col}, {c_col} or "
@@ -47,14 +52,17 @@ def read_at_budgets(df: pd.DataFrame, budgets: Sequence[float], *, run_col: str 
             raise ValueError(f"isoflop: run {run!r} has several values of {n_col} ({sorted(set(n))[:4]})")
         lc = np.log(g[c_col].to_numpy(dtype=float))
         ly = np.log(g[y_col].to_numpy(dtype=float))
+        ld = np.log(g[d_col].to_numpy(dtype=float)) if d_col else None
         lc, idx = np.unique(lc, return_index=True)  # duplicate compute (e.g. re-evaluations): keep the first
         ly = ly[idx]
         for b in budgets:
             lb = np.log(b)
             if lc[0] - 1e-12 <= lb <= lc[-1] + 1e-12:
-                rows.append({"run_id": run, "N": float(n[0]), "budget": float(b),
-                             "y": float(np.exp(np.interp(lb, lc, ly)))})
-    return pd.DataFrame(rows, columns=["run_id", "N", "budget", "y"])
+                row = {"run_id": run, "N": float(n[0]), "budget": float(b), "y": float(np.exp(np.interp(lb, lc, ly)))}
+                if d_col:
+                    row["D"] = float(np.exp(np.interp(lb, lc, ld[idx])))
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["run_id", "N", "budget", "y", *(["D"] if d_col else [])])
 
 
 def _robust_parabola(x: np.ndarray, z: np.ndarray, iters: int = 20, k: float = 1.345) -> np.ndarray:
@@ -77,9 +85,10 @@ def _robust_parabola(x: np.ndarray, z: np.ndarray, iters: int = 20, k: float = 1
 
 @dataclass
 class IsoflopResult:
-    """N*(C) = G C^a_N and D*(C) = C / (cost N*) = H C^a_D fitted on the accepted isoFLOP profiles."""
+    """N*(C) = G C^a_N and D*(C) = H C^a_D fitted on the accepted isoFLOP profiles (D* = C / (cost N*), or the
+    data column interpolated at N* when `d_col` was given: `d_source` says which)."""
 
-    profiles: pd.DataFrame  # one row per budget: budget, n_runs, n_min, n_max, a, b, c, N_opt, y_opt, accepted, reason
+    profiles: pd.DataFrame  # per budget: budget, n_runs, n_min, n_max, a, b, c, N_opt, y_opt, accepted, reason, D_opt
     points: pd.DataFrame  # run_id, N, budget, y: the values read off the checkpoints
     a_N: float
     G: float
@@ -88,6 +97,7 @@ class IsoflopResult:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # a_N, a_D, G, H -> (low, high)
     cost: float = 6.0
     n_bootstrap: int = 0
+    d_source: str = "C / (6 N*)"
 
     def N_opt(self, C) -> np.ndarray:
         """Compute-optimal N at budgets C (same units as the fitted budgets)."""
@@ -101,7 +111,7 @@ class IsoflopResult:
         lines = [f"isoFLOP profiles (Chinchilla Approach 2): {int(acc.sum())} of {len(acc)} budgets accepted",
                  f"  N*(C) = {self.G:.4g} C^{self.a_N:.4f}" + (f"  a_N 95% CI [{self.ci['a_N'][0]:.4f}, "
                                                               f"{self.ci['a_N'][1]:.4f}]" if 'a_N' in self.ci else ""),
-                 f"  D*(C) = C / ({self.cost:g} N*) = {self.H:.4g} C^{self.a_D:.4f}" + (
+                 f"  D*(C) = {self.d_source} = {self.H:.4g} C^{self.a_D:.4f}" + (
                      f"  a_D 95% CI [{self.ci['a_D'][0]:.4f}, {self.ci['a_D'][1]:.4f}]" if 'a_D' in self.ci else ""),
                  f"  ({self.n_bootstrap} bootstrap resamples of the profile points)"]
         for r in self.profiles.itertuples():
@@ -113,6 +123,7 @@ class IsoflopResult:
     def to_record(self) -> dict:
         """JSON-friendly summary (stored as a fit record with law 'isoflop')."""
         return {"a_N": self.a_N, "G": self.G, "a_D": self.a_D, "H": self.H, "cost": self.cost,
+                "d_source": self.d_source,
                 "ci": {k: list(v) for k, v in self.ci.items()}, "n_bootstrap": self.n_bootstrap,
                 "profiles": self.profiles.drop(columns=["a", "b", "c"]).to_dict(orient="records")}
 
@@ -142,11 +153,12 @@ def _vertices(coef: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.nd
 
 def isoflop(df: pd.DataFrame, budgets: Sequence[float] | None = None, *, n_budgets: int = 8, run_col: str = "run_id",
             n_col: str = "N", c_col: str = "C", y_col: str = "y", cost: float = 6.0, min_runs: int = 4,
-            bootstrap: int = 1000, seed: int = 0, ci: float = 0.95) -> IsoflopResult:
+            bootstrap: int = 1000, seed: int = 0, ci: float = 0.95, d_col: str | None = None) -> IsoflopResult:
     """isoFLOP analysis of checkpoint curves (see the module docstring).
 
     `df`: one row per checkpoint with columns run id, N (parameters), C (training compute) and y (lower-is-better
-    target). `budgets` default: the distinct C values when every run has one point (a classic isoFLOP design), else
+    target); optional `d_col` (data seen, e.g. samples) gives D* by interpolation instead of C / (cost N*).
+    `budgets` default: the distinct C values when every run has one point (a classic isoFLOP design), else
     `n_budgets` log-spaced values between the 5th and 95th percentiles of C.
     """
     if budgets is None and run_col in df.columns and c_col in df.columns and df.groupby(run_col).size().max() == 1:
@@ -159,7 +171,7 @@ def isoflop(df: pd.DataFrame, budgets: Sequence[float] | None = None, *, n_budge
         lo, hi = np.quantile(np.log(c), [0.05, 0.95])
         budgets = np.exp(np.linspace(lo, hi, n_budgets))
     budgets = np.asarray(sorted(set(float(b) for b in budgets)))
-    pts = read_at_budgets(df, budgets, run_col=run_col, n_col=n_col, c_col=c_col, y_col=y_col)
+    pts = read_at_budgets(df, budgets, run_col=run_col, n_col=n_col, c_col=c_col, y_col=y_col, d_col=d_col)
     rows, data = _profile_rows(pts, budgets, min_runs)
     for row, (lx, lz) in zip(rows, data):
         if row["reason"]:
@@ -178,38 +190,60 @@ def isoflop(df: pd.DataFrame, budgets: Sequence[float] | None = None, *, n_budge
             row["accepted"] = True
             row["N_opt"] = float(np.exp(v))
             row["y_opt"] = float(np.exp(coef[2] - coef[1] ** 2 / (4 * coef[0])))
-    prof = pd.DataFrame(rows)
-    acc = prof[prof["accepted"]]
-    if len(acc) < 2:
-        raise ValueError(f"isoflop: only {len(acc)} of {len(prof)} budgets gave an interior minimum; need 2 or more "
+    keep = [i for i, r in enumerate(rows) if r["accepted"]]
+    if len(keep) < 2:
+        prof = pd.DataFrame(rows)
+        raise ValueError(f"isoflop: only {len(keep)} of {len(prof)} budgets gave an interior minimum; need 2 or more "
                          f"(reasons: {sorted(set(prof['reason']) - {''})}). Sample N more widely around the optimum "
                          "or choose other budgets.")
-    lc, ln = np.log(acc["budget"].to_numpy()), np.log(acc["N_opt"].to_numpy())
+    lc = np.log([rows[i]["budget"] for i in keep])
+    curves = []  # per accepted budget: (sorted log N, log D at those N) for interpolating D at the vertex
+    for i in keep:
+        g = pts[pts["budget"] == rows[i]["budget"]].sort_values("N")
+        curves.append((np.log(g["N"].to_numpy(dtype=float)),
+                       np.log(g["D"].to_numpy(dtype=float)) if d_col else None))
+
+    def log_d(j: int, logn: np.ndarray) -> np.ndarray:
+        """log D* at log N* = logn on accepted budget j."""
+        if d_col:
+            return np.interp(logn, *curves[j])
+        return lc[j] - np.log(cost) - logn
+
+    for j, i in enumerate(keep):
+        rows[i]["D_opt"] = float(np.exp(log_d(j, np.log(rows[i]["N_opt"]))))
+    prof = pd.DataFrame(rows)
+    if "D_opt" not in prof.columns:
+        prof["D_opt"] = np.nan
+    ln = np.log([rows[i]["N_opt"] for i in keep])
+    ld = np.log([rows[i]["D_opt"] for i in keep])
     a_N, logG = np.polyfit(lc, ln, 1)
-    res = IsoflopResult(profiles=prof, points=pts, a_N=float(a_N), G=float(np.exp(logG)), a_D=float(1 - a_N),
-                        H=float(np.exp(-logG) / cost), cost=cost, n_bootstrap=int(bootstrap))
+    a_D, logH = np.polyfit(lc, ld, 1)
+    res = IsoflopResult(profiles=prof, points=pts, a_N=float(a_N), G=float(np.exp(logG)), a_D=float(a_D),
+                        H=float(np.exp(logH)), cost=cost, n_bootstrap=int(bootstrap),
+                        d_source=f"{d_col} interpolated at N*" if d_col else f"C / ({cost:g} N*)")
     if bootstrap > 0:
         rng = np.random.default_rng(seed)
-        keep = [i for i, r in enumerate(rows) if r["accepted"]]
         V = np.full((bootstrap, len(keep)), np.nan)
+        W = np.full((bootstrap, len(keep)), np.nan)
         for j, i in enumerate(keep):
             lx, lz = data[i]
             idx = rng.integers(0, len(lx), size=(bootstrap, len(lx)))
             coef = _robust_parabola(lx[idx], lz[idx])
             v, ok = _vertices(coef, lx.min(), lx.max())
             V[:, j] = np.where(ok, v, np.nan)
-        slopes, inter = np.full(bootstrap, np.nan), np.full(bootstrap, np.nan)
+            W[:, j] = np.where(ok, log_d(j, np.where(ok, v, lx.mean())), np.nan)
+        fits = np.full((bootstrap, 4), np.nan)  # slope_N, intercept_N, slope_D, intercept_D
         for bi in range(bootstrap):
             m = np.isfinite(V[bi])
             if m.sum() >= 2:
-                slopes[bi], inter[bi] = np.polyfit(lc[m], V[bi, m], 1)
-        ok = np.isfinite(slopes)
+                fits[bi, :2] = np.polyfit(lc[m], V[bi, m], 1)
+                fits[bi, 2:] = np.polyfit(lc[m], W[bi, m], 1)
+        ok = np.isfinite(fits[:, 0])
         q = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
         if ok.any():
-            s_lo, s_hi = np.percentile(slopes[ok], q)
-            g_lo, g_hi = np.exp(np.percentile(inter[ok], q))
-            res.ci = {"a_N": (float(s_lo), float(s_hi)), "a_D": (float(1 - s_hi), float(1 - s_lo)),
-                      "G": (float(g_lo), float(g_hi)), "H": (float(1 / (cost * g_hi)), float(1 / (cost * g_lo)))}
+            pc = np.percentile(fits[ok], q, axis=0)  # (2, 4)
+            res.ci = {"a_N": (float(pc[0, 0]), float(pc[1, 0])), "G": (float(np.exp(pc[0, 1])), float(np.exp(pc[1, 1]))),
+                      "a_D": (float(pc[0, 2]), float(pc[1, 2])), "H": (float(np.exp(pc[0, 3])), float(np.exp(pc[1, 3])))}
     return res
 
 

@@ -78,3 +78,19 @@ def test_read_at_budgets_interpolates_in_loglog_and_never_extrapolates(tmp_path)
     r = isoflop(_design(lambda k: 1.0), bootstrap=0)
     plot_isoflop(r, str(tmp_path / "iso.png"))
     assert (tmp_path / "iso.png").stat().st_size > 10_000
+
+
+def test_data_column_is_interpolated_at_the_optimum():
+    """With a data column, D* comes from the runs' data at N*, not from C = cost N D: for C = 20 N D (another
+    cost per parameter and sample) the cost formula with 6 is off by 20/6 in H, the interpolated one is right."""
+    df = _design(lambda k: 1.0)
+    df["D"] = df.C / (6 * df.N)
+    with_d = isoflop(df, bootstrap=100, d_col="D")
+    plain = isoflop(df, bootstrap=100)
+    assert with_d.a_D == pytest.approx(plain.a_D, abs=1e-9) and with_d.H == pytest.approx(plain.H, rel=1e-9)
+    assert with_d.ci["a_D"] == pytest.approx(plain.ci["a_D"], abs=1e-9)
+    np.testing.assert_allclose(with_d.profiles["D_opt"], plain.profiles["D_opt"], rtol=1e-9)
+    df["D"] = df.C / (20 * df.N)
+    r = isoflop(df, bootstrap=0, d_col="D")
+    assert r.H == pytest.approx(plain.H * 6 / 20, rel=1e-9) and r.a_D == pytest.approx(1 - A_TRUE, abs=3e-4)
+    assert "D interpolated at N*" in r.summary()
