@@ -324,7 +324,11 @@ def evaluate_model(model: torch.nn.Module, cfg: EvalConfig, *, resolution: int, 
             reason = f"{type(exc).__name__}: {exc}"
             if rank == 0:
                 print(f"rayder-eval: benchmark {spec.name}: {reason}", file=sys.stderr)
-            records.append({"bench": spec.name, "values": {}, "n": 0, "missing": {m: reason for m in metrics}})
+            names = ([spec.name] if spec.kind == "re10k" else  # one missing record per reported protocol
+                     [spec.name + PROBE_BENCH_SUFFIX[p] for p in spec.protocols])
+            for name in names:
+                ms = ("R@10", "T@10", "rot_err_deg", "trans_err_deg") if name.endswith("-transfer") else metrics
+                records.append({"bench": name, "values": {}, "n": 0, "missing": {m: reason for m in ms}})
     return records
 
 

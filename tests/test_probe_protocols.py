@@ -43,3 +43,13 @@ def test_protocol_names_validated():
     with pytest.raises(ValueError, match="protocols"):
         BenchmarkSpec("p", "x", "probe", protocols=["per-scene"])
     assert BenchmarkSpec("p", "x", "probe").protocols == ["cross_scene"]
+
+
+def test_unreadable_probe_set_is_missing_under_every_protocol_name(tmp_path):
+    spec = BenchmarkSpec("probe", str(tmp_path / "nothing"), "probe", protocols=["per_scene", "transfer"])
+    model = RayDer(ModelConfig.from_preset("tiny-xs")).eval()
+    records = evaluate_model(model, EvalConfig(benchmarks=[spec], probe_iters=5), resolution=32,
+                             device=torch.device("cpu"), rank=0, world=1)
+    assert [r["bench"] for r in records] == ["probe-per-scene", "probe-transfer"]
+    assert "rot_err_deg" in records[0]["missing"] and "trans_err_deg" in records[1]["missing"]
+    assert all("not found" in reason for r in records for reason in r["missing"].values())
