@@ -354,13 +354,12 @@ def check_slurm_resources(spec: SweepSpec, presets: list[str], partitions: dict[
 # ------------------------------------------------------------------------------------------------ compute
 def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
     """Training FLOPs of one run: analytic FLOPs per step (rayder_core.flops, exact convention) x steps."""
-    from rayder_core.flops import train_flops_per_step
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models import model_config, train_flops_per_step  # the run's model.family
 
     cache = {} if cache is None else cache
     key = (repr(sorted(cfg.model.items())), cfg.data.resolution, cfg.data.frames, cfg.batch_size)
     if key not in cache:
-        mc = ModelConfig.from_dict(dict(cfg.model))
+        mc = model_config(dict(cfg.model))
         cache[key] = float(train_flops_per_step(mc, cfg.data.resolution, cfg.data.frames, cfg.batch_size))
     return cache[key] * cfg.steps
 

@@ -220,10 +220,10 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _train_config(mapping: dict[str, Any], source: str, prefix: str = "") -> TrainConfig:
     """Validate a TrainConfig mapping, including its model section; errors name `source` and the key."""
     cfg = from_mapping(TrainConfig, mapping, source=source, prefix=prefix)
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models import model_config
 
     try:
-        ModelConfig.from_dict(dict(cfg.model), source=f"{source}: {prefix}model")
+        model_config(dict(cfg.model), source=f"{source}: {prefix}model")  # the config of its model.family
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return cfg
@@ -249,8 +249,13 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
     spec = from_mapping(SweepSpec, data, source=source)
     spec.source = source
-    from rayder_core.model_config import PRESETS
+    from rayder_core.models import family_of, presets
 
+    base_model = spec.base.get("model", {}) if isinstance(spec.base, dict) else {}
+    try:
+        PRESETS = presets(family_of(base_model if isinstance(base_model, dict) else {}, source=f"{source}: base.model"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for i, preset in enumerate(spec.grid.presets):
         if preset not in PRESETS:
             raise ConfigError(f"{source}: grid.presets[{i}]: unknown model preset {preset!r}; "
@@ -263,10 +268,10 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
         _check_train_section(_deep_merge(spec.base, overrides), source, f"preset_overrides.{preset}", [preset])
     for name, overrides in spec.grid.ablations.items():
         model = {"preset": spec.grid.presets[0], **overrides}
-        from rayder_core.model_config import ModelConfig
+        from rayder_core.models import model_config
 
         try:
-            ModelConfig.from_dict(model, source=f"{source}: grid.ablations.{name}")
+            model_config(model, source=f"{source}: grid.ablations.{name}")  # may switch model.family
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     for preset, overrides in spec.slurm.per_preset.items():

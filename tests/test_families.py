@@ -137,3 +137,21 @@ def test_trainer_and_evaluation_run_the_erayzer_family(synth_data, tmp_path):
     with pytest.raises(Exception, match=r"model: unknown E-RayZer model config key\(s\) \['depth'\]"):
         load_train_config({"model": {"family": "erayzer", "preset": "tiny-xs", "depth": 2},
                            "data": {"manifest": "x.json"}})
+
+
+def test_compare_grid_expands_to_both_families():
+    """sweeps/compare.yaml: the same presets/fractions for RayDer and E-RayZer (family as the ablation axis), each run
+    validated by its family's config and costed by its family's FLOP counter."""
+    from pathlib import Path
+
+    from sweeps.preflight import run_train_flops
+    from sweeps.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "compare.yaml")
+    runs = spec.runs()
+    fams = [family_of(dict(r.model)) for r in runs]
+    assert fams.count("rayder") == fams.count("erayzer") == 4
+    for r in runs:
+        cfg = model_config(dict(r.model))
+        assert run_train_flops(r) == pytest.approx(train_flops_per_step(cfg, 16, 4, 2) * r.steps)
+    assert {r.sweep for r in runs} == {"compare", "compare-erayzer"}
