@@ -421,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     if not ckpts:
         print(f"rayder-eval: no matching checkpoint in {args.run_dir / 'checkpoints'}", file=sys.stderr)
         return 1
-    rank, world, device = init_distributed(cfg.device, timeout_min=cfg.dist_timeout_min)
+    # "auto": CUDA when present (as before), whatever device the run trained on
+    rank, world, device = init_distributed("auto", timeout_min=cfg.dist_timeout_min)
     for ckpt in ckpts:
         step = step_of[ckpt]
         model = load_model_from_checkpoint(args.run_dir, ckpt, device)
