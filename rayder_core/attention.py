@@ -24,6 +24,11 @@ from torch import Tensor
 from . import masks
 
 D_HEAD = 64
+# On CPU, attention over at most this many query x key pairs runs as explicit matmuls + softmax instead of SDPA:
+# PyTorch's CPU flash kernel works in 512-key blocks, and its bf16 backward costs 3-6x the explicit form for the
+# short sequences of the tiny presets (17-102 tokens; measured in benchmarks/attention_paths.py). Longer sequences
+# (e.g. a 16x16 neighbourhood grid) keep SDPA, which is faster there.
+SMALL_ATTENTION_PAIRS = 128 * 128
 ROPE_FREQS = 8  # rotary frequencies per head and axis: dims [0, 16) are rotated with [16, 32), the rest is unrotated
 
 
@@ -73,6 +78,21 @@ def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
 
 
+def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(q k^T, masked) v over (..., L, head_dim) with softmax scale 1 (q, k already scaled).
+
+    mask: (Lq, Lk) bool, True = may attend (every query must see at least one key), or None. Short sequences on CPU
+    use explicit batched matmuls (in the inputs' dtype, AMX for bf16) with the softmax in fp32 (or fp64); everything else
+    uses `F.scaled_dot_product_attention`. Both compute the same function."""
+    if q.device.type == "cpu" and q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION_PAIRS:
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # softmax in fp32 at least
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.matmul(scores.softmax(-1).to(v.dtype), v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Neighbourhood attention within each frame
 
@@ -94,7 +114,7 @@ def neighborhood_attention(q: Tensor, k: Tensor, v: Tensor, kernel: tuple[int, i
         return natten.na2d(q.contiguous(), k.contiguous(), v.contiguous(), kernel_size=kernel, scale=1.0)
     mask = _cached_na_mask(h, w, kernel[0], kernel[1], q.device)
     to_seq = lambda t: t.reshape(b, h * w, nh, d).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(to_seq(q), to_seq(k), to_seq(v), attn_mask=mask, scale=1.0)
+    out = dense_attention(to_seq(q), to_seq(k), to_seq(v), mask)
     return out.transpose(1, 2).reshape(b, h, w, nh, d)
 
 
@@ -124,4 +144,4 @@ def global_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, block
         from torch.nn.attention.flex_attention import flex_attention  # eager: forward only, dense scores
 
         return flex_attention(q, k, v, block_mask=block_mask, scale=1.0)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    return dense_attention(q, k, v, mask)

@@ -209,7 +209,7 @@ class GlobalLocalLayer(nn.Module):
         angles = attention.rope_angles(self.local_attn.rope_freqs, h, w).reshape(n, *q.shape[-2:-1], -1)
         rope = lambda t: torch.cat([attention.apply_rope(t[:, :n], angles), t[:, n:]], 1)  # noqa: E731
         q, k = rope(q).to(val.dtype), rope(k).to(val.dtype)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2), scale=1.0)
+        out = attention.dense_attention(q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2))
         out = self.local_attn.out(out.transpose(1, 2).reshape(b, v, n + 1, c))
         x = x + out[:, :, :n].reshape(b, v, h, w, c)
         reg = reg + out[:, :, n]

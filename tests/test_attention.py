@@ -100,3 +100,31 @@ def test_whole_model_natten_backend_forward_equals_sdpa_backend():
         ra = sdpa.render(x[:, :2], a.camera[:, :2], a.camera[:, 2:])
         rb = nat.render(x[:, :2], a.camera[:, :2], a.camera[:, 2:])
     torch.testing.assert_close(ra, rb, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_short_sequence_attention_path_equals_sdpa(dtype, tol):
+    """The explicit-matmul path that short CPU sequences take computes SDPA's function, values and gradients
+    (relative L2 error; q and k cosine-normalised and scaled as in the model, so logits are <= 10)."""
+    from rayder_core.attention import SMALL_ATTENTION_PAIRS, dense_attention
+
+    g = torch.Generator().manual_seed(0)
+    L = 17
+    assert L * L <= SMALL_ATTENTION_PAIRS
+    q, k = (torch.nn.functional.normalize(torch.randn(3, 2, L, 64, generator=g, dtype=torch.float64), dim=-1)
+            * 10**0.5 for _ in range(2))
+    v = torch.randn(3, 2, L, 64, generator=g, dtype=torch.float64)
+    q, k, v = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    mask = torch.rand(L, L, generator=g) > 0.5
+    mask |= torch.eye(L, dtype=torch.bool)
+    w = torch.randn(3, 2, L, 64, generator=g, dtype=torch.float64)
+    ours = dense_attention(q, k, v, mask)
+    grads = torch.autograd.grad((ours.double() * w).sum(), (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,
+                                                           scale=1.0)
+    ref_grads = torch.autograd.grad((ref * w).sum(), (q, k, v))
+    rel = lambda a, b: float((a.double() - b.double()).norm() / b.double().norm())  # noqa: E731
+    assert ours.dtype == dtype
+    assert rel(ours, ref) < tol
+    for a, b in zip(grads, ref_grads):
+        assert rel(a, b) < 5 * tol
