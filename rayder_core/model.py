@@ -349,6 +349,10 @@ class RayDer(nn.Module):
             "target": target,
         }
 
+    def compile_regions(self) -> list[nn.Module]:
+        """The modules worth compiling one by one (`compile: true`): every neighbourhood and backbone layer."""
+        return [m for m in self.modules() if isinstance(m, (NeighborhoodLayer, GlobalLocalLayer))]
+
     def extra_repr(self) -> str:
         return f"preset={self.cfg.preset!r}, backend={self.backend!r}"
 

@@ -58,6 +58,20 @@ class TrainOutcome:
     run_dir: Path
 
 
+def compile_layers(model: torch.nn.Module) -> int:
+    """`torch.compile` the model's transformer layers in place (regional compilation: small graphs without the
+    data-dependent mask checks of the full loss, shared by all layers of one class; inductor's on-disk cache makes
+    later runs reuse them). A region that fails to compile runs eagerly (dynamo's suppress_errors). Returns the
+    number of compiled modules (0 for a family without `compile_regions`)."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # eager fallback for any region that cannot be compiled
+    regions = list(getattr(model, "compile_regions", lambda: [])())
+    for module in regions:
+        module.compile(dynamic=False)
+    return len(regions)
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.pt"
 
@@ -248,6 +262,11 @@ class Trainer:
 
         apply_gpu_settings(cfg.tf32, device)  # TF32 on CUDA only; NATTEN's fused path where optional
         self.runtime = runtime_info(self.model, device, world)  # recorded in state.json and the store's run config
+        self.precision, peaks = self._resolve_precision()
+        self.runtime.update(precision=self.precision, requested_precision=cfg.precision,
+                            **{f"matmul_peak_{k}_gflops": round(v / 1e9, 1) for k, v in peaks.items()})
+        if cfg.compile:
+            self.runtime["compiled_layers"] = compile_layers(self.model)
         self.ddp = None
         if world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -266,7 +285,7 @@ class Trainer:
         self.loader = VideoClipLoader(self.manifest.shards(cfg.data.fraction), frames=cfg.data.frames,
                                       fps=cfg.data.fps, resolution=cfg.data.resolution,
                                       batch_size=self.local_batch, seed=cfg.seed, rank=rank, world_size=world,
-                                      num_workers=cfg.data.num_workers)
+                                      num_workers=cfg.data.num_workers, cache_mb=cfg.data.cache_mb)
         self.flops_per_step = float(train_flops_per_step(self.model_cfg, cfg.data.resolution, cfg.data.frames,
                                                          cfg.batch_size))
         self.step = 0
@@ -279,6 +298,7 @@ class Trainer:
         self._synced_log_step = -1
         self._skipped_since_log = 0
         self.last_checkpoint: int | None = None
+        self._eval_steps: frozenset[int] | None = None
         self.latest: dict[str, float] = {}
         self.lpips = None
         if cfg.perceptual_weight > 0:
@@ -288,6 +308,18 @@ class Trainer:
             if getattr(metric, "reason", None):
                 raise RuntimeError(f"perceptual_weight={cfg.perceptual_weight} needs LPIPS: {metric.reason}")
             self.lpips = metric
+
+    def _resolve_precision(self) -> tuple[str, dict[str, float]]:
+        """The run's precision: `precision: auto` measures the matmul peaks (rayder_core.precision); under DDP every
+        rank uses bf16 only if all ranks chose it. A resumed run reuses its checkpoint's precision (`resume`)."""
+        from rayder_core.precision import resolve_precision
+
+        precision, peaks = resolve_precision(self.cfg.precision, self.device)
+        if self.world > 1:
+            flag = torch.tensor([1.0 if precision == "bf16" else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            precision = "bf16" if flag.item() > 0 else "fp32"
+        return precision, peaks
 
     # -------------------------------------------------------------------------------------------- state
     @property
@@ -323,7 +355,7 @@ class Trainer:
             "samples": self.samples, "flops": self.flops, "flops_per_step": self.flops_per_step,
             "skipped_total": self.skipped_total, "consecutive_skips": self.consecutive_skips,
             "elapsed_s": self.elapsed_s, "started": self.started, "restarts": self.restarts,
-            "rank_states": rank_states, "run_id": self.cfg.run_id,
+            "rank_states": rank_states, "run_id": self.cfg.run_id, "precision": self.precision,
         }
 
     def save_checkpoint(self) -> None:
@@ -374,6 +406,9 @@ class Trainer:
         self.consecutive_skips = int(state["consecutive_skips"])
         self.elapsed_s, self.started = float(state["elapsed_s"]), float(state["started"])
         self.restarts = int(state["restarts"]) + 1
+        if state.get("precision") in ("bf16", "fp32"):  # keep the numeric path the run started with
+            self.precision = state["precision"]
+            self.runtime["precision"] = self.precision
         self.last_checkpoint = self.step
         if self.rank == 0:
             for name in ("metrics.jsonl", "checkpoints.jsonl", "evals.jsonl", "eval_scenes.jsonl"):
@@ -389,7 +424,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                  enabled=cfg.precision == "bf16")
+                                  enabled=self.precision == "bf16")
         with autocast:
             if self.ddp is None:
                 out = self.model.training_loss(x, generator=self.generator)
@@ -404,7 +439,8 @@ class Trainer:
         loss.backward()  # always, even if non-finite: DDP ranks must stay in lockstep
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))
         loss_value = _all_reduce_mean(float(loss.detach()), self.world, self.device)
-        too_big = self.step >= cfg.optim.warmup_steps and grad_norm > cfg.optim.skip_grad_factor * cfg.optim.grad_clip
+        factor = cfg.optim.skip_grad_factor  # grad-spike rule: None = off (default)
+        too_big = factor is not None and self.step >= cfg.optim.warmup_steps and grad_norm > factor * cfg.optim.grad_clip
         skipped = not math.isfinite(loss_value) or not math.isfinite(grad_norm) or too_big
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
@@ -421,8 +457,10 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- eval + store
     def due_for_eval(self, step: int) -> bool:
-        e = self.cfg.eval
-        return step >= e.from_step and e.every > 0 and step % e.every == 0 and step > 0
+        """Whether the eval schedule (`EvalConfig.steps_for`: every N steps or log-spaced) evaluates `step`."""
+        if self._eval_steps is None:
+            self._eval_steps = frozenset(self.cfg.eval.steps_for(self.cfg.steps))
+        return step in self._eval_steps
 
     def evaluate(self) -> None:
         """Evaluate the current weights on every rank, sharded (scenes split by rank, results gathered; see
@@ -576,8 +614,7 @@ def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
             trainer.write_state("running")
             bar.set_postfix(loss=f"{logged['loss']:.4f}", psnr=f"{logged['psnr']:.2f}", refresh=False)
         at_ckpt = trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps
-        eval_due = trainer.due_for_eval(trainer.step) or (trainer.step == cfg.steps and
-                                                           trainer.step >= cfg.eval.from_step)
+        eval_due = trainer.due_for_eval(trainer.step)
         if at_ckpt or eval_due:
             trainer.save_checkpoint()
             if eval_due:

@@ -24,6 +24,7 @@ class DataConfig:
     fps: float = 2.0               # average sampling rate of the K frames (frames/second of video)
     resolution: int = 64           # square training resolution in pixels (divisible by 16)
     num_workers: int = 0           # DataLoader workers per rank
+    cache_mb: float = 0.0          # MiB per loader process for whole decoded videos (0: decode every sample)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -46,7 +47,10 @@ class OptimConfig:
     decay_start: int | None = None        # WSD: the LR is constant from warmup until this step ...
     decay_halve_every: int | None = None  # ... then halves every N steps (None: no decay stage)
     grad_clip: float = 1.0
-    skip_grad_factor: float = 10.0        # after warmup, skip a step whose grad norm > factor x grad_clip
+    # Grad-spike rule, off by default (the paper, Appendix C.3, found that skipping stalls training): with a
+    # factor, a step after warmup whose grad norm > factor x grad_clip is skipped. Steps with a non-finite loss or
+    # gradient are always skipped (weights untouched) and counted.
+    skip_grad_factor: float | None = None
     max_consecutive_skips: int = 20       # stop the run (last good checkpoint intact) after this many in a row
 
     def __post_init__(self) -> None:
@@ -56,6 +60,8 @@ class OptimConfig:
             raise ValueError("optim.decay_start and optim.decay_halve_every must be given together")
         if self.decay_halve_every is not None and self.decay_halve_every <= 0:
             raise ValueError("optim.decay_halve_every must be > 0")
+        if self.skip_grad_factor is not None and not self.skip_grad_factor > 0:
+            raise ValueError(f"optim.skip_grad_factor must be > 0 or null (off), got {self.skip_grad_factor}")
 
 
 @dataclass
@@ -83,10 +89,13 @@ PROBE_PROTOCOLS = ("cross_scene", "per_scene", "transfer")
 
 @dataclass
 class EvalConfig:
-    """Zero-shot evaluation of checkpoints, run automatically every `every` steps from `from_step`."""
+    """Zero-shot evaluation of checkpoints, run automatically every `every` steps from `from_step`, or, with
+    `log_points` > 0, at `log_points` log-spaced steps from `from_step` to the last step (see `eval_steps`), so
+    that every run contributes frontier points across its whole compute range. The last step is always evaluated."""
 
     every: int = 1000
     from_step: int = 0
+    log_points: int = 0
     benchmarks: list[BenchmarkSpec] = field(default_factory=lambda: [
         BenchmarkSpec("re10k-synth", "data/synth/bench/re10k-synth", "re10k"),
         BenchmarkSpec("probe-synth", "data/synth/bench/probe-synth", "probe"),
@@ -96,6 +105,26 @@ class EvalConfig:
     # inline: the training job evaluates its checkpoints itself, sharded over its ranks; job: training only saves
     # the checkpoints and `rayder-eval RUN_DIR --pending` (a separate job, also sharded) evaluates them.
     mode: Literal["inline", "job"] = "inline"
+
+    def __post_init__(self) -> None:
+        if self.log_points < 0 or self.every < 0 or self.from_step < 0:
+            raise ValueError("eval.every, eval.from_step and eval.log_points must be >= 0")
+
+    def steps_for(self, steps: int) -> list[int]:
+        """The steps (1..steps) this schedule evaluates for a run of `steps` optimizer steps, ascending.
+
+        log_points > 0: round(geomspace(max(from_step, 1), steps, log_points)), duplicates removed (so short runs get
+        fewer points); otherwise every multiple of `every` from `from_step`. Both include `steps` itself."""
+        start = max(self.from_step, 1)
+        if start > steps:
+            return []
+        if self.log_points > 0:
+            import numpy as np
+
+            due = {int(round(s)) for s in np.geomspace(start, steps, self.log_points)}
+        else:
+            due = {s for s in range(start, steps + 1) if self.every > 0 and s % self.every == 0}
+        return sorted(due | {steps})
 
 
 @dataclass
@@ -108,7 +137,9 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     steps: int = 1000
     batch_size: int = 4
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the measured bf16 matmul
+                                          # peak beats fp32's (rayder_core.precision), else fp32; fixed per run
+    compile: bool = False                 # torch.compile each transformer layer (regional; eager fallback)
     device: str = "auto"                  # auto | cpu | cuda
     seed: int = 0
     checkpoint_every: int = 500
@@ -136,9 +167,12 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define what is trained (not where it is written or how it is logged)."""
         d = to_mapping(self)
-        for k in ("out_dir", "log_every", "keep_checkpoints", "device", "tf32", "dist_timeout_min", "store_mode"):
+        for k in ("out_dir", "log_every", "keep_checkpoints", "device", "tf32", "dist_timeout_min", "store_mode",
+                  "compile"):
             d.pop(k)
-        d["eval"] = {k: v for k, v in d["eval"].items() if k in ("every", "from_step")}
+        # the eval schedule decides which checkpoints exist; log_points only when used (older run ids stay valid)
+        d["eval"] = {k: v for k, v in d["eval"].items()
+                     if k in ("every", "from_step") or (k == "log_points" and v)}
         return d
 
     @property

@@ -210,3 +210,22 @@ def test_centre_crop_and_antialiased_resize():
     checker = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
     y = to_model_frames(np.repeat(checker[None, ..., None], 3, -1), 16)
     assert y.std() < 0.02 and abs(float(y.mean())) < 0.02  # antialiased: a 1-px checker averages to grey
+
+
+def test_decoded_video_cache_gives_identical_batches(synth_data):
+    """cache_mb keeps whole decoded videos in memory: batches over several epochs equal uncached decoding, also
+    when the budget is too small to hold them all (the rest is decoded per sample)."""
+    from rayder_core.data.manifest import Manifest
+
+    shards = Manifest.load(synth_data.manifest).shards(0.01)
+    kw = dict(frames=4, fps=2.0, resolution=32, batch_size=4, seed=3)
+    plain = iter(VideoClipLoader(shards, **kw))
+    cached_loader = VideoClipLoader(shards, cache_mb=64, **kw)
+    small_loader = VideoClipLoader(shards, cache_mb=0.05, **kw)  # room for about one clip
+    cached, small = iter(cached_loader), iter(small_loader)
+    for i in range(15):  # 20 clips per shard: 15 batches of 4 span three epochs
+        ref = next(plain)
+        for loader_batch in (next(cached), next(small)):
+            assert loader_batch["key"] == ref["key"], i
+            assert torch.equal(loader_batch["x"], ref["x"]), i
+    assert cached_loader._stream._cache and 0 < len(small_loader._stream._cache) < len(cached_loader._stream._cache)
