@@ -171,23 +171,26 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
 
 @torch.no_grad()
 def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, device: torch.device,
-                  rank: int = 0, world: int = 1) -> tuple[torch.Tensor, Any, int]:
-    """Frozen camera tokens (S, T, width), cameras (S, T) of the readable probe sequences, in the set's order, and
-    the number of sequences skipped as unreadable (one line each; see `ProbeSet(skip_bad=True)`).
+                  rank: int = 0, world: int = 1) -> tuple[torch.Tensor, Any, int, Any]:
+    """Frozen camera tokens (S, T, width), cameras (S, T) of the readable probe sequences, in the set's order, the
+    number of sequences skipped as unreadable (one line each; see `ProbeSet(skip_bad=True)`) and the model's own
+    predicted cameras (S, T) (float64, CPU; for RPA, which needs no probe).
 
     Distributed: rank r extracts the tokens of its contiguous block of sequences; every rank gets all of them."""
     from rayder_core.data.benchmarks import ProbeSet
     from rayder_core.geometry import Camera
 
-    local: dict[str, Any] = {"tokens": [], "cams": []}
+    local: dict[str, Any] = {"tokens": [], "cams": [], "pred": []}
     try:
         probe_set = ProbeSet(spec.path, skip_bad=True)
         total = len(probe_set) if spec.max_scenes is None else min(len(probe_set), spec.max_scenes)
         lo, hi = shard_range(total, rank, world)
         for seq in probe_set.sequences(lo, hi):
             frames = _resize(seq.frames.float(), resolution).to(device)[None]
-            local["tokens"].append(model.predict_cameras(frames).camera_tokens[0].float().cpu())
+            est = model.predict_cameras(frames)
+            local["tokens"].append(est.camera_tokens[0].float().cpu())
             local["cams"].append(seq.cams)
+            local["pred"].append(est.camera[0].to(device="cpu", dtype=torch.float64))
         local["skipped"] = list(probe_set.skipped)
     except (FileNotFoundError, ValueError) as exc:
         local = {"error": str(exc), "error_type": type(exc).__name__}
@@ -202,12 +205,14 @@ def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, 
     if len(tokens) < 2:
         raise ValueError(f"probe set {spec.name} at {spec.path}: needs >= 2 sequences, found {len(tokens)}"
                          + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
-    return torch.stack(tokens), Camera.cat([c[None] for c in cams], dim=0), len(skipped)
+    pred = [c for part in parts for c in part["pred"]]
+    return (torch.stack(tokens), Camera.cat([c[None] for c in cams], dim=0), len(skipped),
+            Camera.cat([c[None] for c in pred], dim=0))
 
 
 def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int, device: torch.device,
                    iters: int, seed: int = 0, rank: int | None = None, world: int | None = None,
-                   tokens_cams: tuple[torch.Tensor, Any, int] | None = None) -> dict:
+                   tokens_cams: tuple[torch.Tensor, Any, int, Any] | None = None) -> dict:
     """Camera pose probe on frozen camera tokens: train on 75% of the sequences, report on the held-out 25%.
 
     Distributed: token extraction (the model's forward passes) is sharded over the ranks and the tokens gathered;
@@ -218,13 +223,18 @@ def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: i
 
     if rank is None or world is None:
         rank, world = dist_rank_world()
-    tokens, cams, skipped = tokens_cams or _probe_tokens(model, spec, resolution, device, rank, world)
+    tokens, cams, skipped, pred = tokens_cams or _probe_tokens(model, spec, resolution, device, rank, world)
     values = None
     if rank == 0:
         train_idx, test_idx = split_sequences(tokens.shape[0], PROBE_TEST_FRACTION, seed=seed)
         with torch.enable_grad():
             result = train_pose_probe(tokens[train_idx], cams[train_idx], iters=iters, seed=seed, progress=False)
         values = {"values": evaluate_pose_probe(result, tokens[test_idx], cams[test_idx]), "n": int(len(test_idx))}
+        # RPA@5/15/30 of the model's own predicted cameras over all sequences (no probe needed; any model family)
+        from rayder_core.metrics import relative_pose_accuracy
+
+        rpa = relative_pose_accuracy(pred, cams)
+        values["values"].update({k: v for k, v in rpa.items() if k != "rpa_pairs"})
     values = _broadcast(values, world)
     return {"bench": spec.name, "values": values["values"], "n": values["n"], "missing": {}, "skipped": skipped}
 
@@ -370,11 +380,10 @@ def load_model_from_checkpoint(run_dir: Path, checkpoint: Path, device: torch.de
 
 
 def due_steps(cfg: Any, steps: list[int]) -> list[int]:
-    """The checkpoint steps among `steps` that the run's eval schedule evaluates (every `eval.every` steps from
-    `eval.from_step`, and the final step)."""
-    e = cfg.eval
-    return [s for s in steps if s >= e.from_step and s > 0 and
-            ((e.every > 0 and s % e.every == 0) or s == cfg.steps)]
+    """The checkpoint steps among `steps` that the run's eval schedule evaluates (`EvalConfig.steps_for`: every
+    `eval.every` steps from `eval.from_step`, or log-spaced, and the final step)."""
+    due = set(cfg.eval.steps_for(cfg.steps))
+    return [s for s in steps if s in due]
 
 
 def main(argv: list[str] | None = None) -> int:

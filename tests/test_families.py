@@ -86,6 +86,14 @@ def test_both_families_evaluate(family, synth_data):
     assert est.camera_tokens.shape[:2] == (1, 4)
     rpa = relative_pose_accuracy(est.camera[0], gt)
     assert rpa["rpa_pairs"] == 6 and all(0 <= rpa[k] <= 100 for k in ("rpa@5", "rpa@15", "rpa@30"))
+    # the probe evaluation reports RPA of the model's own cameras next to the probe's metrics
+    from rayder_core.evaluate import evaluate_probe
+
+    rec = evaluate_probe(model, BenchmarkSpec("probe-synth", str(synth_data.probe), kind="probe"), resolution=32,
+                         device=torch.device("cpu"), iters=5, rank=0, world=1)
+    print(f"{family} probe: {rec['values']}")
+    assert {"R@10", "rpa@5", "rpa@15", "rpa@30"} <= set(rec["values"])
+    assert rec["values"]["rpa@5"] <= rec["values"]["rpa@15"] <= rec["values"]["rpa@30"] <= 100
 
 
 def test_rayder_flops_cli_lists_erayzer_presets(capsys):
