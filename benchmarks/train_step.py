@@ -1,12 +1,15 @@
-"""CPU training-step benchmark of the tiny RayDer presets (fp32 and bf16 autocast).
+"""Training-step benchmark of the tiny RayDer presets: eager and compiled, fp32 and bf16 autocast.
 
-For each preset and precision: samples/s of a full training step (forward, backward, AdamW), the achieved FLOP/s
-(analytic FLOPs of the work executed: dense attention pairs, 3 x forward, see rayder_core/flops.py), and that
-figure over the matmul peak of the same precision measured in the same run. On a shared machine both are noisy, so
-the step time is the best of the timed steps and the peak is the best square matmul measured before every preset,
-i.e. both are least-contended figures; only the ratio within one run is meaningful.
+For each preset, precision and mode: samples/s of a full training step (forward, backward, AdamW), the achieved
+FLOP/s (analytic FLOPs of the work executed: dense attention pairs, 3 x forward, see rayder_core/flops.py), and that
+figure over the best matmul peak of the machine measured in the same run (max over fp32 and bf16: on AMX CPUs the
+bf16 peak is ~7x fp32's). On a shared machine both are noisy, so the step time is the best of the timed steps and
+the peak is the best square matmul measured before every row, i.e. both are least-contended figures; only ratios
+within one run are meaningful. CPU defaults are the demo's runs (sweeps/demo.yaml): 32^2, 4 views, batch 4,
+patch 2, no neighbourhood-attention layers, one thread per run (`--threads`).
 
-    .venv/bin/python benchmarks/train_step.py --resolution 32 --views 8 --batch 4 --steps 5
+    .venv/bin/python benchmarks/train_step.py                          # eager fp32 + bf16, the demo's settings
+    .venv/bin/python benchmarks/train_step.py --compile --presets tiny-l    # adds torch.compile'd layers (slow)
 
 On a GPU one command measures the paper's presets XS..L at 256^2 in bf16, batch 1 (the defaults that `--device cuda`
 implies unless given), with TF32 on for fp32 work, and writes the MFU table as markdown for benchmarks/RESULTS.md:
@@ -29,38 +32,21 @@ from tqdm import tqdm
 from rayder_core.flops import count_flops
 from rayder_core.model import RayDer
 from rayder_core.model_config import ModelConfig
+from rayder_core.precision import _sync, matmul_peak
+from rayder_core.yamlconf import ConfigError, parse_override
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(dtype: torch.dtype, sizes=(512, 1024, 2048), repeats: int = 3,
-                device: torch.device = torch.device("cpu")) -> float:
-    """Best achieved FLOP/s of n x n x n matmuls (2 n^3 FLOPs each) in `dtype` on `device`."""
-    best = 0.0
-    if device.type == "cuda":
-        sizes = tuple(sizes) + (4096, 8192)
-    for n in sizes:
-        a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
-        a @ b  # warm-up
-        _sync(device)
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            _sync(device)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best
-
-
 def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, batch: int, steps: int, warmup: int,
-               device: torch.device = torch.device("cpu")):
-    """Best (least contended) seconds per training step."""
+               device: torch.device = torch.device("cpu"), compiled: bool = False):
+    """Best (least contended) seconds per training step (compiled: regional torch.compile, as `compile: true`)."""
     torch.manual_seed(0)
     model = RayDer(cfg).to(device).train()
+    if compiled:
+        from rayder_core.train import compile_layers
+
+        compile_layers(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     frames = torch.rand(batch, views, 3, resolution, resolution, device=device) * 2 - 1
     gen = torch.Generator().manual_seed(0)
@@ -84,7 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--presets", default=None, help="default: tiny-xs..tiny-l on CPU, XS,S,B,L on CUDA")
     parser.add_argument("--precisions", default=None, help="default: fp32,bf16 on CPU, bf16 on CUDA")
     parser.add_argument("--resolution", type=int, default=None, help="default: 32 on CPU, 256 on CUDA")
-    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument("--views", type=int, default=None, help="default: 4 on CPU (the demo), 8 on CUDA")
+    parser.add_argument("--model", action="append", default=None, metavar="KEY=VALUE",
+                        help="model config overrides (default on CPU: the demo's patch=2 local_layers=false)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd layers (minutes each)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on CPU: 1, as a "
+                        "demo run; on CUDA: torch's default)")
     parser.add_argument("--batch", type=int, default=None, help="default: 4 on CPU, 1 on CUDA")
     parser.add_argument("--markdown", default=None, metavar="PATH", help="also write the table as markdown here")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -102,32 +93,47 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         parser.error(f"unknown precision(s) {bad}; use fp32 and/or bf16")
 
+    overrides = {}
+    for item in args.model:
+        try:
+            key, value = parse_override(item)
+        except ConfigError as exc:
+            parser.error(str(exc).replace("--set", "--model"))
+        overrides[".".join(key)] = value
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.resolution}^2, "
-          f"{args.views} views, batch {args.batch}")
-    peaks = {p: 0.0 for p in precisions}
+          f"{args.views} views, batch {args.batch}, model overrides {overrides or 'none'}")
+    peaks = {p: 0.0 for p in PRECISIONS}
     timed = []
-    jobs = [(n, p) for n in presets for p in precisions]
-    for name, precision in tqdm(jobs, desc="benchmark", leave=False):
-        peaks[precision] = max(peaks[precision], matmul_peak(PRECISIONS[precision], device=device))
-        cfg = ModelConfig.from_preset(name, attention_backend="sdpa" if device.type == "cpu" else "auto")
+    modes = ["eager"] + (["compiled"] if args.compile else [])
+    jobs = [(n, p, m) for n in presets for m in modes for p in precisions]
+    for name, precision, mode in tqdm(jobs, desc="benchmark", leave=False):
+        for p, dtype in PRECISIONS.items():  # both peaks before every row: the best of the run is the denominator
+            peaks[p] = max(peaks[p], matmul_peak(dtype, device=device))
+        cfg = ModelConfig.from_preset(name, attention_backend="sdpa" if device.type == "cpu" else "auto", **overrides)
         report = count_flops(cfg, args.resolution, args.views)
         # the CPU path computes every query-key pair (masked SDPA); the CUDA path only the allowed ones (NATTEN/flex)
         step_flops = args.batch * (report.train_per_sample_dense if device.type == "cpu" else report.train_per_sample)
-        sec = time_steps(cfg, precision, args.resolution, args.views, args.batch, args.steps, args.warmup, device)
-        timed.append((name, precision, sec, step_flops))
+        sec = time_steps(cfg, precision, args.resolution, args.views, args.batch, args.steps, args.warmup, device,
+                         compiled=mode == "compiled")
+        timed.append((name, precision, mode, sec, step_flops))
+    best = max(peaks.values())
     for p, v in peaks.items():
         print(f"matmul peak {p}: {v / 1e9:.1f} GFLOP/s (best square matmul in this run)")
     denominators = {p: (args.peak_tflops * 1e12 if args.peak_tflops else v) for p, v in peaks.items()}
-    rows = [(n, p, sec, args.batch / sec, fl, fl / sec, fl / sec / denominators[p]) for n, p, sec, fl in timed]
+    rows = [(n, p, sec, args.batch / sec, fl, fl / sec, fl / sec / denominators[p]) for n, p, m, sec, fl in timed]
     if args.markdown:
         write_markdown(args.markdown, rows, args=args, device=device, peaks=peaks, settings=gpu_defaults)
         print(f"markdown table written to {args.markdown}")
 
-    print(f"{'preset':>8} {'prec':>5} {'s/step':>7} {'samples/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7}")
-    for name, precision, sec, sps, fl, fps, frac in rows:
-        print(f"{name:>8} {precision:>5} {sec:7.3f} {sps:9.2f} {fl / 1e9:10.2f} {fps / 1e9:8.1f} {frac:7.1%}")
-    print("GFLOP/step: analytic training FLOPs of the executed work (dense attention pairs, 3 x forward); "
-          "'of peak' = achieved / best square-matmul FLOP/s of the same precision in this run.")
+    print(f"{'preset':>8} {'mode':>8} {'prec':>5} {'s/step':>7} {'samples/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+          f"{'of prec peak':>12} {'of best peak':>12}")
+    for name, precision, mode, sec, fl in timed:
+        fps = fl / sec
+        print(f"{name:>8} {mode:>8} {precision:>5} {sec:7.3f} {args.batch / sec:9.2f} {fl / 1e9:10.2f} "
+              f"{fps / 1e9:8.1f} {fps / peaks[precision]:12.1%} {fps / best:12.1%}")
+    print("GFLOP/step: analytic training FLOPs of the executed work (dense attention pairs, 3 x forward); 'of prec "
+          "peak' = achieved / best square-matmul FLOP/s of the same precision, 'of best peak' = achieved / the best "
+          f"matmul peak of this machine in this run ({best / 1e9:.1f} GFLOP/s).")
 
 
 def _apply_device_defaults(args: argparse.Namespace, device: torch.device) -> dict:
@@ -142,6 +148,14 @@ def _apply_device_defaults(args: argparse.Namespace, device: torch.device) -> di
         args.resolution = 256 if cuda else 32
     if args.batch is None:
         args.batch = 1 if cuda else 4
+    if args.views is None:
+        args.views = 8 if cuda else 4
+    if args.model is None:
+        args.model = [] if cuda else ["patch=2", "local_layers=false"]
+    if args.threads is None and not cuda:
+        args.threads = 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from rayder_core.runtime import apply_gpu_settings, natten_status
 
     return {**apply_gpu_settings(args.tf32, device), **(natten_status() if cuda else {})}

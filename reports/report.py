@@ -77,6 +77,15 @@ PAGE_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend
               "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5}
 
 
+HOLDOUT_SUFFIX = "-holdout"  # sweep name of a grid's held-out runs (sweeps.spec.SweepSpec.holdout_sweep)
+
+
+def _without_holdout(points: pd.DataFrame) -> pd.DataFrame:
+    if points.empty or "sweep" not in points:
+        return points
+    return points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)].reset_index(drop=True)
+
+
 class ReportError(RuntimeError):
     """The report cannot be made from this store (missing file, no runs...); the message says what to do."""
 
@@ -95,6 +104,13 @@ class Study:
     train_log: pd.DataFrame
     fits: pd.DataFrame
     points: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (bench, metric) -> eval_points
+    holdouts: pd.DataFrame = field(default_factory=pd.DataFrame)  # stored held-out-run validations (kind holdout_run)
+
+    @property
+    def has_holdout_runs(self) -> bool:
+        """Whether the store holds runs beyond a grid (sweep `<name>-holdout`): they are kept out of the frontiers
+        and fits and shown on their own page against the law's prediction."""
+        return bool(len(self.runs)) and bool(self.runs["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX).any())
 
     @property
     def benches(self) -> list[str]:
@@ -148,10 +164,10 @@ def load_study(db_path: str | Path) -> Study:
         raise ReportError(f"{db_path}: the results store holds no runs yet; launch or collect a sweep "
                           "(`rayder-sweep`) before making a report")
     study = Study(db_path=db_path, runs=runs, checkpoints=store.checkpoints(), evals=store.evals(),
-                  train_log=store.train_log(), fits=store.fits())
+                  train_log=store.train_log(), fits=store.fits(), holdouts=store.extrapolations("holdout_run"))
     for bench in study.nvs_benches:
-        for metric in NVS_METRICS:
-            study.points[(bench, metric)] = store.eval_points(bench, metric)
+        for metric in NVS_METRICS:  # frontiers and fits of the grid: held-out runs are validated, not fitted
+            study.points[(bench, metric)] = _without_holdout(store.eval_points(bench, metric))
     for bench in study.probe_benches:
         for metric in camera_metrics(bench):
             study.points[(bench, metric)] = store.eval_points(bench, metric)
@@ -916,12 +932,13 @@ class ReportResult:
     elapsed_s: float
 
 
-def expected_page_count(n_nvs_benches: int, n_probe_benches: int, n_runs: int) -> int:
+def expected_page_count(n_nvs_benches: int, n_probe_benches: int, n_runs: int, holdout: bool = False) -> int:
     """Pages of a report: summary, 2 per NVS benchmark + allocation per NVS benchmark (at least one page each),
-    residuals, parameters, camera per probe benchmark (at least one), training curves (12 runs a page)."""
+    residuals, parameters, camera per probe benchmark (at least one), training curves (12 runs a page), and the
+    held-out validation page when the store has held-out runs."""
     per_nvs = max(1, n_nvs_benches)
     return (1 + 3 * per_nvs + 2 + max(1, n_probe_benches)
-            + max(1, math.ceil(n_runs / RUNS_PER_TRAINING_PAGE)))
+            + max(1, math.ceil(n_runs / RUNS_PER_TRAINING_PAGE)) + int(holdout))
 
 
 def report_figures(study: Study, fits: dict[tuple[str, str], MetricFit]) -> Iterable[tuple[str, Figure]]:
@@ -951,6 +968,54 @@ def report_figures(study: Study, fits: dict[tuple[str, str], MetricFit]) -> Iter
         yield "07_allocation", message_page("Compute-optimal allocation", no_nvs)
     for bench in nvs:
         yield f"07_allocation_{bench}", allocation_page(study, bench, fits)
+    if study.has_holdout_runs:
+        yield "08_holdout", holdout_page(study)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Page 8: held-out runs against the law fitted on the grid alone
+# ------------------------------------------------------------------------------------------------------------------
+def holdout_page(study: Study) -> Figure:
+    """Measured target (e.g. MSE) of every evaluated checkpoint of each held-out run vs its compute, with the
+    law's prediction, its bootstrap band and the Student-t lack-of-fit interval (stored by the demo /
+    `fitting.holdout_run`)."""
+    title = "Held-out run vs the law fitted on the grid alone"
+    if study.holdouts.empty:
+        return message_page(title, "The store has held-out runs but no validation of them yet: run "
+                            "`python -m sweeps.demo` (it fits the grid, then predicts the held-out runs).")
+    latest = study.holdouts[study.holdouts["created"] == study.holdouts["created"].max()]
+    fig = new_page(title, f"law {latest['law'].iloc[0]} on {latest['bench'].iloc[0]} ({latest['metric'].iloc[0]} "
+                   f"fitted as {latest['y_col'].iloc[0]}); fitted on C <= {sci(float(latest['train_max'].iloc[0]))}"
+                   " GFLOP; 95% intervals")
+    ax = fig.add_axes([0.08, 0.12, 0.6, 0.72])
+    lines = []
+    for i, (_, rec) in enumerate(latest.iterrows()):
+        d = json.loads(rec["detail"])
+        order = np.argsort(d["C"])
+        C = np.asarray(d["C"], dtype=float)[order]
+        get = lambda k: np.asarray(d[k], dtype=float)[order]  # noqa: E731
+        colour = f"C{i}"
+        ax.fill_between(C, get("lo"), get("hi"), color=colour, alpha=0.12, label="lack-of-fit interval (t)")
+        if np.isfinite(get("band_lo")).any():
+            ax.fill_between(C, get("band_lo"), get("band_hi"), color=colour, alpha=0.3, label="bootstrap band")
+        ax.plot(C, get("predicted"), "-", color=colour, label="law prediction")
+        ax.plot(C, get("measured"), "o", color=colour, label="measured checkpoints")
+        ax.axvline(float(rec["train_max"]), color="grey", ls=":", lw=1)
+        rel = get("predicted")[-1] / get("measured")[-1] - 1
+        lines.append(f"{d['run_id'][-1] if isinstance(d.get('run_id'), list) else rec['sweep']}:\n"
+                     f"  final step: measured {get('measured')[-1]:.4g},\n  predicted {get('predicted')[-1]:.4g} "
+                     f"({rel:+.1%})\n  inside the interval: {'yes' if rec['coverage'] >= 1 else 'no'}\n"
+                     f"  max |error| {float(rec['max_abs_rel_err']):.1%}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C (GFLOP)")
+    ax.set_ylabel(str(latest["y_col"].iloc[0]))
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), loc="upper right")
+    ax.text(1.04, 0.98, "\n\n".join(lines) + "\n\n(dotted: largest C of the grid's frontier)",
+            transform=ax.transAxes, va="top", fontsize=8, family="monospace")
+    return fig
 
 
 def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str | Path | None = None,
@@ -974,7 +1039,8 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
     tmp_pdf = out_pdf.with_name(out_pdf.name + ".partial")
     with plt.rc_context(PAGE_STYLE), PdfPages(tmp_pdf, metadata={"Title": f"RayDer study report: {db_path}",
                                                                  "Creator": "rayder-report"}) as pdf:
-        n_pages = expected_page_count(len(study.nvs_benches), len(study.probe_benches), len(study.runs))
+        n_pages = expected_page_count(len(study.nvs_benches), len(study.probe_benches), len(study.runs),
+                                      study.has_holdout_runs)
         for name, fig in tqdm(report_figures(study, fits), total=n_pages, desc="rendering pages", leave=False):
             number = fig.text(0.97, 0.015, f"{len(pages) + 1}", ha="right", fontsize=8, color="0.5")
             pdf.savefig(fig)

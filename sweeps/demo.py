@@ -17,11 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from sweeps.launcher import launch
 from sweeps.spec import SweepSpec, load_spec
 
 DEMO_GRID = Path(__file__).with_name("demo.yaml")
-FIT_METRICS = ("mse", "psnr", "lpips", "ssim")
+FIT_METRICS = ("psnr", "ssim", "lpips")  # each quantity once: PSNR is fitted as MSE (no second MSE law)
 FIT_BOOTSTRAP = 50  # bootstrap resamples per fit (CIs) in the demo; rayder-fit defaults to 1000
 
 
@@ -32,7 +34,8 @@ def _run_tool(module: str, args: list[str]) -> int:
     return subprocess.run(cmd).returncode
 
 
-def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int, seconds: float) -> None:
+def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int, seconds: float,
+                 shard_size: int = 10) -> None:
     """Generate the corpus, manifest and benchmarks the grid's runs read (paths and resolution from the grid)."""
     cfg = spec.runs()[0]
     manifest = Path(cfg.data.manifest)
@@ -41,6 +44,7 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
     res = str(cfg.data.resolution)
     if _run_tool("rayder_core.data.cli", ["synth", "--out", str(root), "--clips", str(clips), "--resolution", res,
                                           "--seconds", f"{seconds:g}", "--workers", str(workers),
+                                          "--shard-size", str(shard_size),
                                           "--fractions", fractions]):
         raise SystemExit("demo: generating the synthetic corpus failed (see above)")
     if not manifest.is_file():
@@ -84,6 +88,57 @@ def fit_and_report(spec: SweepSpec, pdf: Path) -> tuple[list[str], Path | None]:
     return fitted, pdf
 
 
+def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
+    """Fit the MSE law (from PSNR) and the 1-SSIM law on the grid alone, predict the held-out runs with it (stored
+    as an `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
+    from fitting import fit_law, frontier
+    from fitting.checkpoints import select_checkpoints
+    from fitting.holdout_run import format_holdout, holdout_points, validate_holdout
+    from rayder_core.results import ResultsStore
+    from sweeps import study_checks as sc
+
+    store = ResultsStore(spec.db_path)
+    bench = next((b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"), None)
+    if bench is None:
+        return [], None
+    fits, n_frontier, summary_df = {}, 0, None
+    for metric in ("psnr", "ssim"):
+        pts = store.eval_points(bench, metric, sweep=spec.name)
+        if pts.empty:
+            fits[metric] = None
+            continue
+        pts, _ = select_checkpoints(pts, mode="all", drop_warmup=True)
+        table = frontier(pts, metric)
+        if metric == "psnr":
+            n_frontier = int(table["on_frontier_d"].sum())
+        try:
+            fits[metric] = fit_law(table, bootstrap=FIT_BOOTSTRAP, seed=0, progress=False, metric=metric,
+                                   bench=bench, sweep=spec.name)
+        except ValueError as exc:
+            print(f"demo: fitting {metric} for the checks failed: {exc}", file=sys.stderr)
+            fits[metric] = None
+    if spec.holdout and fits.get("psnr") is not None:
+        held = holdout_points(store, bench, "psnr", spec.holdout_sweep)
+        if not held.empty:
+            table, summary_df = validate_holdout(fits["psnr"], held)
+            print("\n" + format_holdout(summary_df, "MSE"))
+            fit = fits["psnr"]
+            store.write_extrapolation(
+                [{"train_max": float(fit.inputs[0].max()), "target_x0": r["C"], "n_train": fit.n_points,
+                  "n_test": int((table["run_id"] == r["run_id"]).sum()), "mean_abs_rel_err": abs(r["rel_err"]),
+                  "max_abs_rel_err": r["max_abs_rel_err"], "coverage": float(r["inside"]),
+                  "detail": table[table["run_id"] == r["run_id"]].to_dict(orient="list")}
+                 for _, r in summary_df.iterrows()],
+                kind="holdout_run", law=fit.law.name, metric="psnr", bench=bench, sweep=spec.holdout_sweep,
+                x_cols=list(fit.x), y_col=fit.y, data_hash=fit.data_hash)
+    checks = [sc.check_learning(store, spec.name), sc.check_baseline(store, spec.name, bench),
+              sc.check_larger_wins(store, spec.name, bench), sc.check_overfit(store, spec.name, bench),
+              sc.check_frontier(n_frontier), sc.check_law(fits.get("psnr"), "MSE (from PSNR)", 0.95, True),
+              sc.check_law(fits.get("ssim"), "1-SSIM", 0.90, False), sc.check_skips(store, spec.name),
+              sc.check_holdout(summary_df)]
+    return checks, summary_df
+
+
 def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
     from rayder_core.results import ResultsStore
 
@@ -122,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a grid key, e.g. --set base.steps=400")
     parser.add_argument("--executor", default="local", choices=("local", "slurm", "auto"),
                         help="where the runs train (default: local; slurm waits for the jobs)")
-    parser.add_argument("--clips", type=int, default=2000, help="synthetic training clips (default 2000)")
+    parser.add_argument("--clips", type=int, default=1000, help="synthetic training clips (default 1000)")
+    parser.add_argument("--shard-size", type=int, default=10,
+                        help="clips per shard (default 10: fractions 1%%/10%%/100%% of 1000 clips = 10/100/1000)")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length in seconds (default 5)")
-    parser.add_argument("--bench-scenes", type=int, default=16, help="benchmark scenes (default 16)")
+    parser.add_argument("--bench-scenes", type=int, default=32, help="benchmark scenes (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="data-generation processes (default 2)")
     parser.add_argument("--pdf", default="reports/out/study.pdf", help="report path")
     args = parser.parse_args(argv)
@@ -132,14 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     spec = load_spec(args.grid, args.overrides)
     print(f"demo: preparing synthetic data for {args.grid}", flush=True)
-    prepare_data(spec, clips=args.clips, bench_scenes=args.bench_scenes, workers=args.workers, seconds=args.seconds)
+    prepare_data(spec, clips=args.clips, bench_scenes=args.bench_scenes, workers=args.workers, seconds=args.seconds,
+                 shard_size=args.shard_size)
     t_data = time.monotonic() - t0
     print(f"demo: data ready in {t_data:.0f} s; launching {len(spec.runs())} runs", flush=True)
     result = launch(spec, executor=args.executor, wait=True)
     t_train = time.monotonic() - t0 - t_data
     print(f"demo: training done in {t_train / 60:.1f} min", flush=True)
     _, pdf = fit_and_report(spec, Path(args.pdf))
+    checks, _ = validate_and_check(spec)
     print("\n" + summary(spec, pdf, time.monotonic() - t0))
+    if checks:
+        from sweeps.study_checks import format_checks
+
+        print("checks:  does the study show a real law? (issue 10's targets)\n" + format_checks(checks))
     # next commands to try, exactly as they apply to this demo (issue 15: the card's commands work verbatim)
     import os
     import shlex

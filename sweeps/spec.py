@@ -12,6 +12,8 @@ A grid file has these top-level keys (every error names the file and the dotted 
       fractions: [0.01, 0.1, 1.0]
       seeds: [0]
       ablations: {no-local: {local_layers: false}}   # extra variants: model-key overrides (baseline kept)
+    holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
+      - {preset: L, fraction: 1.0, set: {steps: 400000}}   # recorded as sweep `<name>-holdout`
     slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
     local: {...}                # LocalSpec: how many runs at once on the local executor
 
@@ -140,6 +142,22 @@ class LocalSpec:
 
 
 @dataclass
+class HoldoutRun:
+    """One run beyond the grid (a larger preset, or longer training): trained with the grid's `base` (plus its
+    preset's overrides and `set`), recorded under the sweep `<name>-holdout` so that fits of the grid exclude it,
+    then compared with the law's prediction (`fitting.validate.predict_holdout`, `python -m sweeps.demo`)."""
+
+    preset: str
+    fraction: float = 1.0
+    seed: int = 0
+    set: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys that differ from base, e.g. {steps: 2000}
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+
+
+@dataclass
 class SweepSpec:
     """A validated grid file. `runs()` expands it into one TrainConfig per run."""
 
@@ -151,6 +169,7 @@ class SweepSpec:
     db: str = "results.duckdb"
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     local: LocalSpec = field(default_factory=LocalSpec)
+    holdout: list[HoldoutRun] = field(default_factory=list)
     source: str = field(default="<mapping>", init=False, repr=False)  # the grid file (for error messages)
     path: str | None = field(default=None, init=False, repr=False)     # the grid file as given (load_spec)
     overrides: list[str] = field(default_factory=list, init=False, repr=False)  # its --set overrides
@@ -187,6 +206,14 @@ class SweepSpec:
             where = f"grid point preset={preset} fraction={fraction:g} seed={seed}" + (
                 f" ablation={ablation}" if ablation else "")
             configs.append(_train_config(mapping, f"{self.source} ({where})"))
+        for i, h in enumerate(self.holdout):
+            mapping = _deep_merge(_deep_merge(self.base, self.preset_overrides.get(h.preset, {})), h.set)
+            mapping["model"] = {**mapping.get("model", {}), "preset": h.preset}
+            mapping.setdefault("data", {})["fraction"] = h.fraction
+            mapping["seed"] = h.seed
+            mapping["sweep"] = self.holdout_sweep
+            mapping["out_dir"] = out_dir
+            configs.append(_train_config(mapping, f"{self.source} (holdout[{i}])"))
         seen: dict[str, int] = {}
         for i, cfg in enumerate(configs):
             if cfg.run_id in seen:
@@ -194,6 +221,11 @@ class SweepSpec:
                                   f"{cfg.run_id}; remove the duplicate")
             seen[cfg.run_id] = i
         return configs
+
+    @property
+    def holdout_sweep(self) -> str:
+        """Sweep name of the held-out runs (fits of the grid use `--sweep <name>`, which excludes them)."""
+        return f"{self.name}-holdout"
 
     def slurm_for(self, preset: str) -> SlurmSpec:
         return self.slurm.for_preset(preset, source=self.source)
@@ -274,6 +306,11 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
             model_config(model, source=f"{source}: grid.ablations.{name}")  # may switch model.family
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    for i, h in enumerate(spec.holdout):
+        if h.preset not in PRESETS:
+            raise ConfigError(f"{source}: holdout[{i}].preset: unknown model preset {h.preset!r}; "
+                              f"choose from {sorted(PRESETS)}")
+        _check_train_section(h.set, source, f"holdout[{i}].set", [h.preset])
     for preset, overrides in spec.slurm.per_preset.items():
         if preset not in spec.grid.presets:
             raise ConfigError(f"{source}: slurm.per_preset.{preset}: not a preset of grid.presets "

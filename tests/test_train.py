@@ -239,3 +239,15 @@ def test_tiny_preset_learns_beyond_mean_colour(tmp_path_factory):
     # 200-clip corpus (+2.3 dB on the 2000-clip demo corpus); the thresholds leave room for other CPUs' rounding
     assert last < 0.8 * first
     assert ev["psnr"] > ev["baseline_psnr"] + 0.3
+
+
+@pytest.mark.parametrize("factor,expected_skips", [(None, 0), (1e-9, 4)])
+def test_grad_spike_rule_off_by_default_and_skips_when_on(synth_data, tmp_path, factor, expected_skips):
+    """Default (rule off): no step is skipped. With a factor so small that every post-warmup gradient counts as a
+    spike, the 4 steps after the 2 warmup steps are skipped and counted (and the run finishes: 4 < 20)."""
+    over = {} if factor is None else {"optim.skip_grad_factor": factor}
+    cfg = load_train_config(tiny_config(synth_data, tmp_path, **over))
+    outcome = run_training(cfg, db=None, progress=False)
+    assert outcome.status == "finished"
+    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["skipped_total"] == expected_skips

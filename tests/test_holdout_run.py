@@ -1,0 +1,84 @@
+"""Held-out runs: a grid's `holdout:` runs are expanded under their own sweep, kept out of the grid's fits, and
+predicted by the law fitted on the grid alone (`fitting.holdout_run`) -- checked on a store with known values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fitting import fit_law, frontier
+from fitting.holdout_run import holdout_points, validate_holdout
+from rayder_core.results import ResultsStore
+from rayder_core.yamlconf import ConfigError
+from sweeps.spec import spec_from_mapping
+
+TRUE = dict(L_inf=0.02, A=3.0, alpha=0.35, B=0.5, beta=0.4, gamma=1.0)  # MSE(C, D), C in GFLOP
+
+
+def mse_law(C, D):
+    return TRUE["L_inf"] + (TRUE["A"] * C ** -TRUE["alpha"] + TRUE["B"] * D ** -TRUE["beta"]) ** TRUE["gamma"]
+
+
+def psnr_of(mse):
+    return -10 * np.log10(mse / 4)
+
+
+def _write_run(store, run_id, sweep, params, D, steps, flops_per_step, scale=1.0):
+    store.upsert_run(run_id, sweep=sweep, preset=f"p{params}", params=params, fraction=D / 1000, D=D, config={},
+                     status="finished")
+    for step in steps:
+        flops = step * flops_per_step
+        store.add_checkpoint(run_id, step=step, samples=4 * step, flops=flops, wall_time_s=step, lr=1e-3,
+                             lr_phase="stable")
+        value = psnr_of(mse_law(flops / 1e9, D) * scale)
+        store.add_evals(run_id, step, bench="re10k-synth", values={"psnr": float(value)}, n=32)
+
+
+@pytest.fixture()
+def known_store(tmp_path):
+    """A grid of 3 sizes x 3 D whose every checkpoint lies exactly on TRUE (as PSNR), plus two held-out runs: one
+    on the law far beyond the grid's compute, one whose MSE is 10% above it."""
+    store = ResultsStore(tmp_path / "known.duckdb")
+    steps = np.unique(np.geomspace(10, 1000, 12).round().astype(int))
+    for params, fps in ((1e5, 2e9), (1e6, 8e9), (1e7, 32e9)):
+        for D in (10, 100, 1000):
+            _write_run(store, f"grid-{int(params)}-{D}", "demo", int(params), D, steps, fps)
+    _write_run(store, "held-on-law", "demo-holdout", int(1e7), 1000, np.array([500, 2000, 4000]), 32e9)
+    _write_run(store, "held-off-law", "demo-holdout", int(1e7), 100, np.array([500, 2000, 4000]), 32e9, scale=1.1)
+    return store
+
+
+def test_law_fitted_on_the_grid_predicts_held_out_runs(known_store):
+    pts = known_store.eval_points("re10k-synth", "psnr", sweep="demo")
+    assert set(pts["sweep"]) == {"demo"}  # the held-out runs are not part of the grid's points
+    fit = fit_law(frontier(pts, "psnr"), bootstrap=30, seed=0, progress=False)
+    assert fit.r2 > 0.999
+    held = holdout_points(known_store, "re10k-synth", "psnr", "demo-holdout")
+    assert len(held) == 6
+    table, summary = validate_holdout(fit, held)
+    on = summary.set_index("run_id").loc["held-on-law"]
+    off = summary.set_index("run_id").loc["held-off-law"]
+    # exact data: the on-law run is predicted to < 1% even at 4x the grid's largest compute
+    assert on["beyond_grid_c"] and abs(on["rel_err"]) < 0.01 and on["inside"]
+    # 10% more MSE than the law: predicted / measured - 1 = 1/1.1 - 1 = -9.1%
+    assert off["rel_err"] == pytest.approx(1 / 1.1 - 1, abs=0.01)
+    assert set(table.columns) >= {"run_id", "step", "C", "D", "measured", "predicted", "rel_err", "lo", "hi",
+                                  "band_lo", "band_hi", "inside"}
+    np.testing.assert_allclose(table.loc[table["run_id"] == "held-on-law", "measured"],
+                               mse_law(np.array([500, 2000, 4000]) * 32.0, 1000), rtol=1e-9)
+
+
+def test_grid_holdout_runs_expand_under_their_own_sweep():
+    grid = {"name": "demo", "base": {"steps": 100, "data": {"frames": 4, "resolution": 32}},
+            "grid": {"presets": ["tiny-xs", "tiny-s"], "fractions": [0.1, 1.0]},
+            "holdout": [{"preset": "tiny-b", "fraction": 1.0, "set": {"steps": 300}}]}
+    spec = spec_from_mapping(grid, "grid.yaml")
+    runs = spec.runs()
+    assert len(runs) == 5
+    held = [r for r in runs if r.sweep == "demo-holdout"]
+    assert len(held) == 1 and held[0].steps == 300 and held[0].model["preset"] == "tiny-b"
+    assert all(r.sweep == "demo" and r.steps == 100 for r in runs if r is not held[0])
+    with pytest.raises(ConfigError, match=r"holdout\[0\].preset"):
+        spec_from_mapping({**grid, "holdout": [{"preset": "nope"}]}, "grid.yaml")
+    with pytest.raises(ConfigError, match=r"holdout\[0\].set.data.fraction"):
+        spec_from_mapping({**grid, "holdout": [{"preset": "tiny-b", "set": {"data": {"fraction": 0.5}}}]},
+                          "grid.yaml")
