@@ -15,6 +15,7 @@ import importlib.util
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +92,7 @@ def fit_and_report(spec: SweepSpec, pdf: Path) -> tuple[list[str], Path | None]:
 def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
     """Fit the MSE law (from PSNR) and the 1-SSIM law on the grid alone, predict the held-out runs with it (stored
     as an `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
-    from fitting import fit_law, frontier
+    from fitting import FitWarning, fit_law, frontier
     from fitting.checkpoints import select_checkpoints
     from fitting.holdout_run import format_holdout, holdout_points, validate_holdout
     from rayder_core.results import ResultsStore
@@ -111,10 +112,12 @@ def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
         table = frontier(pts, metric)
         if metric == "psnr":
             n_frontier = int(table["on_frontier_d"].sum())
-        try:
-            fits[metric] = fit_law(table, bootstrap=FIT_BOOTSTRAP, seed=0, progress=False, metric=metric,
-                                   bench=bench, sweep=spec.name)
-        except ValueError as exc:
+        try:  # the same fit as `rayder-fit --bootstrap FIT_BOOTSTRAP` above (its defaults), kept in memory
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FitWarning)  # kept in the result's warnings (the checks read them)
+                fits[metric] = fit_law(table, bootstrap=FIT_BOOTSTRAP, seed=0, n_starts=20, progress=False,
+                                       metric=metric, bench=bench, sweep=spec.name)
+        except (ValueError, RuntimeError) as exc:
             print(f"demo: fitting {metric} for the checks failed: {exc}", file=sys.stderr)
             fits[metric] = None
     if spec.holdout and fits.get("psnr") is not None:
