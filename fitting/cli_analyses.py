@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     an.add_argument("--compare", metavar="LAW,LAW,...",
                     help="fit each law on the same points and rank them by AIC/BIC (Gaussian likelihood on log "
                          "residuals, scale fitted) and leave-one-out / leave-one-D-out error; prints and stores "
-                         "the table (table law_comparisons)")
+                         "the table (table law_comparisons); --fix/--tie apply to the entry equal to --law")
     an.add_argument("--no-cv", action="store_true", help="--compare without the cross-validation columns (faster)")
     an.add_argument("--isoflop", action="store_true",
                     help="isoFLOP profiles (Chinchilla Approach 2) of the checkpoint curves: N*(C) and D*(C) power "
