@@ -41,8 +41,8 @@ def test_tiny_erayzer_learns_beyond_mean_colour(synth_data):
     ev = evaluate_nvs(model, BenchmarkSpec("re10k-synth", str(synth_data.re10k)), resolution=RESOLUTION,
                       device=torch.device("cpu"), use_lpips=False)["values"]
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    print(f"\nE-RayZer tiny-xs, {STEPS} steps at {RESOLUTION}^2 ({time.monotonic() - t0:.0f} s): loss mean of the first "
-          f"10 steps {first:.4f} -> of the last 10 {last:.4f}; PSNR {ev['psnr']:.2f} dB vs mean-colour baseline "
+    print(f"\nE-RayZer tiny-xs, {STEPS} steps at {RESOLUTION}^2 ({time.monotonic() - t0:.0f} s): loss mean of the "
+          f"first 10 steps {first:.4f} -> of the last 10 {last:.4f}; PSNR {ev['psnr']:.2f} dB vs mean-colour baseline "
           f"{ev['baseline_psnr']:.2f} dB")
     assert last < 0.5 * first
     assert ev["psnr"] > ev["baseline_psnr"] + 1.0

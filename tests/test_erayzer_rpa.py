@@ -16,7 +16,8 @@ def _rz(deg: float) -> torch.Tensor:
 
 
 def _cams(Rs, ts) -> Camera:
-    return Camera(R=torch.stack(Rs), t=torch.tensor(ts, dtype=torch.float64), f=torch.ones(len(Rs), dtype=torch.float64))
+    return Camera(R=torch.stack(Rs), t=torch.tensor(ts, dtype=torch.float64),
+                  f=torch.ones(len(Rs), dtype=torch.float64))
 
 
 def test_hand_computed_three_views():

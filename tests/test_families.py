@@ -81,7 +81,8 @@ def test_both_families_evaluate(family, synth_data):
     frames, meta = make_clip(5, resolution=32, seconds=2.0)
     x = torch.from_numpy(frames[::3][:4]).permute(0, 3, 1, 2)[None].float() / 127.5 - 1
     cams = meta["cameras"]
-    gt = Camera(R=torch.tensor(cams["R"])[::3][:4], t=torch.tensor(cams["t"])[::3][:4], f=torch.tensor(cams["f"])[::3][:4])
+    gt = Camera(R=torch.tensor(cams["R"])[::3][:4], t=torch.tensor(cams["t"])[::3][:4],
+                f=torch.tensor(cams["f"])[::3][:4])
     est = model.predict_cameras(x)
     assert est.camera_tokens.shape[:2] == (1, 4)
     rpa = relative_pose_accuracy(est.camera[0], gt)

@@ -5,7 +5,8 @@ A clip's **overlap profile** O(g) maps a frame gap g (frames) to the mean visual
 
 * `geometric_overlap_profile(cams, ...)`: co-visibility from poses (the synthetic corpus's JSON has exact per-frame
   cameras; RE10K-style data has them too). The pixels of frame i are back-projected onto planes at a set of camera
-  depth hypotheses (scene units; the clip has poses but no depth) and projected into frame j; the overlap of (i, j) is the fraction
+  depth hypotheses (scene units; the clip has poses but no depth) and projected into frame j; the overlap of (i, j)
+  is the fraction
   that lands in front of camera j and inside its image, averaged over depths and over both directions.
 * `feature_overlap_profile(frames, extractor)`: cosine similarity of per-frame features, clamped to [0, 1]. The
   extractor is pluggable (frames (N, 3, H, W) in [-1, 1] -> (N, D)); `dinov2_extractor()` loads DINOv2 ViT-S/14 from

@@ -136,7 +136,8 @@ def cli(args, parser) -> None:
         except ValueError as e:
             parser.error(str(e))
     if not rows:
-        parser.error(f"no E-RayZer preset of {names} fits resolution {args.resolution} (must be divisible by the patch)")
+        parser.error(f"no E-RayZer preset of {names} fits resolution {args.resolution} "
+                     "(must be divisible by the patch)")
     if args.json:
         out = []
         for r in rows:

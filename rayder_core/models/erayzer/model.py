@@ -72,7 +72,8 @@ class ERayZer(nn.Module):
         """Pixel-aligned Gaussians (see scene.py) of reference images (B, Vi, 3, H, W) with cameras (B, Vi)."""
         self._check_frames(inputs, "reconstruct(inputs)")
         if tuple(cams_in.shape) != tuple(inputs.shape[:2]):
-            raise ValueError(f"reconstruct: cams_in has shape {tuple(cams_in.shape)}, expected {tuple(inputs.shape[:2])}")
+            raise ValueError(f"reconstruct: cams_in has shape {tuple(cams_in.shape)}, "
+                             f"expected {tuple(inputs.shape[:2])}")
         return self.scene_net(inputs, cams_in)
 
     def render(self, gaussians: dict[str, Tensor], cams: Camera, height: int, width: int) -> Tensor:

@@ -168,7 +168,8 @@ def _quadratic_form(means2d: Tensor, conics: Tensor, pix: Tensor, centre: Tensor
     a, b, c = conics.double().unbind(-1)
     mx, my = m.unbind(-1)
     coeff = torch.stack(
-        [0.5 * a, 0.5 * c, b, -(a * mx + b * my), -(c * my + b * mx), 0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my],
+        [0.5 * a, 0.5 * c, b, -(a * mx + b * my), -(c * my + b * mx),
+         0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my],
         -2,
     )  # (..., 6, N)
     px, py = q.unbind(-1)
