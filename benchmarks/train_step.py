@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu_defaults = _apply_device_defaults(args, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     presets = [p for p in args.presets.split(",") if p]
     precisions = [p for p in args.precisions.split(",") if p]
     bad = [p for p in precisions if p not in PRECISIONS]
@@ -141,7 +143,7 @@ def _apply_device_defaults(args: argparse.Namespace, device: torch.device) -> di
     presets XS..L at 256^2 in bf16 with batch 1; on CUDA also set TF32 (rayder_core.runtime). Returns the settings."""
     cuda = device.type == "cuda"
     if args.presets is None:
-        args.presets = "XS,S,B,L" if cuda else "tiny-xs,tiny-s,tiny-b,tiny-l"
+        args.presets = "XS,S,B,L" if cuda else "tiny-xs,tiny-2x128,tiny-2x256,tiny-s,tiny-b,tiny-l"
     if args.precisions is None:
         args.precisions = "bf16" if cuda else "fp32,bf16"
     if args.resolution is None:
@@ -154,8 +156,6 @@ def _apply_device_defaults(args: argparse.Namespace, device: torch.device) -> di
         args.model = [] if cuda else ["patch=2", "local_layers=false"]
     if args.threads is None and not cuda:
         args.threads = 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from rayder_core.runtime import apply_gpu_settings, natten_status
 
     return {**apply_gpu_settings(args.tf32, device), **(natten_status() if cuda else {})}

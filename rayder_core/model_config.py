@@ -174,4 +174,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-s": _size(128, 5, **_TINY_LOCAL),
     "tiny-b": _size(192, 6, **_TINY_LOCAL),
     "tiny-l": _size(256, 8, **_TINY_LOCAL),
+    # Shallow and wide (depth 2 like tiny-xs): the embedded demo's larger sizes. At 32^2 a deeper backbone learns
+    # more slowly per step in a CPU budget; width adds capacity at a smaller cost in step time.
+    "tiny-2x128": _size(128, 2, **_TINY_LOCAL),
+    "tiny-2x256": _size(256, 2, **_TINY_LOCAL),
 }

@@ -57,7 +57,8 @@ def test_benchmark_cuda_defaults_and_markdown(tmp_path):
     import benchmarks.train_step as bench
 
     def parsed(**given):
-        base = dict(presets=None, precisions=None, resolution=None, batch=None, tf32=True)
+        base = dict(presets=None, precisions=None, resolution=None, batch=None, tf32=True, views=None, model=None,
+                    threads=None)
         return argparse.Namespace(**{**base, **given})
 
     saved = torch.backends.cuda.matmul.allow_tf32
@@ -70,7 +71,11 @@ def test_benchmark_cuda_defaults_and_markdown(tmp_path):
         assert (b.presets, b.batch, b.resolution) == ("S", 2, 256)  # given values win
         c = parsed()
         bench._apply_device_defaults(c, torch.device("cpu"))
-        assert (c.presets, c.precisions, c.resolution, c.batch) == ("tiny-xs,tiny-s,tiny-b,tiny-l", "fp32,bf16", 32, 4)
+        assert (c.presets, c.precisions, c.resolution, c.batch) == (
+            "tiny-xs,tiny-2x128,tiny-2x256,tiny-s,tiny-b,tiny-l", "fp32,bf16", 32, 4)
+        # CPU defaults are the demo's runs: 4 views, patch 2 without NA layers, one thread per run
+        assert (c.views, c.model, c.threads) == (4, ["patch=2", "local_layers=false"], 1)
+        assert (a.views, a.model, a.threads) == (8, [], None)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
     # markdown: one row per (preset, precision); MFU = achieved / denominator
