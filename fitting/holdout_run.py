@@ -48,6 +48,19 @@ def validate_holdout(fit: FitResult, points: pd.DataFrame, *, ci: float = 0.95) 
     return table, pd.DataFrame(rows)
 
 
+def store_holdout_validation(store, fit: FitResult, table: pd.DataFrame, summary: pd.DataFrame, *, bench: str,
+                             metric: str, sweep: str) -> str:
+    """Record a `validate_holdout` result in the store's `extrapolations` table (kind 'holdout_run', one row per
+    held-out run, its per-checkpoint table in `detail`; the report's held-out page reads it). Returns the record id."""
+    rows = [{"train_max": float(fit.inputs[0].max()) if fit.inputs else float("nan"), "target_x0": r["C"],
+             "n_train": fit.n_points, "n_test": int((table["run_id"] == r["run_id"]).sum()),
+             "mean_abs_rel_err": abs(r["rel_err"]), "max_abs_rel_err": r["max_abs_rel_err"],
+             "coverage": float(r["inside"]), "detail": table[table["run_id"] == r["run_id"]].to_dict(orient="list")}
+            for _, r in summary.iterrows()]
+    return store.write_extrapolation(rows, kind="holdout_run", law=fit.law.name, metric=metric, bench=bench,
+                                     sweep=sweep, x_cols=list(fit.x), y_col=fit.y, data_hash=fit.data_hash)
+
+
 def format_holdout(summary: pd.DataFrame, label: str = "MSE") -> str:
     """One line per held-out run: measured vs predicted at its final checkpoint."""
     lines = []

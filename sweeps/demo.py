@@ -94,7 +94,7 @@ def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
     as an `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
     from fitting import FitWarning, fit_law, frontier
     from fitting.checkpoints import select_checkpoints
-    from fitting.holdout_run import format_holdout, holdout_points, validate_holdout
+    from fitting.holdout_run import format_holdout, holdout_points, store_holdout_validation, validate_holdout
     from rayder_core.results import ResultsStore
     from sweeps import study_checks as sc
 
@@ -125,15 +125,8 @@ def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
         if not held.empty:
             table, summary_df = validate_holdout(fits["psnr"], held)
             print("\n" + format_holdout(summary_df, "MSE"))
-            fit = fits["psnr"]
-            store.write_extrapolation(
-                [{"train_max": float(fit.inputs[0].max()), "target_x0": r["C"], "n_train": fit.n_points,
-                  "n_test": int((table["run_id"] == r["run_id"]).sum()), "mean_abs_rel_err": abs(r["rel_err"]),
-                  "max_abs_rel_err": r["max_abs_rel_err"], "coverage": float(r["inside"]),
-                  "detail": table[table["run_id"] == r["run_id"]].to_dict(orient="list")}
-                 for _, r in summary_df.iterrows()],
-                kind="holdout_run", law=fit.law.name, metric="psnr", bench=bench, sweep=spec.holdout_sweep,
-                x_cols=list(fit.x), y_col=fit.y, data_hash=fit.data_hash)
+            store_holdout_validation(store, fits["psnr"], table, summary_df, bench=bench, metric="psnr",
+                                     sweep=spec.holdout_sweep)
     checks = [sc.check_learning(store, spec.name), sc.check_baseline(store, spec.name, bench),
               sc.check_larger_wins(store, spec.name, bench), sc.check_overfit(store, spec.name, bench),
               sc.check_frontier(n_frontier), sc.check_law(fits.get("psnr"), "MSE (from PSNR)", 0.95, True),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fitting import fit_law, frontier
-from fitting.holdout_run import holdout_points, validate_holdout
+from fitting.holdout_run import holdout_points, store_holdout_validation, validate_holdout
 from rayder_core.results import ResultsStore
 from rayder_core.yamlconf import ConfigError
 from sweeps.spec import spec_from_mapping
@@ -82,3 +82,22 @@ def test_grid_holdout_runs_expand_under_their_own_sweep():
     with pytest.raises(ConfigError, match=r"holdout\[0\].set.data.fraction"):
         spec_from_mapping({**grid, "holdout": [{"preset": "tiny-b", "set": {"data": {"fraction": 0.5}}}]},
                           "grid.yaml")
+
+
+def test_report_shows_the_held_out_validation(known_store, tmp_path):
+    """The stored validation becomes report page 8; the grid's frontier pages exclude the held-out runs."""
+    from reports.report import build_report, expected_page_count, load_study
+
+    fit = fit_law(frontier(known_store.eval_points("re10k-synth", "psnr", sweep="demo"), "psnr"), bootstrap=20,
+                  seed=0, progress=False)
+    table, summary = validate_holdout(fit, holdout_points(known_store, "re10k-synth", "psnr", "demo-holdout"))
+    store_holdout_validation(known_store, fit, table, summary, bench="re10k-synth", metric="psnr",
+                             sweep="demo-holdout")
+    stored = known_store.extrapolations("holdout_run")
+    assert len(stored) == 2 and set(stored["sweep"]) == {"demo-holdout"}
+    study = load_study(known_store.path)
+    assert study.has_holdout_runs
+    assert set(study.eval_points("re10k-synth", "psnr")["sweep"]) == {"demo"}
+    result = build_report(known_store.path, tmp_path / "study.pdf", bootstrap=10, figure_formats=())
+    assert result.pages[-1] == "08_holdout"
+    assert len(result.pages) == expected_page_count(1, 0, 11, holdout=True)
