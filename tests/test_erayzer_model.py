@@ -137,3 +137,15 @@ def test_training_backward_is_about_two_forwards():
     ratio = measured / (f["camera"] + f["scene"])
     print(f"forward+backward / forward = {ratio:.3f}")
     assert 2.7 < ratio <= 3.0  # first-layer input gradients are not computed
+
+
+def test_rendering_stays_fp32_under_bf16_autocast():
+    m = _model()
+    x = torch.rand(1, 4, 3, 16, 16) * 2 - 1
+    est = m.predict_cameras(x)
+    with torch.no_grad():
+        g = m.reconstruct(x[:, :2], est.camera[:, :2])
+        ref = m.render(g, est.camera[:, 2:], 16, 16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m.render(g, est.camera[:, 2:], 16, 16)
+    assert out.dtype == torch.float32 and torch.equal(out, ref)

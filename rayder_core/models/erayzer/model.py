@@ -77,11 +77,13 @@ class ERayZer(nn.Module):
         return self.scene_net(inputs, cams_in)
 
     def render(self, gaussians: dict[str, Tensor], cams: Camera, height: int, width: int) -> Tensor:
-        """Splat Gaussians to cameras (B, Vt): (B, Vt, 3, H, W) in [-1, 1] units (2 rgb - 1, not clamped)."""
-        rgb = render_views(
-            gaussians, cams, height, width, near_plane=self.cfg.render_near, background=self.cfg.background,
-            backend=self.backend,
-        )
+        """Splat Gaussians to cameras (B, Vt): (B, Vt, 3, H, W) in [-1, 1] units (2 rgb - 1, not clamped).
+        Rendering always runs in fp32, also inside a bf16 autocast region (as the official code)."""
+        with torch.autocast(device_type=gaussians["means"].device.type, enabled=False):
+            rgb = render_views(
+                {k: v.float() for k, v in gaussians.items()}, cams.to(dtype=torch.float32), height, width,
+                near_plane=self.cfg.render_near, background=self.cfg.background, backend=self.backend,
+            )
         return (rgb * 2 - 1).permute(0, 1, 4, 2, 3)
 
     @torch.no_grad()
