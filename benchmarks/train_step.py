@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     for p, v in peaks.items():
         print(f"matmul peak {p}: {v / 1e9:.1f} GFLOP/s (best square matmul in this run)")
     denominators = {p: (args.peak_tflops * 1e12 if args.peak_tflops else v) for p, v in peaks.items()}
-    rows = [(n, p, sec, args.batch / sec, fl, fl / sec, fl / sec / denominators[p]) for n, p, m, sec, fl in timed]
+    rows = [(n if len(modes) == 1 else f"{n} ({m})", p, sec, args.batch / sec, fl, fl / sec, fl / sec / denominators[p])
+            for n, p, m, sec, fl in timed]
     if args.markdown:
         write_markdown(args.markdown, rows, args=args, device=device, peaks=peaks, settings=gpu_defaults)
         print(f"markdown table written to {args.markdown}")
