@@ -80,10 +80,17 @@ PAGE_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend
 HOLDOUT_SUFFIX = "-holdout"  # sweep name of a grid's held-out runs (sweeps.spec.SweepSpec.holdout_sweep)
 
 
-def _without_holdout(points: pd.DataFrame) -> pd.DataFrame:
+def _fit_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The checkpoints the grid's frontiers and fits use, as `rayder-fit` selects them by default: held-out runs
+    (validated on their own page) and warmup checkpoints (`fitting.select_checkpoints`) are left out."""
     if points.empty or "sweep" not in points:
         return points
-    return points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)].reset_index(drop=True)
+    points = points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)].reset_index(drop=True)
+    if "lr_phase" in points and len(points):
+        from fitting import select_checkpoints
+
+        points = select_checkpoints(points, "all", drop_warmup=True)[0].reset_index(drop=True)
+    return points
 
 
 class ReportError(RuntimeError):
@@ -167,7 +174,7 @@ def load_study(db_path: str | Path) -> Study:
                   train_log=store.train_log(), fits=store.fits(), holdouts=store.extrapolations("holdout_run"))
     for bench in study.nvs_benches:
         for metric in NVS_METRICS:  # frontiers and fits of the grid: held-out runs are validated, not fitted
-            study.points[(bench, metric)] = _without_holdout(store.eval_points(bench, metric))
+            study.points[(bench, metric)] = _fit_points(store.eval_points(bench, metric))
     for bench in study.probe_benches:
         for metric in camera_metrics(bench):
             study.points[(bench, metric)] = store.eval_points(bench, metric)
