@@ -55,8 +55,8 @@ def test_demo_grid_is_three_tiny_presets_by_four_fractions_plus_a_holdout():
     for r in runs:  # >= 8 log-spaced evaluated checkpoints per run, the first after warmup begins
         assert len(r.eval.steps_for(r.steps)) >= 8, r.run_id
         assert r.optim.skip_grad_factor is None  # the grad-spike rule is off
-    # the held-out run goes beyond the grid: the largest preset, twice the steps, the largest D
-    assert len(held) == 1 and held[0].steps == 2 * max(r.steps for r in runs if r.model["preset"] == "tiny-2x256")
+    # the held-out run goes beyond the grid: the largest preset, more steps (so more compute), the largest D
+    assert len(held) == 1 and held[0].steps > max(r.steps for r in runs if r.model["preset"] == "tiny-2x256")
     assert held[0].data.fraction == max(r.data.fraction for r in runs)
 
 
