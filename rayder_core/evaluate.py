@@ -446,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
                   + "".join(f"\n  {k}: missing ({why})" for k, why in rec["missing"].items()))
     if (rank == 0 and args.db and cfg.store_mode == "direct" and (args.run_dir / "state.json").exists()):
         record_run_dir(args.run_dir, ResultsStore(args.db))
+    if world > 1:  # leave together: a rank exiting while another still talks to gloo aborts (SIGABRT) at teardown
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 
