@@ -140,7 +140,7 @@ def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
 
     store = ResultsStore(spec.db_path)
     ids = [c.run_id for c in spec.runs()]
-    runs = store.runs(spec.name)
+    runs = store.runs()  # the grid's sweep and its held-out runs' sweep
     runs = runs[runs["run_id"].isin(ids)]
     ck = store.checkpoints()
     ck = ck[ck["run_id"].isin(ids)]
