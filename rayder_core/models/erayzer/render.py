@@ -38,6 +38,8 @@ from torch.utils.checkpoint import checkpoint
 
 from rayder_core.geometry import Camera
 
+from .camera import rotation_from_quat  # (w, x, y, z) -> R, one definition for the family
+
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
@@ -82,19 +84,6 @@ def sh_to_rgb(sh: Tensor, dirs: Tensor) -> Tensor:
     return torch.clamp_min((basis[..., None] * sh).sum(-2) + 0.5, 0.0)
 
 
-def quat_to_rotmat(q: Tensor) -> Tensor:
-    """(..., 4) (w, x, y, z), normalised here -> (..., 3, 3)."""
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).unflatten(-1, (3, 3))
-
-
 def camera_to_viewmat_K(cam: Camera, height: int, width: int) -> tuple[Tensor, Tensor]:
     """RayDer cameras (...) -> (viewmats (..., 4, 4) world-to-camera, Ks (..., 3, 3) in pixels), gsplat conventions."""
     R, t = cam.R, cam.t
@@ -136,7 +125,7 @@ def project_gaussians(
     z = pc[..., 2]
     valid = (z > near_plane) & (z < far_plane)
     zs = torch.where(valid, z, torch.ones_like(z))  # safe depth for culled Gaussians (their alpha is zeroed)
-    M = quat_to_rotmat(quats) * scales[:, None, :]  # R diag(s)
+    M = rotation_from_quat(quats) * scales[:, None, :]  # R diag(s)
     cov = M @ M.transpose(-1, -2)  # (N, 3, 3)
     cov_c = Rw[..., None, :, :] @ cov @ Rw.transpose(-1, -2)[..., None, :, :]
     fx, fy = K[..., 0, 0, None], K[..., 1, 1, None]
