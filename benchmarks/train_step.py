@@ -32,7 +32,7 @@ from tqdm import tqdm
 from rayder_core.flops import count_flops
 from rayder_core.model import RayDer
 from rayder_core.model_config import ModelConfig
-from rayder_core.precision import _sync, matmul_peak
+from rayder_core.precision import matmul_peak, sync_device
 from rayder_core.yamlconf import ConfigError, parse_override
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -52,14 +52,14 @@ def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, ba
     gen = torch.Generator().manual_seed(0)
     times = []
     for i in range(warmup + steps):
-        _sync(device)
+        sync_device(device)
         t = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = model.training_loss(frames, generator=gen)
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _sync(device)
+        sync_device(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return min(times)

@@ -17,7 +17,8 @@ BF16_MIN_SPEEDUP = 1.25
 PEAK_SIZES = (512, 1024, 2048)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued work on `device` (CUDA); a no-op on CPU. Timings must call it before reading the clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -33,11 +34,11 @@ def matmul_peak(dtype: torch.dtype, device: torch.device | str = "cpu", sizes: t
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
         a @ b  # warm-up (kernel selection, packing buffers)
-        _sync(device)
+        sync_device(device)
         for _ in range(repeats):
             t = time.perf_counter()
             a @ b
-            _sync(device)
+            sync_device(device)
             best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
 
