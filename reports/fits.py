@@ -1,0 +1,141 @@
+"""The law L(C, D) of every NVS benchmark x metric for the report: the newest stored fit when present (its bootstrap
+band refitted now), else fitted now."""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from fitting import DEFAULT_LAW, FitResult, FitWarning, fit_law, frontier, get_law, target_label
+from reports.common import DEFAULT_BOOTSTRAP, NVS_METRICS, Study, count_label
+
+@dataclass
+class MetricFit:
+    """The compute-optimal law L(C, D) of one benchmark and metric, or why there is none (`problem`)."""
+
+    bench: str
+    metric: str  # evaluated name ('psnr', 'lpips', 'ssim'); the law is fitted to its lower-is-better target
+    frontier: pd.DataFrame  # fitting.frontier(): C (GFLOP), D (videos), y, on_frontier_d, run_id, step, preset...
+    law: str = DEFAULT_LAW
+    params: dict[str, float] = field(default_factory=dict)
+    ci_low: dict[str, float] = field(default_factory=dict)
+    ci_high: dict[str, float] = field(default_factory=dict)
+    r2: float = float("nan")
+    r2_log: float = float("nan")
+    n_points: int = 0
+    holdout: dict = field(default_factory=dict)
+    formula: str = ""
+    source: str = ""
+    problem: str | None = None
+    band_fit: FitResult | None = None  # a bootstrap fit of the current frontier, for the prediction band
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def target(self) -> str:
+        return target_label(self.metric)
+
+    @property
+    def frontier_points(self) -> pd.DataFrame:
+        return self.frontier[self.frontier["on_frontier_d"]] if len(self.frontier) else self.frontier
+
+    def predict(self, C: np.ndarray, D: np.ndarray | float) -> np.ndarray:
+        """Predicted target (MSE on [-1,1] / LPIPS / 1-SSIM) at compute C (GFLOP) and D videos."""
+        C, D = np.broadcast_arrays(np.asarray(C, float), np.asarray(D, float))
+        return get_law(self.law).predict(self.params, [C, D])
+
+    def band(self, C: np.ndarray, D: np.ndarray | float) -> tuple[np.ndarray, np.ndarray] | None:
+        """95% bootstrap band of the target, or None without a bootstrap fit."""
+        if self.band_fit is None or not self.band_fit.n_bootstrap:
+            return None
+        try:
+            return self.band_fit.predict_band(C, D, q=(2.5, 97.5))
+        except ValueError:
+            return None
+
+
+def _stored_fit_row(study: Study, bench: str, metric: str, law: str) -> pd.Series | None:
+    fits = study.fits
+    if fits.empty:
+        return None
+    sel = fits[(fits["bench"] == bench) & (fits["law"] == law)
+               & fits["metric"].isin([metric, target_label(metric)])]
+    return None if sel.empty else sel.sort_values("created").iloc[-1]
+
+
+def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+               min_step: int = 0, use_stored: bool = True) -> MetricFit:
+    """Frontier and law of one benchmark/metric: the newest stored fit if any (its bootstrap band is refitted
+    now), else a fit made now with `bootstrap` resamples. Too few points gives a MetricFit with `problem` set."""
+    pts = study.eval_points(bench, metric)
+    empty = MetricFit(bench, metric, frontier=pd.DataFrame(columns=["C", "D", "y", "on_frontier_d"]))
+    if pts.empty:
+        empty.problem = f"no {metric} values on {bench}"
+        return empty
+    try:
+        front = frontier(pts, metric, min_step=min_step)
+    except ValueError as exc:
+        empty.problem = str(exc).splitlines()[0]
+        return empty
+    result = MetricFit(bench, metric, frontier=front)
+    n_front = int(front["on_frontier_d"].sum())
+    n_params = len(get_law(DEFAULT_LAW).param_names)
+    if n_front <= n_params or front["D"].nunique() < 2:
+        result.problem = (f"too few points to fit L(C,D): {n_front} frontier point(s) over "
+                          f"{front['D'].nunique()} data size(s); the law has {n_params} parameters, so it needs "
+                          f"more than {n_params} points and at least 2 values of D")
+        return result
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FitWarning)
+            fresh = fit_law(front, law=DEFAULT_LAW, x=["C", "D"], y="y", bootstrap=bootstrap, seed=seed,
+                            metric=metric, bench=bench, progress=False)
+    except (ValueError, RuntimeError) as exc:
+        result.problem = f"the fit failed: {exc}"
+        return result
+    result.notes += [str(w.message) for w in caught]
+    result.band_fit = fresh
+    stored = _stored_fit_row(study, bench, metric, DEFAULT_LAW) if use_stored else None
+    if stored is not None:
+        result.params, result.ci_low, result.ci_high = (json.loads(stored[k]) for k in ("params", "ci_low",
+                                                                                      "ci_high"))
+        result.holdout = json.loads(stored["holdout"]) if stored["holdout"] else {}
+        result.r2, result.r2_log = float(stored["r2"]), float(stored["r2_log"])
+        result.n_points, result.formula = int(stored["n_points"]), str(stored["formula"])
+        result.source = f"stored fit of {stored['created']:%Y-%m-%d %H:%M}; band: {bootstrap} resamples now"
+        if stored["data_hash"] != fresh.data_hash:
+            result.notes.append(f"the stored fit used other data ({result.n_points} points) than the store "
+                                f"holds now ({fresh.n_points} frontier points): re-run rayder-fit")
+    else:
+        result.params, result.ci_low, result.ci_high = fresh.params, fresh.ci_low, fresh.ci_high
+        result.holdout, result.r2, result.r2_log = fresh.holdout, fresh.r2, fresh.r2_log
+        result.n_points, result.formula = fresh.n_points, fresh.formula()
+        result.source = f"fitted now (no stored fit), {bootstrap} bootstrap resamples"
+    return result
+
+
+def fit_all(study: Study, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, min_step: int = 0,
+            use_stored: bool = True) -> dict[tuple[str, str], MetricFit]:
+    """MetricFit for every NVS benchmark x metric (with a progress bar)."""
+    keys = [(b, m) for b in study.nvs_benches for m in NVS_METRICS]
+    return {k: fit_metric(study, *k, bootstrap=bootstrap, seed=seed, min_step=min_step, use_stored=use_stored)
+            for k in tqdm(keys, desc="fitting laws", disable=not keys, leave=False)}
+
+
+def format_holdout(holdout: dict) -> str:
+    """'leave-one-D-out: D=27k 4.1%, D=270k 2.0% · largest C held out: 1.3%' (mean |relative error| of refits)."""
+    parts = []
+    for key, value in holdout.items():
+        name = key.replace("leave_one_D_out", "leave-one-D-out").replace("largest_C", "largest C held out")
+        if isinstance(value, dict):
+            parts.append(f"{name}: " + ", ".join(f"D={count_label(float(k))} {v:.1f}%" for k, v in value.items()))
+        else:
+            parts.append(f"{name}: {float(value):.1f}%")
+    return " · ".join(parts) if parts else "n/a"
