@@ -35,8 +35,8 @@ def loader_rate(shards: list[str], resolution: int, batch_size: int, frames: int
 
 def train_rate(preset: str, resolution: int, batch_size: int, frames: int, steps: int) -> float:
     """Samples per second consumed by training steps of a tiny preset (after one warm-up step)."""
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.model import RayDer
+    from rayder_core.models.rayder.config import ModelConfig
 
     torch.manual_seed(0)
     model = RayDer(ModelConfig.from_preset(preset))

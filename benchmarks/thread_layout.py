@@ -17,8 +17,8 @@ import time
 WORKER = r"""
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
-from rayder_core.model import RayDer
-from rayder_core.model_config import ModelConfig
+from rayder_core.models.rayder.model import RayDer
+from rayder_core.models.rayder.config import ModelConfig
 preset, steps, warmup, bf16 = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "bf16"
 torch.manual_seed(0)
 model = RayDer(ModelConfig.from_preset(preset, attention_backend="sdpa", patch=2, local_layers=False)).train()

@@ -1,7 +1,7 @@
 """Training-step benchmark of the tiny RayDer presets: eager and compiled, fp32 and bf16 autocast.
 
 For each preset, precision and mode: samples/s of a full training step (forward, backward, AdamW), the achieved
-FLOP/s (analytic FLOPs of the work executed: dense attention pairs, 3 x forward, see rayder_core/flops.py), and that
+FLOP/s (analytic FLOPs of the work executed: dense attention pairs, 3 x forward, see models/rayder/flops.py), and that
 figure over the best matmul peak of the machine measured in the same run (max over fp32 and bf16: on AMX CPUs the
 bf16 peak is ~7x fp32's). On a shared machine both are noisy, so the step time is the best of the timed steps and
 the peak is the best square matmul measured before every row, i.e. both are least-contended figures; only ratios
@@ -29,9 +29,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from rayder_core.flops import count_flops
-from rayder_core.model import RayDer
-from rayder_core.model_config import ModelConfig
+from rayder_core.models.rayder.flops import count_flops
+from rayder_core.models.rayder.model import RayDer
+from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.precision import matmul_peak, sync_device
 from rayder_core.yamlconf import ConfigError, parse_override
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import masks
+from rayder_core.models.rayder import masks  # the neighbourhood mask of the dense fallback
 
 D_HEAD = 64
 # On CPU, attention over at most this many query x key pairs runs as explicit matmuls + softmax instead of SDPA:

@@ -11,7 +11,7 @@ Tables (schema version `SCHEMA_VERSION`, kept in table `meta`):
   not be computed, and `missing_reason` then says why (never a substitute number); `n` counts the scenes evaluated,
   `skipped` the scenes skipped as unreadable (schema 2; stores of schema 1 read as skipped = 0).
 - `meta` holds `schema_version` and `flops_convention` (the convention of C: always `exact`, see
-  `rayder_core.flops`; `rayder-flops --convention paper` converts for comparison with the paper).
+  `rayder_core.models.rayder.flops`; `rayder-flops --convention paper` converts for comparison with the paper).
 - `train_log(run_id, step, loss, psnr, lr, grad_norm, skipped, focal_mean, flops)`
 - `fits(fit_id, sweep, law, metric, bench, x_cols, y_col, params, ci_low, ci_high, r2, r2_log, rmse, n_points,
   objective, n_starts, n_starts_at_best, n_bootstrap, data_hash, holdout, formula, created)`
@@ -44,7 +44,7 @@ import duckdb
 import pandas as pd
 
 SCHEMA_VERSION = 3
-FLOPS_CONVENTION = "exact"  # the unit of checkpoints.flops / compute_gflop (rayder_core.flops.CONVENTIONS)
+FLOPS_CONVENTION = "exact"  # the unit of checkpoints.flops / compute_gflop (models.rayder.flops.CONVENTIONS)
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0
 
@@ -619,7 +619,7 @@ def collect_runs(run_dirs: list[str | os.PathLike], store: "ResultsStore", *, fo
     from tqdm import tqdm
 
     from rayder_core.fileio import read_json
-    from rayder_core.train import record_run_dir
+    from rayder_core.record import record_run_dir
 
     report = CollectReport()
     known = {} if force else store.meta_values(COLLECTED_PREFIX)

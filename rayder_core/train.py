@@ -14,7 +14,7 @@ fraction. A run lives in `cfg.run_dir` (`<out_dir>/<run_id>/`):
 - `evals.jsonl`        one line per (checkpoint, benchmark): step, bench, values, n, missing
 - `checkpoints/step_XXXXXXX.pt`  model, optimizer, RNG and data-loader state, step, samples, cumulative FLOPs
 
-Compute: C = (analytic training FLOPs per step, `rayder_core.flops`) x steps, in FLOPs (2 per multiply-accumulate,
+Compute: C = (analytic training FLOPs per step of the family, `models`) x steps, in FLOPs (2 per multiply-accumulate,
 training = 3 x forward); the store records it in GFLOP as the paper does. Skipped steps count: their compute was spent.
 
 Resume is exact on CPU: all randomness (data order, frame sampling, view order, state dropout) comes from seeded
@@ -40,7 +40,10 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from rayder_core.distributed import init_distributed
+from rayder_core.evaluate import evaluate_model, write_eval_records
 from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
+from rayder_core.record import record_run_dir
 from rayder_core.results import ResultsStore
 from rayder_core.train_config import TrainConfig, load_train_config
 
@@ -164,29 +167,7 @@ def fork_cooldown(cfg: TrainConfig, from_step: int, steps: int) -> TrainConfig:
     return branch
 
 
-# ------------------------------------------------------------------------------------------------ distributed setup
-def init_distributed(device_pref: str, timeout_min: float | None = None) -> tuple[int, int, torch.device]:
-    """Initialise torch.distributed from torchrun/SLURM-exported env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
-
-    `timeout_min` (config key `dist_timeout_min`, minutes) bounds how long a collective may wait for the other ranks
-    before the job fails (NCCL's watchdog / gloo); None keeps torch's default."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but CUDA is not available on this machine")
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        from datetime import timedelta
-
-        timeout = None if timeout_min is None else timedelta(minutes=float(timeout_min))
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world, timeout=timeout)
-    return rank, world, device
-
-
+# ------------------------------------------------------------------------------------------------ distributed
 def _all_reduce_mean(x: float, world: int, device: torch.device) -> float:
     if world == 1:
         return x
@@ -468,7 +449,6 @@ class Trainer:
         nothing: `rayder-eval RUN_DIR --pending` evaluates the saved checkpoints in a separate job."""
         if self.cfg.eval.mode == "job":
             return
-        from rayder_core.evaluate import evaluate_model, write_eval_records
 
         self.model.eval()
         try:
@@ -490,49 +470,6 @@ class Trainer:
         if self.store is not None:
             with contextlib.suppress(Exception):
                 record_run_dir(self.run_dir, self.store, status="failed")
-
-
-def record_run_dir(run_dir: str | Path, store: ResultsStore, *, status: str | None = None,
-                   since_step: int = -1) -> str:
-    """Write a run directory's records into the results store (idempotent: re-recording replaces rows).
-
-    `since_step` limits the training-log rows to steps after it (for incremental syncs). Returns the run id.
-    """
-    run_dir = Path(run_dir)
-    state_path = run_dir / "state.json"
-    if not state_path.exists():
-        raise FileNotFoundError(f"{state_path}: not a run directory (no state.json)")
-    try:
-        state = json.loads(state_path.read_text())
-        run_id = state["run_id"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{state_path}: not a readable run state ({type(exc).__name__}: {exc})") from None
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{run_dir / 'config.yaml'}: invalid YAML: {exc}") from None
-    with store.batch():
-        _record(store, run_dir, run_id, state, config, status, since_step)
-    return run_id
-
-
-def _record(store: ResultsStore, run_dir: Path, run_id: str, state: dict, config: dict, status: str | None,
-            since_step: int) -> None:
-    store.upsert_run(run_id, sweep=state["sweep"], preset=state["preset"], params=int(state["params"]),
-                     fraction=float(state["fraction"]), D=int(state["D"]),
-                     config={**config, "runtime": state["runtime"]} if "runtime" in state else config,
-                     status=status or state["status"], host=state.get("host", ""),
-                     run_dir=str(Path(run_dir).absolute()))  # where it was collected from (a copy: the copy)
-    logs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if int(r["step"]) > since_step]
-    store.add_train_log(run_id, logs)
-    for ck in read_jsonl(run_dir / "checkpoints.jsonl"):
-        store.add_checkpoint(run_id, step=ck["step"], samples=ck["samples"], flops=ck["flops"],
-                             wall_time_s=ck["wall_time_s"], lr=ck.get("lr"), lr_phase=ck.get("lr_phase"))
-    if (run_dir / "branch.json").exists():  # a cooldown branch (fork_cooldown)
-        store.add_branch(run_id, **json.loads((run_dir / "branch.json").read_text()))
-    for ev in read_jsonl(run_dir / "evals.jsonl"):
-        store.add_evals(run_id, ev["step"], bench=ev["bench"], values=ev.get("values", {}), n=ev.get("n", 0),
-                        missing=ev.get("missing", {}), skipped=ev.get("skipped", 0))
 
 
 # ------------------------------------------------------------------------------------------------ the run

@@ -16,7 +16,7 @@ about to be submitted:
   exists (or a default one does), GPUs requested per node are configured on enough of its nodes (`sinfo -o %G`), the
   nodes and CPUs per node fit, and the time limit is within the partition's, for every preset's resources
   (`slurm.per_preset`);
-- the estimated training compute of the grid (`rayder_core.flops`, evaluation not counted) and, for GPU runs, the
+- the estimated training compute of the grid (`rayder_core.models`, evaluation not counted) and, for GPU runs, the
   GPU-hours it means at an assumed utilisation, next to the GPU-hours the time limits reserve.
 """
 from __future__ import annotations
@@ -353,7 +353,7 @@ def check_slurm_resources(spec: SweepSpec, presets: list[str], partitions: dict[
 
 # ------------------------------------------------------------------------------------------------ compute
 def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
-    """Training FLOPs of one run: analytic FLOPs per step (rayder_core.flops, exact convention) x steps."""
+    """Training FLOPs of one run: analytic FLOPs per step (rayder_core.models, exact convention) x steps."""
     from rayder_core.models import model_config, train_flops_per_step  # the run's model.family
 
     cache = {} if cache is None else cache

@@ -8,7 +8,7 @@ A grid file has these top-level keys (every error names the file and the dotted 
     base: {...}                 # a TrainConfig mapping shared by every run (data, optim, steps, eval, ...)
     preset_overrides:           # TrainConfig keys that differ per model preset, e.g. {L: {steps: 300000}}
     grid:
-      presets: [XS, S, B, L]    # model presets (rayder_core.model_config.PRESETS)
+      presets: [XS, S, B, L]    # model presets (rayder_core.models.rayder.config.PRESETS)
       fractions: [0.01, 0.1, 1.0]
       seeds: [0]
       ablations: {no-local: {local_layers: false}}   # extra variants: model-key overrides (baseline kept)

@@ -8,9 +8,9 @@ import itertools
 import pytest
 import torch
 
-from rayder_core import masks
-from rayder_core.model import RayDer
-from rayder_core.model_config import ModelConfig
+from rayder_core.models.rayder import masks
+from rayder_core.models.rayder.model import RayDer
+from rayder_core.models.rayder.config import ModelConfig
 
 K, N_T = 8, 2  # Table B.2, Configs D and E: 6 input views, 2 output views
 
@@ -98,7 +98,7 @@ def test_n_targets_validation():
 
 def test_ablations_yaml_is_configs_d_to_h():
     """sweeps/ablations.yaml: one launch, one run per Config D-H with Table B.2's architecture and view counts."""
-    from rayder_core.flops import _param_count
+    from rayder_core.models.rayder.flops import _param_count
     from sweeps.spec import load_spec
 
     runs = load_spec("sweeps/ablations.yaml").runs()

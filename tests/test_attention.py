@@ -4,7 +4,8 @@ import natten
 import pytest
 import torch
 
-from rayder_core import attention, masks
+from rayder_core import attention
+from rayder_core.models.rayder import masks
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -78,8 +79,8 @@ def test_flex_block_mask_equals_boolean_mask():
 def test_whole_model_natten_backend_forward_equals_sdpa_backend():
     """Forced 'natten' backend on CPU (natten.na2d + eager flex attention, forward only) gives the same images and
     cameras as the exact SDPA path."""
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.model import RayDer
+    from rayder_core.models.rayder.config import ModelConfig
 
     torch.manual_seed(0)
     sdpa = RayDer(ModelConfig.from_preset("tiny-xs", attention_backend="sdpa"))

@@ -30,8 +30,8 @@ def _free_port() -> int:
 
 
 def _model(state_path: str) -> torch.nn.Module:
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.model import RayDer
+    from rayder_core.models.rayder.config import ModelConfig
 
     model = RayDer(ModelConfig.from_preset("tiny-xs"))
     model.load_state_dict(torch.load(state_path, weights_only=True))
@@ -53,7 +53,7 @@ def _rank_main(rank: int, world: int, port: int, state_path: str, re10k: str, pr
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from rayder_core.train import init_distributed
+    from rayder_core.distributed import init_distributed
 
     r, w, device = init_distributed("cpu", timeout_min=2.0)
     assert (r, w) == (rank, world)
@@ -92,8 +92,8 @@ def _run_ranks(world: int, state_path: Path, re10k: Path, probe: Path, out: Path
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.model import RayDer
+    from rayder_core.models.rayder.config import ModelConfig
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
@@ -250,7 +250,7 @@ def _timeout_rank(rank: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     import torch.distributed as dist
 
-    from rayder_core.train import init_distributed
+    from rayder_core.distributed import init_distributed
 
     init_distributed("cpu", timeout_min=0.1)  # 6 s
     if rank == 1:

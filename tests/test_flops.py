@@ -7,9 +7,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from rayder_core import flops
-from rayder_core.model import RayDer
-from rayder_core.model_config import ModelConfig
+from rayder_core.models.rayder import flops
+from rayder_core.models.rayder.model import RayDer
+from rayder_core.models.rayder.config import ModelConfig
 
 CASES = [
     ("tiny-xs", {}, (32, 32), 4),

@@ -43,8 +43,8 @@ def test_tf32_applies_on_cuda_only():
 
 
 def test_runtime_info_names_the_backend_in_use():
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.model import RayDer
+    from rayder_core.models.rayder.config import ModelConfig
 
     model = RayDer(ModelConfig.from_preset("tiny-xs"))
     info = runtime_info(model, torch.device("cpu"), world=2)

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from rayder_core import masks
+from rayder_core.models.rayder import masks
 
 
 def b1_rule(n_in: int, n_t: int) -> torch.Tensor:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rayder_core import precision as prec
-from rayder_core.model import RayDer
-from rayder_core.model_config import ModelConfig
+from rayder_core.models.rayder.model import RayDer
+from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.train_config import EvalConfig, OptimConfig
 
 

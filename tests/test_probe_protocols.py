@@ -8,8 +8,8 @@ import torch
 
 from rayder_core.data.benchmarks import write_probe_set
 from rayder_core.evaluate import evaluate_model
-from rayder_core.model import RayDer
-from rayder_core.model_config import ModelConfig
+from rayder_core.models.rayder.model import RayDer
+from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.probe import per_scene_probe
 from rayder_core.train_config import BenchmarkSpec, EvalConfig
 from test_probe import synthetic_cameras

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rayder_core.model_config import PRESETS
+from rayder_core.models.rayder.config import PRESETS
 from rayder_core.yamlconf import ConfigError
 from sweeps.spec import load_spec, spec_from_mapping
 

@@ -13,7 +13,8 @@ import torch.multiprocessing as tmp_mp
 
 from rayder_core.results import ResultsStore
 from rayder_core.fileio import read_jsonl as _read_jsonl
-from rayder_core.train import TrainingDiverged, latest_checkpoint, lr_at, record_run_dir, run_training
+from rayder_core.record import record_run_dir
+from rayder_core.train import TrainingDiverged, latest_checkpoint, lr_at, run_training
 from rayder_core.train_config import load_train_config
 from rayder_core.yamlconf import ConfigError
 
@@ -153,8 +154,8 @@ def test_record_run_dir_is_idempotent(synth_data, tmp_path):
     record_run_dir(out.run_dir, store)
     assert store.table_counts() == first and first["runs"] == 1 and first["train_log"] == 3
     ck = store.checkpoints()
-    from rayder_core.flops import train_flops_per_step
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.flops import train_flops_per_step
+    from rayder_core.models.rayder.config import ModelConfig
 
     per_step = train_flops_per_step(ModelConfig.from_preset("tiny-xs"), 32, 4, 2)
     assert ck["flops"].iloc[-1] == pytest.approx(3 * per_step)
@@ -168,8 +169,8 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, out_dir: str)
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.model import RayDer
+    from rayder_core.models.rayder.config import ModelConfig
     from rayder_core.train import _TrainingLoss
 
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -193,8 +194,8 @@ def _free_port() -> int:
 
 def test_ddp_gloo_matches_single_process(tmp_path):
     """Two gloo ranks on half batches give the same gradients as one process on the whole batch."""
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import ModelConfig
+    from rayder_core.models.rayder.model import RayDer
+    from rayder_core.models.rayder.config import ModelConfig
 
     x = torch.rand(4, 4, 3, 32, 32) * 2 - 1
     tmp_mp.spawn(_ddp_worker, args=(2, _free_port(), x, str(tmp_path)), nprocs=2, join=True)

@@ -9,8 +9,8 @@ import torch
 
 from rayder_core import probe as P
 from rayder_core.geometry import Camera, so3_exp
-from rayder_core.model import RayDer
-from rayder_core.model_config import ModelConfig
+from rayder_core.models.rayder.model import RayDer
+from rayder_core.models.rayder.config import ModelConfig
 from test_probe import FRAMES, synthetic_cameras
 
 

@@ -1,8 +1,8 @@
 """Model-family registry: every consumer (training, evaluation, FLOP counting, sweeps) goes through it.
 
 `model.family: rayder | erayzer` in a run or grid YAML selects the family; a model mapping without the key is RayDer,
-so old configs keep working. RayDer is registered from its existing modules (`rayder_core.model`,
-`rayder_core.model_config`, `rayder_core.flops`); E-RayZer lives in `rayder_core.models.erayzer`.
+so old configs keep working. Each family is a subpackage: RayDer in `rayder_core.models.rayder`
+(`config`, `blocks`, `masks`, `model`, `flops`), E-RayZer in `rayder_core.models.erayzer`.
 
     from rayder_core.models import build_model, model_config, train_flops_per_step
     cfg = model_config({"family": "erayzer", "preset": "tiny-xs"}, source="run.yaml: model")
@@ -22,9 +22,9 @@ DEFAULT_FAMILY = "rayder"
 
 
 def _rayder_family() -> Family:
-    from rayder_core import flops as rflops
-    from rayder_core.model import RayDer
-    from rayder_core.model_config import PRESETS, ModelConfig
+    from .rayder import flops as rflops
+    from .rayder.config import PRESETS, ModelConfig
+    from .rayder.model import RayDer
 
     def from_dict(d: Mapping[str, Any], source: str) -> ModelConfig:
         return ModelConfig.from_dict({k: v for k, v in d.items() if k != "family"}, source=source)

@@ -43,6 +43,16 @@ class FamilyModel(Protocol):
     def predict_views(self, inputs: Tensor, cams_in: Any, cams_target: Any, *args: Any, **kw: Any) -> Tensor: ...
 
 
+def config_from_preset(cls: type, presets: Mapping[str, Mapping[str, Any]], name: str, overrides: Mapping[str, Any],
+                       label: str) -> Any:
+    """The `from_preset` of every family's config: preset `name`'s values (+ `preset=name`), `overrides` on top,
+    validated by `cls.from_dict`. `label` names the family in errors ("unknown {label} preset ...")."""
+    if name not in presets:
+        raise ValueError(f"unknown {label} preset {name!r}; choose one of {sorted(presets)}")
+    values = {**presets[name], "preset": name, **overrides}
+    return cls.from_dict(values, source=f"{label} preset {name!r} with overrides {sorted(overrides)}")
+
+
 TRAINING_LOSS_KEYS = ("loss", "mse", "psnr", "focal_mean", "pred", "render", "target")
 
 

@@ -17,6 +17,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from rayder_core.models.base import config_from_preset
+
 ROTATIONS = ("6d", "quat")
 ATTENTION_ORDERS = ("global-frame", "frame-global")
 
@@ -133,11 +135,7 @@ class ERayZerConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ERayZerConfig":
         """A preset (see `PRESETS`) with optional field overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown E-RayZer preset {name!r}; choose one of {sorted(PRESETS)}")
-        values = dict(PRESETS[name], preset=name)
-        values.update(overrides)
-        return cls.from_dict(values, source=f"E-RayZer preset {name!r} with overrides {sorted(overrides)}")
+        return config_from_preset(cls, PRESETS, name, overrides, label="E-RayZer")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "ERayZerConfig":

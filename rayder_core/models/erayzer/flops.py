@@ -1,6 +1,6 @@
 """Analytic FLOPs of E-RayZer training, network and rasterisation counted separately.
 
-Conventions (as `rayder_core.flops`): FLOPs = 2 x multiply-accumulates of every matmul (linear layers, q k^T, attn v);
+Conventions (as RayDer's flops module): FLOPs = 2 x multiply-accumulates of every matmul (linear layers, q k^T, attn v);
 elementwise work (LayerNorms, QK-norm, RoPE, GELU, softmax, Plücker rays, Gaussian activations) is not counted;
 training = 3 x forward. One training sample = one clip of `views` frames: camera transformer on all views (+ pose
 head for V - 1 pairs and the focal head), scene transformer on `n_ref` reference views (embeddings, fusion MLP,
@@ -114,7 +114,7 @@ def train_flops_per_step(cfg: ERayZerConfig, resolution: int, views: int, batch:
 
 def cli(args, parser) -> None:
     """`rayder-flops --family erayzer [--presets ...] [--resolution R] [--views V] [--json]` (called by
-    rayder_core.flops.main). With RayDer's default preset list, all E-RayZer presets are listed."""
+    rayder_core.models.rayder.flops.main). With RayDer's default preset list, all E-RayZer presets are listed."""
     import json
     from dataclasses import asdict
 

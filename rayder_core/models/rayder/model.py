@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rayder_core.attention import resolve_backend
+from rayder_core.geometry import Camera, camera_from_params, plucker_rays
+
 from . import masks
-from .attention import resolve_backend
 from .blocks import GlobalContext, GlobalLocalLayer, MLPHead, NeighborhoodLayer, PixelOutput, TokenMerge, TokenSplit
-from .geometry import Camera, camera_from_params, plucker_rays
-from .model_config import ModelConfig
+from .config import ModelConfig
 
 RGB_DIM, PLUCKER_DIM = 3, 6
 POSE_PARAMS, INTRINSICS_PARAMS = 6, 1

@@ -38,8 +38,8 @@ import torch
 
 from . import masks
 from .blocks import FF_EXPAND
+from .config import PRESETS, ModelConfig
 from .model import INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM
-from .model_config import PRESETS, ModelConfig
 
 TRAIN_FACTOR = 3  # forward + backward (2 x forward)
 PAPER_MATMUL_FACTOR = 3  # the paper's convention counts the forward matmuls 3 x (6 x params x tokens), see above

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from rayder_core.models.base import config_from_preset
+
 D_HEAD = 64  # head dimension of every attention layer
 AUTOREGRESSION_MODES = ("random", "ordered", "none", "parallel", "per_target")
 ATTENTION_BACKENDS = ("auto", "natten", "sdpa")
@@ -107,11 +109,7 @@ class ModelConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
         """A preset ('XS','S','B','L','tiny-xs','tiny-s','tiny-b','tiny-l') with optional field overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        values = dict(PRESETS[name], preset=name)
-        values.update(overrides)
-        return cls.from_dict(values, source=f"preset {name!r} with overrides {sorted(overrides)}")
+        return config_from_preset(cls, PRESETS, name, overrides, label="model")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "ModelConfig":
@@ -177,5 +175,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Shallow and wide (depth 2 like tiny-xs): the embedded demo's larger sizes. At 32^2 a deeper backbone learns
     # more slowly per step in a CPU budget; width adds capacity at a smaller cost in step time.
     "tiny-2x128": _size(128, 2, **_TINY_LOCAL),
+    "tiny-2x192": _size(192, 2, **_TINY_LOCAL),
     "tiny-2x256": _size(256, 2, **_TINY_LOCAL),
 }

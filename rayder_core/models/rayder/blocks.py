@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from . import attention, masks
-from .attention import D_HEAD
+from rayder_core import attention
+from rayder_core.attention import D_HEAD
+
+from . import masks
 
 FF_EXPAND = 3
 NORM_EPS = 1e-6
