@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 NATTEN_SPEC ?= natten==0.21.7
 
-.PHONY: install test test-fast demo bench clean system-deps
+.PHONY: install test test-fast demo validate bench clean system-deps
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-fast: install
 
 demo: install
 	$(PY) -m sweeps.demo $(DEMO_ARGS)
+
+# The demo plus its held-out run(s): the law fitted on the grid alone predicts a run beyond the grid (reuses the
+# demo's finished runs).
+validate: install
+	$(PY) -m sweeps.demo --validate $(DEMO_ARGS)
 
 bench: install
 	$(PY) benchmarks/train_step.py

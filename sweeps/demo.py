@@ -1,17 +1,19 @@
 """`make demo` (= `python -m sweeps.demo`): the whole study, small, on this machine.
 
-1. generate the synthetic corpus (nested 1%/10%/100% manifest) and benchmarks where `sweeps/demo.yaml` expects them
+1. generate the synthetic corpus (nested data fractions) and benchmarks where `sweeps/demo.yaml` expects them
    (cached: a second call is a no-op);
-2. launch `sweeps/demo.yaml` (4 tiny presets x 3 fractions) with the local executor and a progress bar;
-3. `rayder-fit` each evaluated metric and `rayder-report` the store to a PDF (when those tools are installed);
-4. print where the store and the PDF are and a summary: runs, compute, evaluated checkpoints, fitted law, time.
+2. launch the grid of `sweeps/demo.yaml` with the local executor (or SLURM) and a progress bar;
+3. fit each quantity once (the MSE law from PSNR, 1-SSIM, LPIPS where computed), store the laws as `rayder-fit`
+   does, and `rayder-report` the store to a PDF;
+4. print where the store and the PDF are, a summary (runs, compute, evaluated checkpoints, laws, time) and the
+   study checks (does the study show a real law?).
 
-Re-running is idempotent: finished runs are skipped and no rows are duplicated.
+`make validate` (= `python -m sweeps.demo --validate`) also trains the grid's `holdout:` runs and predicts them with
+the law fitted on the grid alone. Re-running is idempotent: finished runs are skipped and no rows are duplicated.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 import time
@@ -59,41 +61,66 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
             raise SystemExit("demo: generating the benchmarks failed (see above)")
 
 
-def fit_and_report(spec: SweepSpec, pdf: Path) -> tuple[list[str], Path | None]:
-    """Fit every metric evaluated on the first re10k benchmark, then render the report. Returns (fitted metrics,
-    PDF path or None)."""
+def demo_spec(grid: str | Path = DEMO_GRID, overrides: list[str] | None = None, *,
+              validate: bool = False) -> SweepSpec:
+    """The demo's grid; its `holdout:` runs are kept only with `validate` (`make validate`)."""
+    spec = load_spec(grid, overrides)
+    if not validate:
+        spec.holdout = []
+    return spec
+
+
+def fit_study(spec: SweepSpec) -> tuple[dict, int]:
+    """Fit each quantity once on the grid's sweep (its held-out runs excluded): the MSE law from PSNR, 1-SSIM, and
+    LPIPS where it was computed; each law is stored as `rayder-fit` stores it and printed once. Returns
+    ({metric: FitResult or None}, MSE frontier points)."""
+    from fitting import FitWarning, fit_law, frontier
+    from fitting.checkpoints import format_report, select_checkpoints
     from rayder_core.results import ResultsStore
 
     store = ResultsStore(spec.db_path)
     bench = next((b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"), None)
-    fitted: list[str] = []
-    if bench is not None and importlib.util.find_spec("fitting.cli") is not None:
-        for metric in FIT_METRICS:
-            if store.eval_points(bench, metric, sweep=spec.name).empty:
-                continue
-            if _run_tool("fitting.cli", ["--metric", metric, "--bench", bench, "--db", str(spec.db_path),
-                                          "--sweep", spec.name, "--bootstrap", str(FIT_BOOTSTRAP)]) == 0:
-                fitted.append(metric)
-            else:
-                print(f"demo: rayder-fit --metric {metric} failed (see above); continuing", file=sys.stderr)
-    elif bench is not None:
-        print("demo: rayder-fit is not available yet (fitting/cli.py); skipping the fits", file=sys.stderr)
-    if importlib.util.find_spec("reports.cli") is None:
-        print("demo: rayder-report is not available yet (reports/cli.py); skipping the PDF", file=sys.stderr)
-        return fitted, None
+    fits: dict = {}
+    n_frontier = 0
+    if bench is None:
+        return fits, n_frontier
+    for metric in FIT_METRICS:
+        raw = store.eval_points(bench, metric, sweep=spec.name)
+        if raw.empty:
+            fits[metric] = None
+            continue
+        pts, report = select_checkpoints(raw, mode="all", drop_warmup=True)
+        print(f"demo: {metric}: " + format_report(report, len(raw), len(pts)), flush=True)
+        table = frontier(pts, metric)
+        if metric == "psnr":
+            n_frontier = int(table["on_frontier_d"].sum())
+        try:  # as `rayder-fit --metric METRIC --bench BENCH --sweep NAME --bootstrap FIT_BOOTSTRAP` would
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FitWarning)  # kept in the result's warnings (the checks read them)
+                fits[metric] = fit_law(table, bootstrap=FIT_BOOTSTRAP, seed=0, n_starts=20, progress=True,
+                                       metric=metric, bench=bench, sweep=spec.name)
+        except (ValueError, RuntimeError) as exc:
+            print(f"demo: fitting {metric} failed: {exc}", file=sys.stderr)
+            fits[metric] = None
+            continue
+        store.write_fit(fits[metric].to_record())
+        print(fits[metric].summary(), flush=True)
+    return fits, n_frontier
+
+
+def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
+    """`rayder-report` the store to `pdf`; returns the path, or None when the report failed."""
     pdf.parent.mkdir(parents=True, exist_ok=True)
     if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf),
-                                          "--bootstrap", str(FIT_BOOTSTRAP)]) != 0 or not pdf.is_file():
+                                 "--bootstrap", str(FIT_BOOTSTRAP)]) != 0 or not pdf.is_file():
         print("demo: rayder-report failed (see above)", file=sys.stderr)
-        return fitted, None
-    return fitted, pdf
+        return None
+    return pdf
 
 
-def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
-    """Fit the MSE law (from PSNR) and the 1-SSIM law on the grid alone, predict the held-out runs with it (stored
-    as an `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
-    from fitting import FitWarning, fit_law, frontier
-    from fitting.checkpoints import select_checkpoints
+def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[list, pd.DataFrame | None]:
+    """Predict the held-out runs (if any were trained) with the MSE law fitted on the grid alone (stored as an
+    `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
     from fitting.holdout_run import format_holdout, holdout_points, store_holdout_validation, validate_holdout
     from rayder_core.results import ResultsStore
     from sweeps import study_checks as sc
@@ -102,24 +129,7 @@ def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
     bench = next((b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"), None)
     if bench is None:
         return [], None
-    fits, n_frontier, summary_df = {}, 0, None
-    for metric in ("psnr", "ssim"):
-        pts = store.eval_points(bench, metric, sweep=spec.name)
-        if pts.empty:
-            fits[metric] = None
-            continue
-        pts, _ = select_checkpoints(pts, mode="all", drop_warmup=True)
-        table = frontier(pts, metric)
-        if metric == "psnr":
-            n_frontier = int(table["on_frontier_d"].sum())
-        try:  # the same fit as `rayder-fit --bootstrap FIT_BOOTSTRAP` above (its defaults), kept in memory
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FitWarning)  # kept in the result's warnings (the checks read them)
-                fits[metric] = fit_law(table, bootstrap=FIT_BOOTSTRAP, seed=0, n_starts=20, progress=False,
-                                       metric=metric, bench=bench, sweep=spec.name)
-        except (ValueError, RuntimeError) as exc:
-            print(f"demo: fitting {metric} for the checks failed: {exc}", file=sys.stderr)
-            fits[metric] = None
+    summary_df = None
     if spec.holdout and fits.get("psnr") is not None:
         held = holdout_points(store, bench, "psnr", spec.holdout_sweep)
         if not held.empty:
@@ -130,8 +140,9 @@ def validate_and_check(spec: SweepSpec) -> tuple[list, pd.DataFrame | None]:
     checks = [sc.check_learning(store, spec.name), sc.check_baseline(store, spec.name, bench),
               sc.check_larger_wins(store, spec.name, bench), sc.check_overfit(store, spec.name, bench),
               sc.check_frontier(n_frontier), sc.check_law(fits.get("psnr"), "MSE (from PSNR)", 0.95, True),
-              sc.check_law(fits.get("ssim"), "1-SSIM", 0.90, False), sc.check_skips(store, spec.name),
-              sc.check_holdout(summary_df)]
+              sc.check_law(fits.get("ssim"), "1-SSIM", 0.90, False), sc.check_skips(store, spec.name)]
+    if spec.holdout:
+        checks.append(sc.check_holdout(summary_df))
     return checks, summary_df
 
 
@@ -159,7 +170,7 @@ def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
     fits = store.fits()
     if len(fits):
         fits = fits[fits["sweep"].fillna(spec.name) == spec.name]
-        for _, f in fits.tail(4).iterrows():
+        for _, f in fits.drop_duplicates("metric", keep="last").iterrows():  # the latest fit of each quantity
             lines.append(f"law:     {f['metric']} on {f['bench']}: {f['formula']}  (R^2 = {f['r2']:.3f}, "
                          f"{f['n_points']} frontier points)")
     lines.append(f"time:    {seconds / 60:.1f} min (data, {len(ids)} runs, fits, report)")
@@ -180,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-scenes", type=int, default=32, help="benchmark scenes (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="data-generation processes (default 2)")
     parser.add_argument("--pdf", default="reports/out/study.pdf", help="report path")
+    parser.add_argument("--validate", action="store_true",
+                        help="also train the grid's held-out runs (`holdout:`) and check the law fitted on the grid "
+                             "alone against them (`make validate`); finished grid runs are reused")
     args = parser.parse_args(argv)
 
     t0 = time.monotonic()
-    spec = load_spec(args.grid, args.overrides)
+    spec = demo_spec(args.grid, args.overrides, validate=args.validate)
     print(f"demo: preparing synthetic data for {args.grid}", flush=True)
     prepare_data(spec, clips=args.clips, bench_scenes=args.bench_scenes, workers=args.workers, seconds=args.seconds,
                  shard_size=args.shard_size)
@@ -192,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     result = launch(spec, executor=args.executor, wait=True)
     t_train = time.monotonic() - t0 - t_data
     print(f"demo: training done in {t_train / 60:.1f} min", flush=True)
-    _, pdf = fit_and_report(spec, Path(args.pdf))
-    checks, _ = validate_and_check(spec)
+    fits, n_frontier = fit_study(spec)
+    pdf = render_report(spec, Path(args.pdf))
+    checks, _ = validate_and_check(spec, fits, n_frontier)
     print("\n" + summary(spec, pdf, time.monotonic() - t0))
     if checks:
         from sweeps.study_checks import format_checks

@@ -1,0 +1,45 @@
+"""The demo's fit-and-check stage (issue 10): each quantity is fitted once, stored once, printed once.
+
+The store is the demo-shaped synthetic store of tests/test_first_hour.py (MSE from a known law plus noise)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rayder_core.results import ResultsStore
+from sweeps import demo
+from tests.test_first_hour import _demo_like_store
+
+
+def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
+    db = tmp_path / "results.duckdb"
+    _demo_like_store(db)
+    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}"])
+    fits, n_frontier = demo.fit_study(spec)
+    out = capsys.readouterr().out
+
+    assert set(fits) == {"psnr", "ssim", "lpips"}
+    assert fits["lpips"] is None  # recorded missing (no VGG weights): no law, no made-up number
+    stored = ResultsStore(db).fits()
+    assert sorted(stored["metric"]) == ["psnr", "ssim"]  # one MSE law (from PSNR), never a second one from mse
+    assert all(out.count(fits[m].summary()) == 1 for m in ("psnr", "ssim"))  # each law printed once
+    # the MSE law of a demo-shaped study: the frontier is counted, and the fit explains the known surface
+    assert n_frontier > 0
+    assert fits["psnr"].r2 > 0.9
+
+    checks, holdout = demo.validate_and_check(spec, fits, n_frontier)
+    names = [c.name for c in checks]
+    assert holdout is None and not any("held-out" in n for n in names)  # `make demo` has no held-out run
+    law = next(c for c in checks if c.name.startswith("MSE"))
+    fit = fits["psnr"]
+    expected = fit.r2 >= 0.95 and not any("bound" in w for w in fit.warnings) and fit.ci_low["beta"] > 0
+    assert law.ok == expected
+
+
+def test_demo_without_validate_drops_holdout_runs() -> None:
+    full = demo.demo_spec(validate=True)
+    plain = demo.demo_spec()
+    assert full.holdout and not plain.holdout
+    ids = {c.run_id for c in plain.runs()}
+    assert ids < {c.run_id for c in full.runs()}  # the grid's runs are the same in both: `make validate` reuses them
+    assert all(c.sweep == plain.name for c in plain.runs())
