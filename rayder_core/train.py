@@ -266,7 +266,10 @@ class Trainer:
         self.loader = VideoClipLoader(self.manifest.shards(cfg.data.fraction), frames=cfg.data.frames,
                                       fps=cfg.data.fps, resolution=cfg.data.resolution,
                                       batch_size=self.local_batch, seed=cfg.seed, rank=rank, world_size=world,
-                                      num_workers=cfg.data.num_workers, cache_mb=cfg.data.cache_mb)
+                                      num_workers=cfg.data.num_workers, cache_mb=cfg.data.cache_mb,
+                                      curriculum=cfg.data.curriculum.sampler(), total_batches=cfg.steps,
+                                      overlap_source=cfg.data.curriculum.overlap_source,
+                                      overlap_extractor=cfg.data.curriculum.overlap_extractor)
         self.flops_per_step = float(train_flops_per_step(self.model_cfg, cfg.data.resolution, cfg.data.frames,
                                                          cfg.batch_size))
         self.step = 0

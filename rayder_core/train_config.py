@@ -15,6 +15,41 @@ from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, loa
 
 
 @dataclass
+class CurriculumConfig:
+    """How a clip's frames are drawn (`data.curriculum`): `none` = by `data.fps` (RayDer's sampling, the default);
+    `frame_interval` (RayZer-style: the frame gap anneals from 1 to its maximum) and `overlap` (E-RayZer: the gap
+    whose visual overlap matches a target drawn from a range annealed from `start` to `end` over the first
+    `anneal_fraction` of the run) use `rayder_core.models.erayzer.curriculum.CurriculumSampler`; see
+    `rayder_core.data.loader` for the overlap sources. Switchable for either family (the paper's ablation)."""
+
+    mode: Literal["none", "frame_interval", "overlap"] = "none"
+    start: tuple[float, float] = (1.0, 1.0)
+    end: tuple[float, float] = (0.5, 1.0)
+    anneal_fraction: float = 0.57
+    span_views: int | None = None           # views spanning the window (default: half the clip's views, >= 2)
+    overlap_source: Literal["auto", "geometric", "feature"] = "auto"   # auto: poses when the clip has them
+    overlap_extractor: Literal["thumbnail", "dinov2"] = "thumbnail"    # feature source: no-download fallback / DINOv2
+
+    def __post_init__(self) -> None:
+        if not all(0.0 <= v <= 1.0 for v in (*self.start, *self.end)) or self.start[0] > self.start[1] \
+                or self.end[0] > self.end[1]:
+            raise ValueError(f"data.curriculum.start/end must be ranges [lo, hi] in [0, 1], got {self.start}, "
+                             f"{self.end}")
+        if not 0.0 <= self.anneal_fraction <= 1.0:
+            raise ValueError(f"data.curriculum.anneal_fraction must be in [0, 1], got {self.anneal_fraction}")
+        if self.span_views is not None and self.span_views < 2:
+            raise ValueError(f"data.curriculum.span_views must be >= 2 or null, got {self.span_views}")
+
+    def sampler(self) -> Any:
+        """The `CurriculumSampler` of this config, or None for mode `none`."""
+        if self.mode == "none":
+            return None
+        from rayder_core.models.erayzer.curriculum import CurriculumSampler
+
+        return CurriculumSampler(self.mode, tuple(self.start), tuple(self.end), self.anneal_fraction, self.span_views)
+
+
+@dataclass
 class DataConfig:
     """Training data: a manifest of nested fractions (see `rayder-data manifest`) and clip sampling."""
 
@@ -25,6 +60,7 @@ class DataConfig:
     resolution: int = 64           # square training resolution in pixels (divisible by 16)
     num_workers: int = 0           # DataLoader workers per rank
     cache_mb: float = 0.0          # MiB per loader process for whole decoded videos (0: decode every sample)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)  # frame sampling (none: by fps)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -173,6 +209,8 @@ class TrainConfig:
         # the eval schedule decides which checkpoints exist; log_points only when used (older run ids stay valid)
         d["eval"] = {k: v for k, v in d["eval"].items()
                      if k in ("every", "from_step") or (k == "log_points" and v)}
+        if d["data"]["curriculum"]["mode"] == "none":  # fps sampling: run ids from before the curriculum stay valid
+            d["data"].pop("curriculum")
         return d
 
     @property

@@ -157,7 +157,7 @@ def test_epochs_reshuffle(corpus):
     e0 = [k for b in batches[:5] for k in b["key"]]
     e1 = [k for b in batches[5:] for k in b["key"]]
     assert sorted(e0) == sorted(e1) and e0 != e1
-    assert loader.state_dict() == {"epoch": 1, "samples": 20}
+    assert loader.state_dict() == {"epoch": 1, "samples": 20, "batches": 10}
 
 
 def test_resume_is_exact_and_skips_without_decoding(corpus, monkeypatch):
@@ -166,7 +166,7 @@ def test_resume_is_exact_and_skips_without_decoding(corpus, monkeypatch):
     first = VideoClipLoader(shards, batch_size=4, seed=7)
     take(first, 3)
     state = first.state_dict()
-    assert state == {"epoch": 0, "samples": 12}
+    assert state == {"epoch": 0, "samples": 12, "batches": 3}
 
     calls = []
     real = loader_mod.decode_mp4
@@ -184,11 +184,11 @@ def test_workers_give_the_same_stream_as_in_process(corpus):
     shards, _ = corpus
     ref = take(VideoClipLoader(shards, batch_size=2, seed=3), 5)
     ld = VideoClipLoader(shards, batch_size=2, seed=3, num_workers=2)
-    ld.load_state_dict({"epoch": 0, "samples": 2})
+    ld.load_state_dict({"epoch": 0, "samples": 2, "batches": 1})
     got = take(ld, 4)
     assert [b["key"] for b in got] == [b["key"] for b in ref[1:]]
     assert all(torch.equal(a["x"], b["x"]) for a, b in zip(ref[1:], got))
-    assert ld.state_dict() == {"epoch": 0, "samples": 10}
+    assert ld.state_dict() == {"epoch": 0, "samples": 10, "batches": 5}
 
 
 def test_bad_state_is_rejected(corpus):

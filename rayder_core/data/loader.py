@@ -18,7 +18,19 @@ to a square, resized with antialiasing to ``resolution`` and scaled to [-1, 1].
 DataLoader workers split the rank's stream by batch (worker ``w`` of ``n`` decodes batches ``w, w+n, ...``);
 every worker reads the tar headers and JSON of all the rank's shards but reads and decodes only the videos of
 its own batches. So the batch sequence does not depend on ``num_workers``, and resuming from
-``state_dict()`` = ``{"epoch", "samples"}`` skips the consumed samples without decoding them.
+``state_dict()`` = ``{"epoch", "samples", "batches"}`` skips the consumed samples without decoding them.
+
+**Curriculum** (E-RayZer's frame sampling, `rayder_core.models.erayzer.curriculum`): with a `CurriculumSampler` of
+mode ``frame_interval`` or ``overlap``, a clip's frames are not drawn by ``fps`` but by the sampler at the training
+progress ``b / total_batches``, where ``b`` is the index of the batch in this rank's stream since the start of
+training (one batch per optimizer step; a skipped undecodable batch still counts, so progress depends only on the
+stream position). ``overlap`` needs each clip's overlap profile (frame gap -> overlap), computed lazily once per
+clip and process: geometric co-visibility from ``meta["cameras"]`` when the clip has poses (``overlap_source``
+``auto`` or ``geometric``), else the image-only feature score on the whole decoded video (``feature``, or ``auto``
+without poses; extractor ``thumbnail``, the no-download fallback, or ``dinov2`` from the local torch hub cache).
+Both are deterministic, so batches do not depend on ``num_workers`` and resume stays exact; the state then also holds
+``batches``. Without a sampler (or mode ``none``) frames are drawn by ``fps`` as above (RayDer's sampling). The set of
+usable clips (at least ``frames / fps`` seconds) is the same in every mode.
 
 A sample whose video fails to decode is replaced by another sample of the same batch (a warning names shard
 and key); a batch with no decodable video is skipped as a whole. Both are deterministic, so resume stays exact.
@@ -42,6 +54,9 @@ import torch.nn.functional as F
 from rayder_core.data.shards import VideoDecodeError, check_member, decode_mp4, split_member_name
 
 log = logging.getLogger(__name__)
+
+OVERLAP_SOURCES = ("auto", "geometric", "feature")
+OVERLAP_EXTRACTORS = ("thumbnail", "dinov2")
 
 
 @dataclass(frozen=True)
@@ -134,13 +149,20 @@ class _Stream:
     """The deterministic per-rank stream; shared by the main process and DataLoader workers."""
 
     def __init__(self, shards: list[str], frames: int, fps: float, resolution: int, batch_size: int, seed: int,
-                 rank: int, world_size: int, shuffle_buffer: int, cache_mb: float = 0.0):
+                 rank: int, world_size: int, shuffle_buffer: int, cache_mb: float = 0.0, curriculum: Any = None,
+                 total_batches: int | None = None, overlap_source: str = "auto",
+                 overlap_extractor: str = "thumbnail"):
         self.shards, self.frames, self.fps, self.resolution = shards, frames, fps, resolution
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.cache_bytes = int(cache_mb * 2**20)
         self._cache: dict[tuple[str, int], np.ndarray] = {}  # (shard, offset) -> all decoded frames (uint8)
         self._cached_bytes = 0
+        self.curriculum = curriculum if curriculum is not None and curriculum.mode != "none" else None
+        self.total_batches = total_batches
+        self.overlap_source, self.overlap_extractor = overlap_source, overlap_extractor
+        self._profiles: dict[tuple[str, int], np.ndarray] = {}  # (shard, offset) -> overlap profile
+        self._extractor: Any = None
 
     @property
     def split_by_sample(self) -> bool:
@@ -175,19 +197,63 @@ class _Stream:
         rng.shuffle(buf)
         yield from buf
 
-    def decode(self, ref: SampleRef, epoch: int, handles: dict[str, Any]) -> torch.Tensor | None:
+    def decode(self, ref: SampleRef, epoch: int, handles: dict[str, Any], batch: int = 0) -> torch.Tensor | None:
         rng = np.random.default_rng([self.seed, epoch, self.rank, _key_int(ref.key)])
-        idx = frame_indices(ref.meta, self.frames, self.fps, rng)
-        assert idx is not None  # too-short samples never reach here
         try:
             fh = handles.get(ref.shard)
             if fh is None:
                 fh = handles[ref.shard] = open(ref.shard, "rb")
+            if self.curriculum is None:
+                idx = frame_indices(ref.meta, self.frames, self.fps, rng)
+                assert idx is not None  # too-short samples never reach here
+            else:
+                idx = self.curriculum_indices(ref, batch, rng, fh)
             frames = self._cached_frames(ref, idx, fh)
         except (VideoDecodeError, OSError) as err:
             log.warning("skipping corrupt sample: shard %s key %s (%s)", ref.shard, ref.key, err)
             return None
         return to_model_frames(frames, self.resolution)
+
+    def progress(self, batch: int) -> float:
+        """Training progress in [0, 1] of the stream's batch `batch` (0-based, counted from the start of training)."""
+        if not self.total_batches:
+            raise ValueError("a curriculum needs total_batches (the run's optimizer steps)")
+        return min(max(batch / self.total_batches, 0.0), 1.0)
+
+    def curriculum_indices(self, ref: SampleRef, batch: int, rng: np.random.Generator, fh: Any) -> np.ndarray:
+        """Source frame indices of `ref` drawn by the curriculum sampler at the progress of batch `batch`."""
+        n = int(ref.meta["num_frames"])
+        profile = self.overlap_profile(ref, fh) if self.curriculum.mode == "overlap" else None
+        idx, _gap = self.curriculum.sample(n, self.frames, self.progress(batch), rng, profile)
+        return np.minimum(idx.astype(np.int64), n - 1)
+
+    def overlap_profile(self, ref: SampleRef, fh: Any) -> np.ndarray:
+        """The clip's overlap profile (computed once per process; see the module docstring for the sources)."""
+        from rayder_core.models.erayzer import curriculum as cur
+
+        key = (ref.shard, ref.offset)
+        prof = self._profiles.get(key)
+        if prof is not None:
+            return prof
+        cams = ref.meta.get("cameras")
+        if self.overlap_source == "geometric" and not cams:
+            raise VideoDecodeError(f"overlap_source 'geometric' but clip {ref.key} has no cameras in its JSON")
+        if cams and self.overlap_source in ("auto", "geometric"):
+            from rayder_core.geometry import Camera
+
+            f64 = torch.float64
+            camera = Camera(R=torch.tensor(cams["R"], dtype=f64), t=torch.tensor(cams["t"], dtype=f64),
+                            f=torch.tensor(cams["f"], dtype=f64))
+            h, w = int(ref.meta.get("height", self.resolution)), int(ref.meta.get("width", self.resolution))
+            prof = cur.geometric_overlap_profile(camera, h, w)
+        else:
+            if self._extractor is None:
+                self._extractor = (cur.dinov2_extractor() if self.overlap_extractor == "dinov2"
+                                   else cur.thumbnail_extractor())
+            video = self._cached_frames(ref, np.arange(int(ref.meta["num_frames"])), fh)
+            prof = cur.feature_overlap_profile(to_model_frames(video, min(self.resolution, 64)), self._extractor)
+        self._profiles[key] = prof
+        return prof
 
     def _cached_frames(self, ref: SampleRef, idx: np.ndarray, fh: Any) -> np.ndarray:
         """Frames `idx` of `ref`'s video. With a cache budget, a video is decoded whole once and kept (uint8) while
@@ -207,9 +273,11 @@ class _Stream:
                                    f"(video has {len(video)} frames)")
         return video[np.asarray(idx, dtype=np.int64)]
 
-    def batches(self, epoch: int, samples: int, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
+    def batches(self, epoch: int, samples: int, worker: int = 0, num_workers: int = 1,
+                batches: int = 0) -> Iterator[dict[str, Any]]:
         """Batches from position (``epoch``, ``samples``) on, forever; this worker decodes every
-        ``num_workers``-th batch and yields only those, each tagged with its end position."""
+        ``num_workers``-th batch and yields only those, each tagged with its end position. ``batches``: batches of
+        the stream consumed before the position (since the start of training; the curriculum's clock)."""
         if samples % self.batch_size:
             raise ValueError(f"resume position samples={samples} is not a multiple of batch_size={self.batch_size}")
         g = 0  # batch counter since the resume point: decides the worker
@@ -227,7 +295,7 @@ class _Stream:
                 g += 1
                 end = pos + 1
                 if mine:
-                    yield self._make_batch(group, epoch, end)
+                    yield self._make_batch(group, epoch, end, batches + g - 1)
                 group = []
             if produced == 0 and samples == 0:
                 raise ValueError(
@@ -235,15 +303,15 @@ class _Stream:
                     f"{self.frames / self.fps:g} s) in its {len(self.rank_shards(epoch))} shard(s)")
             epoch, samples = epoch + 1, 0
 
-    def _make_batch(self, group: list[SampleRef], epoch: int, end: int) -> dict[str, Any]:
+    def _make_batch(self, group: list[SampleRef], epoch: int, end: int, batch: int = 0) -> dict[str, Any]:
         handles: dict[str, Any] = {}
         try:
-            clips = [self.decode(ref, epoch, handles) for ref in group]
+            clips = [self.decode(ref, epoch, handles, batch) for ref in group]
         finally:
             for fh in handles.values():
                 fh.close()
         good = [i for i, c in enumerate(clips) if c is not None]
-        out: dict[str, Any] = {"epoch": epoch, "samples": end}
+        out: dict[str, Any] = {"epoch": epoch, "samples": end, "batches": batch + 1}
         if not good:
             log.warning("skipping batch ending at sample %d of epoch %d: no decodable video", end, epoch)
             out.update(x=None, key=None)
@@ -257,14 +325,14 @@ class _Stream:
 
 
 class _WorkerDataset(torch.utils.data.IterableDataset):
-    def __init__(self, stream: _Stream, epoch: int, samples: int):
+    def __init__(self, stream: _Stream, epoch: int, samples: int, batches: int = 0):
         super().__init__()
-        self.stream, self.epoch, self.samples = stream, epoch, samples
+        self.stream, self.epoch, self.samples, self.batches = stream, epoch, samples, batches
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, n = (0, 1) if info is None else (info.id, info.num_workers)
-        return self.stream.batches(self.epoch, self.samples, worker, n)
+        return self.stream.batches(self.epoch, self.samples, worker, n, self.batches)
 
 
 class VideoClipLoader:
@@ -280,6 +348,10 @@ class VideoClipLoader:
         shuffle_buffer: samples held by the buffer shuffle.
         cache_mb: memory (MiB, per process) for whole decoded videos, reused by later epochs; 0 = decode every
             sample (small corpora at low resolution fit: 2000 clips of 30 frames at 32^2 take ~180 MiB).
+        curriculum: a `rayder_core.models.erayzer.curriculum.CurriculumSampler` (mode ``frame_interval`` or
+            ``overlap``) drawing each clip's frames at the training progress; None or mode ``none``: ``fps`` sampling.
+        total_batches: batches of the whole training (its optimizer steps): progress = batch index / total_batches.
+        overlap_source: ``auto`` | ``geometric`` | ``feature``; overlap_extractor: ``thumbnail`` | ``dinov2``.
 
     ``state_dict()`` / ``load_state_dict()`` give exact resume (see module docstring). Iterating starts at
     the current state; the state advances as batches are consumed from the iterator.
@@ -287,7 +359,8 @@ class VideoClipLoader:
 
     def __init__(self, shards: list[str], frames: int = 8, fps: float = 2.0, resolution: int = 64,
                  batch_size: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 shuffle_buffer: int = 256, cache_mb: float = 0.0):
+                 shuffle_buffer: int = 256, cache_mb: float = 0.0, curriculum: Any = None,
+                 total_batches: int | None = None, overlap_source: str = "auto", overlap_extractor: str = "thumbnail"):
         shards = [str(s) for s in shards]
         if not shards:
             raise ValueError("VideoClipLoader needs at least one shard")
@@ -301,10 +374,15 @@ class VideoClipLoader:
         if missing:
             raise FileNotFoundError(f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                         if len(missing) > 1 else ""))
+        if curriculum is not None and curriculum.mode != "none" and not (total_batches and total_batches > 0):
+            raise ValueError(f"curriculum mode {curriculum.mode!r} needs total_batches > 0 (the run's steps)")
+        if overlap_source not in OVERLAP_SOURCES or overlap_extractor not in OVERLAP_EXTRACTORS:
+            raise ValueError(f"overlap_source must be one of {OVERLAP_SOURCES} and overlap_extractor one of "
+                             f"{OVERLAP_EXTRACTORS}, got {overlap_source!r}, {overlap_extractor!r}")
         self.num_workers = num_workers
         self._stream = _Stream(shards, frames, float(fps), resolution, batch_size, seed, rank, world_size,
-                               shuffle_buffer, cache_mb)
-        self._epoch, self._samples = 0, 0
+                               shuffle_buffer, cache_mb, curriculum, total_batches, overlap_source, overlap_extractor)
+        self._epoch, self._samples, self._batches = 0, 0, 0
 
     @classmethod
     def from_manifest(cls, manifest_path: str, fraction: float, **kwargs: Any) -> "VideoClipLoader":
@@ -318,25 +396,27 @@ class VideoClipLoader:
         return self._stream.batch_size
 
     def state_dict(self) -> dict[str, int]:
-        """``{"epoch": e, "samples": n}``: n samples of epoch e's stream consumed by this rank."""
-        return {"epoch": self._epoch, "samples": self._samples}
+        """``{"epoch": e, "samples": n, "batches": b}``: n samples of epoch e's stream consumed by this rank, b batches
+        of the stream consumed in all (the curriculum's clock)."""
+        return {"epoch": self._epoch, "samples": self._samples, "batches": self._batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, samples = int(state["epoch"]), int(state["samples"])
-        if epoch < 0 or samples < 0 or samples % self.batch_size:
-            raise ValueError(f"invalid loader state {state}: need epoch >= 0 and samples a multiple of "
+        """Resume position; a state without ``batches`` (saved before the curriculum existed) counts from 0."""
+        epoch, samples, batches = int(state["epoch"]), int(state["samples"]), int(state.get("batches", 0))
+        if epoch < 0 or samples < 0 or batches < 0 or samples % self.batch_size:
+            raise ValueError(f"invalid loader state {state}: need epoch >= 0, batches >= 0 and samples a multiple of "
                              f"batch_size={self.batch_size}")
-        self._epoch, self._samples = epoch, samples
+        self._epoch, self._samples, self._batches = epoch, samples, batches
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        dataset = _WorkerDataset(self._stream, self._epoch, self._samples)
+        dataset = _WorkerDataset(self._stream, self._epoch, self._samples, self._batches)
         if self.num_workers == 0:
             source: Any = iter(dataset)
         else:
             source = iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
                                                       prefetch_factor=2, persistent_workers=False))
         for item in source:
-            self._epoch, self._samples = int(item["epoch"]), int(item["samples"])
+            self._epoch, self._samples, self._batches = int(item["epoch"]), int(item["samples"]), int(item["batches"])
             if item["x"] is None:
                 continue
             yield {"x": item["x"], "key": list(item["key"])}
