@@ -98,6 +98,20 @@ class IsoflopResult:
     cost: float = 6.0
     n_bootstrap: int = 0
     d_source: str = "C / (6 N*)"
+    boot: np.ndarray | None = None  # (resamples, 4): slope_N, log G, slope_D, log H of every bootstrap refit
+
+    def band(self, C, which: str = "N", ci: float = 0.95) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise bootstrap band of N*(C) (which='N') or D*(C) ('D') at budgets C; None without bootstrap."""
+        if self.boot is None:
+            return None
+        fits = self.boot[np.isfinite(self.boot[:, 0])]
+        if not len(fits):
+            return None
+        j = 0 if which == "N" else 2
+        logc = np.log(np.atleast_1d(np.asarray(C, dtype=float)))
+        pred = fits[:, j, None] * logc[None] + fits[:, j + 1, None]
+        lo, hi = np.percentile(pred, (100 * (1 - ci) / 2, 100 * (1 + ci) / 2), axis=0)
+        return np.exp(lo), np.exp(hi)
 
     def N_opt(self, C) -> np.ndarray:
         """Compute-optimal N at budgets C (same units as the fitted budgets)."""
@@ -238,6 +252,7 @@ def isoflop(df: pd.DataFrame, budgets: Sequence[float] | None = None, *, n_budge
             if m.sum() >= 2:
                 fits[bi, :2] = np.polyfit(lc[m], V[bi, m], 1)
                 fits[bi, 2:] = np.polyfit(lc[m], W[bi, m], 1)
+        res.boot = fits
         ok = np.isfinite(fits[:, 0])
         q = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
         if ok.any():
