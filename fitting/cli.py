@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--bench", help="benchmark name as stored by rayder-eval (e.g. re10k)")
     src.add_argument("--db", default="results.duckdb", help="results store (default: %(default)s)")
     src.add_argument("--sweep", default=None, help="only runs of this sweep")
+    src.add_argument("--family", default=None, help="only runs of this model family (store column runs.family: "
+                                                    "rayder, erayzer)")
     src.add_argument("--min-step", type=int, default=0, help="ignore checkpoints before this step (paper: 50000)")
     src.add_argument("--no-write", action="store_true", help="do not write the fit to the store's `fits` table")
     ext = p.add_argument_group("external data")
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if resolved != args.bench:
             print(f"rayder-fit: --bench {args.bench} -> using benchmark {resolved!r} of {args.db}", file=sys.stderr)
             args.bench = resolved
-        points = store.eval_points(bench=args.bench, metric=args.metric, sweep=args.sweep)
+        points = store.eval_points(bench=args.bench, metric=args.metric, sweep=args.sweep, family=args.family)
         if points.empty:
             missing = store.missing_evals(args.bench, args.metric)
             print(f"rayder-fit: {args.db} has no {args.metric} evaluations on bench {args.bench!r}"

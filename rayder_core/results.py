@@ -2,7 +2,9 @@
 
 Tables (schema version `SCHEMA_VERSION`, kept in table `meta`):
 
-- `runs(run_id, sweep, preset, params, fraction, D, config, status, host, run_dir, created, updated)`
+- `runs(run_id, sweep, preset, params, fraction, D, config, status, host, run_dir, created, updated, family)` —
+  `family` is the run's model family (`model.family` of its config, `rayder_core.models.FAMILIES`; schema 4:
+  migrating an older store fills it from each run's stored config, 'rayder' where the config names none).
 - `checkpoints(run_id, step, samples, flops, compute_gflop, wall_time_s, lr, lr_phase)` — `flops` is cumulative
   training compute in FLOPs (2 per multiply-accumulate, training = 3 x forward); `compute_gflop = flops / 1e9`, the
   paper's unit for C. `lr` and `lr_phase` (warmup | stable | decay) are those of the checkpoint's last optimizer step
@@ -43,7 +45,10 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+DEFAULT_FAMILY = "rayder"  # runs.family of a config without model.family (rayder_core.models.DEFAULT_FAMILY)
+# the family of a run from its stored config (stores read before their schema-4 migration)
+_FAMILY_FROM_CONFIG = f"coalesce(json_extract_string(config, '$.model.family'), '{DEFAULT_FAMILY}')"
 FLOPS_CONVENTION = "exact"  # the unit of checkpoints.flops / compute_gflop (models.rayder.flops.CONVENTIONS)
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0
@@ -89,6 +94,9 @@ _MIGRATIONS: dict[int, list[str]] = {
             bench VARCHAR, x_cols VARCHAR, y_col VARCHAR, data_hash VARCHAR, train_max DOUBLE, target_x0 DOUBLE,
             steps_ahead INTEGER, n_train INTEGER, n_test INTEGER, mean_abs_rel_err DOUBLE, max_abs_rel_err DOUBLE,
             coverage DOUBLE, detail VARCHAR, created TIMESTAMP, PRIMARY KEY (record_id, row_index))"""],
+    # schema 4 (issue 11): the model family of every run, from its config (no row is dropped or rewritten otherwise)
+    3: [f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS family VARCHAR DEFAULT '{DEFAULT_FAMILY}'",
+        f"UPDATE runs SET family = {_FAMILY_FROM_CONFIG}"],
 }
 
 LR_PHASES = ("warmup", "stable", "decay")  # checkpoints.lr_phase: schedule phase of the checkpoint's last step
@@ -263,17 +271,22 @@ class ResultsStore:
 
     # ------------------------------------------------------------------------------------------------ writes
     def upsert_run(self, run_id: str, *, sweep: str, preset: str, params: int, fraction: float, D: int,
-                   config: dict, status: str, host: str = "", run_dir: str = "") -> None:
-        """Create or update a run. `fraction` is the data fraction (0.01 = 1%); D the number of videos in it."""
+                   config: dict, status: str, host: str = "", run_dir: str = "", family: str | None = None) -> None:
+        """Create or update a run. `fraction` is the data fraction (0.01 = 1%); D the number of videos in it;
+        `family` its model family (default: `model.family` of `config`, else 'rayder')."""
         if status not in RUN_STATUSES:
             raise ValueError(f"run {run_id}: status must be one of {RUN_STATUSES}, got {status!r}")
+        if family is None:
+            model = config.get("model") if isinstance(config, dict) else None
+            family = str(model.get("family", DEFAULT_FAMILY)) if isinstance(model, dict) else DEFAULT_FAMILY
         now = _now()
         with self._connect(write=True) as con:
             created = con.execute("SELECT created FROM runs WHERE run_id = ?", [run_id]).fetchone()
             con.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO runs (run_id, sweep, preset, params, fraction, D, config, status, host, "
+                "run_dir, created, updated, family) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, sweep, preset, int(params), float(fraction), int(D), json.dumps(config, sort_keys=True),
-                 status, host, str(run_dir), created[0] if created else now, now],
+                 status, host, str(run_dir), created[0] if created else now, now, family],
             )
 
     def set_run_status(self, run_id: str, status: str) -> None:
@@ -398,10 +411,30 @@ class ResultsStore:
         with self._connect(write=False) as con:
             return con.execute(sql, params or []).df()
 
-    def runs(self, sweep: str | None = None) -> pd.DataFrame:
-        if sweep is None:
-            return self.query("SELECT * FROM runs ORDER BY sweep, preset, fraction")
-        return self.query("SELECT * FROM runs WHERE sweep = ? ORDER BY preset, fraction", [sweep])
+    def _family_col(self, alias: str = "") -> str:
+        """SQL for the runs' family: the column, or (a store read before its schema-4 migration) from the config."""
+        if self._has_column("runs", "family"):
+            return f"{alias}family"
+        return _FAMILY_FROM_CONFIG.replace("config", f"{alias}config")
+
+    def runs(self, sweep: str | None = None, family: str | None = None) -> pd.DataFrame:
+        """Runs (with column `family`), optionally of one sweep and/or one model family."""
+        fam = self._family_col()
+        sql = "SELECT * FROM runs" if fam == "family" else f"SELECT *, {fam} AS family FROM runs"
+        params: list = []
+        conds = []
+        if sweep is not None:
+            conds.append("sweep = ?")
+            params.append(sweep)
+        if family is not None:
+            conds.append(f"{fam} = ?")
+            params.append(family)
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        return self.query(sql + where + " ORDER BY sweep, preset, fraction", params)
+
+    def families(self) -> list[str]:
+        """The model families of the store's runs, sorted."""
+        return sorted(self.query(f"SELECT DISTINCT {self._family_col()} AS family FROM runs")["family"])
 
     def checkpoints(self, run_id: str | None = None) -> pd.DataFrame:
         if run_id is None:
@@ -438,20 +471,22 @@ class ResultsStore:
             params.append(bench)
         return self.query(sql + " ORDER BY created", params)
 
-    def eval_points(self, bench: str, metric: str, sweep: str | None = None) -> pd.DataFrame:
+    def eval_points(self, bench: str, metric: str, sweep: str | None = None,
+                    family: str | None = None) -> pd.DataFrame:
         """One row per evaluated checkpoint with its compute: the input of frontiers and fits.
 
-        Columns: run_id, sweep, preset, params, fraction, D, step, samples, compute_gflop (C, GFLOP), value (raw
-        metric as evaluated), n (scenes), lr and lr_phase of the checkpoint (NULL before schema 3), status of the
-        run and is_last (the run's newest checkpoint). Checkpoints whose metric is missing are excluded (see
-        `missing_evals`).
+        Columns: run_id, sweep, family (the run's model family; `family` filters), preset, params, fraction, D, step,
+        samples, compute_gflop (C, GFLOP), value (raw metric as evaluated), n (scenes), lr and lr_phase of the
+        checkpoint (NULL before schema 3), status of the run and is_last (the run's newest checkpoint). Checkpoints
+        whose metric is missing are excluded (see `missing_evals`).
         """
         # schema 3 adds the LR phase per checkpoint; older stores (read as they are) give NULL there
         lr_cols = ("c.lr, c.lr_phase" if self._has_column("checkpoints", "lr_phase")
                    else "CAST(NULL AS DOUBLE) AS lr, CAST(NULL AS VARCHAR) AS lr_phase")
+        fam = self._family_col("r.")
         sql = f"""
-            SELECT r.run_id, r.sweep, r.preset, r.params, r.fraction, r.D, e.step, c.samples, c.compute_gflop,
-                   e.value, e.n, {lr_cols}, r.status,
+            SELECT r.run_id, r.sweep, {fam} AS family, r.preset, r.params, r.fraction, r.D, e.step, c.samples,
+                   c.compute_gflop, e.value, e.n, {lr_cols}, r.status,
                    c.step = (SELECT max(c2.step) FROM checkpoints c2 WHERE c2.run_id = c.run_id) AS is_last
             FROM evals e JOIN runs r USING (run_id) JOIN checkpoints c ON c.run_id = e.run_id AND c.step = e.step
             WHERE e.bench = ? AND e.metric = ? AND e.value IS NOT NULL"""
@@ -459,6 +494,9 @@ class ResultsStore:
         if sweep is not None:
             sql += " AND r.sweep = ?"
             params.append(sweep)
+        if family is not None:
+            sql += f" AND {fam} = ?"
+            params.append(family)
         return self.query(sql + " ORDER BY r.run_id, e.step", params)
 
     def bench_metric_counts(self) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from reports.common import *  # noqa: F401,F403  (public names callers import fr
 from reports.common import (DEFAULT_BOOTSTRAP, PAGE_STYLE, ReportError, Study, _fit_points,  # noqa: F401
                             load_study, plt)
 from reports.fits import MetricFit, _stored_fit_row, fit_all, fit_metric, format_holdout  # noqa: F401
+from reports import family_page  # families overlaid (only for a store with two model families)
 from reports.pages import allocation, camera, fit_tables, frontier, holdout, scaling, summary, training
 from reports.pages.allocation import allocation_budgets, allocation_page, allocation_table, flops_per_sample  # noqa: F401
 from reports.pages.camera import camera_page  # noqa: F401
@@ -57,6 +58,7 @@ PAGES = [
     training,
     allocation,
     holdout,
+    family_page,
 ]
 
 

@@ -12,12 +12,18 @@ A grid file has these top-level keys (every error names the file and the dotted 
       fractions: [0.01, 0.1, 1.0]
       seeds: [0]
       ablations: {no-local: {local_layers: false}}   # extra variants: model-key overrides (baseline kept)
+      families: [rayder, erayzer]   # optional model-family axis (rayder_core.models.FAMILIES); every run is
+                                    # recorded with its family (store column runs.family; `rayder-fit --family`)
+      family_overrides: {erayzer: {model: {patch: 4}}} # TrainConfig keys that differ per family (optional)
     holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
       - {preset: L, fraction: 1.0, set: {steps: 400000}}   # recorded as sweep `<name>-holdout`
     slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
     local: {...}                # LocalSpec: how many runs at once on the local executor
 
-The grid axes own `model.preset`, `data.fraction`, `seed`, `sweep` and `out_dir`: setting them in `base` is an error.
+The grid axes own `model.preset`, `data.fraction`, `seed`, `sweep` and `out_dir` (and `model.family` when
+`grid.families` is given): setting them in `base` is an error. Without `grid.families` the family is `base.model.family`
+(default rayder), and an ablation may switch it (`ablations: {erayzer: {family: erayzer}}`). With it, runs of every
+family share the sweep name (the store's `runs.family` tells them apart) and every preset must exist in every family.
 """
 from __future__ import annotations
 
@@ -40,8 +46,26 @@ class GridAxes:
     seeds: list[int] = field(default_factory=lambda: [0])
     ablations: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> model-key overrides
     include_baseline: bool = True       # with ablations: also run the un-ablated model
+    families: list[str] | None = None   # model-family axis (None: the family of base.model)
+    family_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> TrainConfig keys
 
     def __post_init__(self) -> None:
+        from rayder_core.models import FAMILIES
+
+        if self.families is not None:
+            if not self.families or len(set(self.families)) != len(self.families):
+                raise ValueError(f"families must list distinct families, got {self.families}")
+            bad = [f for f in self.families if f not in FAMILIES]
+            if bad:
+                raise ValueError(f"families: unknown model famil{'y' if len(bad) == 1 else 'ies'} {bad}; choose from "
+                                 f"{list(FAMILIES)}")
+        for name, overrides in self.family_overrides.items():
+            if name not in (self.families or []):
+                raise ValueError(f"family_overrides.{name}: not a family of grid.families {self.families}")
+            model = overrides.get("model", {}) if isinstance(overrides, dict) else None
+            if not isinstance(model, dict) or "family" in model or "preset" in model:
+                raise ValueError(f"family_overrides.{name}: expected a mapping of TrainConfig keys (model.family and "
+                                 "model.preset are set by the grid)")
         for key in ("presets", "fractions", "seeds"):
             values = getattr(self, key)
             if not values:
@@ -187,33 +211,43 @@ class SweepSpec:
             raise ValueError(f"name must be a non-empty word without '/', got {self.name!r}")
 
     # ----------------------------------------------------------------------------------------- expansion
+    def family_models(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """(family, TrainConfig keys it sets, model.family included) per entry of the family axis; [(None, {})]
+        without `grid.families`."""
+        if self.grid.families is None:
+            return [(None, {})]
+        return [(f, _deep_merge({"model": {"family": f}}, self.grid.family_overrides.get(f, {})))
+                for f in self.grid.families]
+
     def runs(self) -> list[TrainConfig]:
-        """One validated TrainConfig per grid point, in a stable order (ablation, preset, fraction, seed)."""
+        """One validated TrainConfig per grid point, in a stable order (family, ablation, preset, fraction, seed)."""
         variants: list[tuple[str | None, dict[str, Any]]] = []
         if self.grid.include_baseline:
             variants.append((None, {}))
         variants += list(self.grid.ablations.items())
         out_dir = str(Path(self.out_dir).expanduser().absolute())
         configs: list[TrainConfig] = []
-        for (ablation, model_overrides), preset, fraction, seed in itertools.product(
-                variants, self.grid.presets, self.grid.fractions, self.grid.seeds):
-            mapping = _deep_merge(self.base, self.preset_overrides.get(preset, {}))
+        for (family, family_model), (ablation, model_overrides), preset, fraction, seed in itertools.product(
+                self.family_models(), variants, self.grid.presets, self.grid.fractions, self.grid.seeds):
+            mapping = _deep_merge(_deep_merge(self.base, family_model), self.preset_overrides.get(preset, {}))
             mapping["model"] = {**mapping.get("model", {}), "preset": preset, **model_overrides}
             mapping.setdefault("data", {})["fraction"] = fraction
             mapping["seed"] = seed
             mapping["sweep"] = self.name if ablation is None else f"{self.name}-{ablation}"
             mapping["out_dir"] = out_dir
             where = f"grid point preset={preset} fraction={fraction:g} seed={seed}" + (
-                f" ablation={ablation}" if ablation else "")
+                f" ablation={ablation}" if ablation else "") + (f" family={family}" if family else "")
             configs.append(_train_config(mapping, f"{self.source} ({where})"))
-        for i, h in enumerate(self.holdout):
-            mapping = _deep_merge(_deep_merge(self.base, self.preset_overrides.get(h.preset, {})), h.set)
+        for (family, family_model), (i, h) in itertools.product(self.family_models(), enumerate(self.holdout)):
+            mapping = _deep_merge(_deep_merge(_deep_merge(self.base, family_model),
+                                              self.preset_overrides.get(h.preset, {})), h.set)
             mapping["model"] = {**mapping.get("model", {}), "preset": h.preset}
             mapping.setdefault("data", {})["fraction"] = h.fraction
             mapping["seed"] = h.seed
             mapping["sweep"] = self.holdout_sweep
             mapping["out_dir"] = out_dir
-            configs.append(_train_config(mapping, f"{self.source} (holdout[{i}])"))
+            where = f"holdout[{i}]" + (f" family={family}" if family else "")
+            configs.append(_train_config(mapping, f"{self.source} ({where})"))
         seen: dict[str, int] = {}
         for i, cfg in enumerate(configs):
             if cfg.run_id in seen:
@@ -261,6 +295,12 @@ def _train_config(mapping: dict[str, Any], source: str, prefix: str = "") -> Tra
     return cfg
 
 
+def _no_family(data: Any, source: str, key: str) -> None:
+    """With grid.families, the grid owns model.family."""
+    if isinstance(data, dict) and isinstance(data.get("model"), dict) and "family" in data["model"]:
+        raise ConfigError(f"{source}: {key}.model.family: set by the grid (grid.families), not here")
+
+
 def _check_train_section(data: dict[str, Any], source: str, key: str, presets: list[str]) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {key}: expected a mapping of TrainConfig keys, got {data!r}")
@@ -284,33 +324,60 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
     from rayder_core.models import family_of, presets
 
     base_model = spec.base.get("model", {}) if isinstance(spec.base, dict) else {}
+    if spec.grid.families is not None and isinstance(base_model, dict) and "family" in base_model:
+        raise ConfigError(f"{source}: base.model.family: set by the grid (grid.families), not here")
     try:
-        PRESETS = presets(family_of(base_model if isinstance(base_model, dict) else {}, source=f"{source}: base.model"))
+        families = spec.grid.families or [family_of(base_model if isinstance(base_model, dict) else {},
+                                                    source=f"{source}: base.model")]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    # a preset must exist in every family of the grid
+    PRESETS = {p: v for p, v in presets(families[0]).items() if all(p in presets(f) for f in families[1:])}
+    if spec.grid.families is not None:
+        for fam, model in spec.family_models():
+            for i, preset in enumerate(spec.grid.presets):
+                if preset not in presets(fam):
+                    raise ConfigError(f"{source}: grid.presets[{i}]: unknown {fam} preset {preset!r}; choose from "
+                                      f"{sorted(presets(fam))} (with grid.families every preset must exist in every "
+                                      "family)")
+            mapping = _deep_merge(spec.base, model) if isinstance(spec.base, dict) else spec.base
+            _check_train_section(mapping, source, f"base (family {fam})", spec.grid.presets)
     for i, preset in enumerate(spec.grid.presets):
         if preset not in PRESETS:
             raise ConfigError(f"{source}: grid.presets[{i}]: unknown model preset {preset!r}; "
                               f"choose from {sorted(PRESETS)}")
-    _check_train_section(spec.base, source, "base", spec.grid.presets)
+    with_families = spec.grid.families is not None
+    if not with_families:
+        _check_train_section(spec.base, source, "base", spec.grid.presets)
     for preset, overrides in spec.preset_overrides.items():
         if preset not in spec.grid.presets:
             raise ConfigError(f"{source}: preset_overrides.{preset}: not a preset of grid.presets "
                               f"{spec.grid.presets}")
-        _check_train_section(_deep_merge(spec.base, overrides), source, f"preset_overrides.{preset}", [preset])
+        if with_families:
+            _no_family(overrides, source, f"preset_overrides.{preset}")
+        for _fam, model in spec.family_models():
+            merged = _deep_merge(_deep_merge(spec.base, model), overrides)
+            _check_train_section(merged, source, f"preset_overrides.{preset}", [preset])
     for name, overrides in spec.grid.ablations.items():
-        model = {"preset": spec.grid.presets[0], **overrides}
+        if with_families and "family" in overrides:
+            raise ConfigError(f"{source}: grid.ablations.{name}.family: set by the grid (grid.families), not here")
         from rayder_core.models import model_config
 
-        try:
-            model_config(model, source=f"{source}: grid.ablations.{name}")  # may switch model.family
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        for _fam, fam_over in spec.family_models():
+            model = {**_deep_merge(spec.base, fam_over).get("model", {}), "preset": spec.grid.presets[0], **overrides}
+            try:
+                model_config(model, source=f"{source}: grid.ablations.{name}")  # may switch model.family
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     for i, h in enumerate(spec.holdout):
         if h.preset not in PRESETS:
             raise ConfigError(f"{source}: holdout[{i}].preset: unknown model preset {h.preset!r}; "
                               f"choose from {sorted(PRESETS)}")
-        _check_train_section(h.set, source, f"holdout[{i}].set", [h.preset])
+        if with_families:
+            _no_family(h.set, source, f"holdout[{i}].set")
+        for _fam, model in spec.family_models():
+            _check_train_section(_deep_merge(model, h.set) if model else h.set, source,
+                                 f"holdout[{i}].set", [h.preset])
     for preset, overrides in spec.slurm.per_preset.items():
         if preset not in spec.grid.presets:
             raise ConfigError(f"{source}: slurm.per_preset.{preset}: not a preset of grid.presets "

@@ -149,8 +149,8 @@ def test_trainer_and_evaluation_run_the_erayzer_family(synth_data, tmp_path):
 
 
 def test_compare_grid_expands_to_both_families():
-    """sweeps/compare.yaml: the same presets/fractions for RayDer and E-RayZer (family as the ablation axis), each run
-    validated by its family's config and costed by its family's FLOP counter."""
+    """sweeps/compare.yaml: the same presets/fractions for RayDer and E-RayZer (grid.families), each run validated by
+    its family's config and costed by its family's FLOP counter; E-RayZer's runs use the overlap curriculum."""
     from pathlib import Path
 
     from sweeps.preflight import run_train_flops
@@ -163,4 +163,6 @@ def test_compare_grid_expands_to_both_families():
     for r in runs:
         cfg = model_config(dict(r.model))
         assert run_train_flops(r) == pytest.approx(train_flops_per_step(cfg, 16, 4, 2) * r.steps)
-    assert {r.sweep for r in runs} == {"compare", "compare-erayzer"}
+    assert {r.sweep for r in runs} == {"compare"}  # one sweep; runs.family tells the families apart
+    assert {(family_of(dict(r.model)), r.data.curriculum.mode) for r in runs} == {("rayder", "none"),
+                                                                                   ("erayzer", "overlap")}

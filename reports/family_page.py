@@ -1,0 +1,135 @@
+"""Family comparison page: the compute-optimal frontiers of every model family of the store (runs.family, e.g.
+RayDer and E-RayZer) overlaid on one benchmark and metric, with each family's law L(C, D) and its exponents' CIs
+side by side. Only when the store holds runs of at least two families.
+
+`family_page(store)` returns the figure (None with fewer than two families); `figures(study, fits)` and
+`page_count(...)` are the page-module interface of `reports.report.PAGES` (the page count of a two-family store is
+one more than `expected_page_count` says, which cannot see families).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Iterable
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from reports.common import HOLDOUT_SUFFIX, NVS_METRICS, Study, new_page, sci
+
+FAMILY_BOOTSTRAP = 100  # resamples per family for the exponents' CIs (each family is fitted on its own frontier)
+
+
+def _fit_family(points, metric: str, bench: str, bootstrap: int, seed: int):
+    """(frontier, FitResult or None, why not) of one family's evaluated checkpoints."""
+    from fitting import DEFAULT_LAW, FitWarning, fit_law, frontier, get_law
+
+    points = points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)]
+    if "lr_phase" in points and len(points):
+        from fitting import select_checkpoints
+
+        points = select_checkpoints(points.reset_index(drop=True), "all", drop_warmup=True)[0]
+    if points.empty:
+        return None, None, "no evaluated checkpoints"
+    front = frontier(points.reset_index(drop=True), metric)
+    n_front, n_params = int(front["on_frontier_d"].sum()), len(get_law(DEFAULT_LAW).param_names)
+    if n_front <= n_params or front["D"].nunique() < 2:
+        return front, None, (f"too few points for L(C,D): {n_front} frontier points over {front['D'].nunique()} "
+                             f"data size(s) (needs > {n_params} and >= 2)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)
+            res = fit_law(front, law=DEFAULT_LAW, x=["C", "D"], y="y", bootstrap=bootstrap, seed=seed,
+                          metric=metric, bench=bench, progress=False, n_jobs=1)
+    except (ValueError, RuntimeError) as exc:
+        return front, None, f"the fit failed: {exc}"
+    return front, res, None
+
+
+def _default_bench(store) -> str | None:
+    df = store.query("SELECT DISTINCT bench FROM evals WHERE metric = 'psnr' AND value IS NOT NULL ORDER BY bench")
+    return str(df["bench"].iloc[0]) if len(df) else None
+
+
+def family_page(store, bench: str | None = None, metric: str = "psnr", *, bootstrap: int = FAMILY_BOOTSTRAP,
+                seed: int = 0) -> Figure | None:
+    """Overlay of the families' compute-optimal frontiers (target vs C, GFLOP) on `bench` (default: the first
+    benchmark with PSNR) and `metric`, each family's law along its frontier, and a table of both laws with their
+    exponents' 95% bootstrap CIs. None when the store holds fewer than two families."""
+    from fitting import target_label
+
+    families = store.families()
+    if len(families) < 2:
+        return None
+    bench = bench or _default_bench(store)
+    title = "Model families: compute-optimal frontiers and laws side by side"
+    fig = new_page(title, f"benchmark {bench}, {metric} fitted as {target_label(metric)} (lower is better); "
+                   f"families {', '.join(families)} (store column runs.family); each family's frontier and law "
+                   f"L(C,D) fitted on its own runs only; CIs: {bootstrap} bootstrap resamples, 95%")
+    ax = fig.add_axes([0.07, 0.12, 0.5, 0.74])
+    rows = []
+    for i, fam in enumerate(families):
+        colour = f"C{i}"
+        pts = store.eval_points(bench, metric, family=fam) if bench else None
+        if pts is None or pts.empty:
+            rows.append((fam, None, f"no {metric} on {bench}"))
+            continue
+        front, res, why = _fit_family(pts, metric, bench, bootstrap, seed)
+        if front is None:
+            rows.append((fam, None, why))
+            continue
+        ax.plot(front["C"], front["y"], ".", color=colour, alpha=0.25, ms=4)
+        on = front[front["on_frontier_joint"]].sort_values("C") if "on_frontier_joint" in front else front
+        ax.plot(on["C"], on["y"], "o-", color=colour, lw=1.5, ms=5, label=f"{fam}: frontier ({len(on)} points)")
+        if res is not None:
+            C = np.geomspace(float(front["C"].min()), float(front["C"].max()), 100)
+            D = float(front["D"].max())
+            ax.plot(C, res.law.predict(res.params, [C, np.full_like(C, D)]), "--", color=colour,
+                    label=f"{fam}: law at D = {D:g}")
+        rows.append((fam, res, why))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C (GFLOP)")
+    ax.set_ylabel(target_label(metric))
+    ax.legend(loc="upper right", fontsize=8)
+    lines = []
+    for fam, res, why in rows:
+        lines.append(f"{fam}")
+        if res is None:
+            lines += [f"  no law: {why}", ""]
+            continue
+        lines.append(f"  {res.formula()}" if hasattr(res, "formula") else "")
+        lines.append(f"  R^2 = {res.r2:.3f}, {res.n_points} points")
+        for name in res.law.param_names:
+            if name in ("alpha", "beta", "gamma"):
+                lo, hi = res.ci_low.get(name, float("nan")), res.ci_high.get(name, float("nan"))
+                lines.append(f"  {name:<6} {res.params[name]:.3g}  [{lo:.3g}, {hi:.3g}]")
+        lines.append(f"  L_inf  {sci(res.params['L_inf'])}" if "L_inf" in res.params else "")
+        lines.append("")
+    fig.text(0.61, 0.86, "\n".join(_wrap(lines)), va="top", ha="left", fontsize=8, family="monospace")
+    return fig
+
+
+def _wrap(lines: list[str], width: int = 62) -> list[str]:
+    import textwrap
+
+    out = []
+    for line in lines:
+        out += textwrap.wrap(line, width, subsequent_indent="    ") or [""]
+    return out
+
+
+def figures(study: Study, fits: dict) -> Iterable[tuple[str, Figure]]:
+    if "family" not in study.runs or study.runs["family"].nunique() < 2:
+        return
+    from rayder_core.results import ResultsStore
+
+    store = ResultsStore(study.db_path)
+    for bench in study.nvs_benches:
+        for metric in [m for m in NVS_METRICS if len(study.eval_points(bench, m))][:1]:
+            fig = family_page(store, bench, metric, bootstrap=FAMILY_BOOTSTRAP)
+            if fig is not None:
+                yield f"09_families_{bench}", fig
+
+
+def page_count(n_nvs_benches: int, n_probe_benches: int, n_runs: int, holdout: bool) -> int:
+    return 0  # one page per NVS benchmark when the store has two families (not visible from these counts)
