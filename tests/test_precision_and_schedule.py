@@ -78,6 +78,17 @@ def test_matmul_peak_is_a_plausible_measurement():
     assert 1e8 < peak < 1e13 * torch.get_num_threads()
 
 
+def test_matmul_peak_time_budget_skips_sizes_predicted_to_overrun():
+    """No budget: every size is measured. A budget of 0 s: only the smallest (sizes are taken ascending); an
+    emulated bf16 on a CPU without AVX512-BF16/AMX (~1 GFLOP/s) would otherwise spend ~10 s on 1024^3."""
+    _, all_sizes = prec.matmul_peak_detail(torch.float32, "cpu", sizes=(96, 32, 64), repeats=1)
+    assert all_sizes == [32, 64, 96]
+    _, first = prec.matmul_peak_detail(torch.float32, "cpu", sizes=(96, 32, 64), repeats=1, time_budget_s=0.0)
+    assert first == [32]
+    _, roomy = prec.matmul_peak_detail(torch.float32, "cpu", sizes=(32, 64), repeats=1, time_budget_s=60.0)
+    assert roomy == [32, 64]
+
+
 def test_skip_rule_is_off_by_default_and_validated():
     assert OptimConfig().skip_grad_factor is None
     assert OptimConfig(skip_grad_factor=10.0).skip_grad_factor == 10.0
