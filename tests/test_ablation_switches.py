@@ -96,26 +96,32 @@ def test_n_targets_validation():
         model.training_loss(_clip(1))
 
 
-def test_ablations_yaml_is_configs_d_to_h():
-    """sweeps/ablations.yaml: one launch, one run per Config D-H with Table B.2's architecture and view counts."""
+def test_ablations_yaml_is_configs_a_to_h():
+    """sweeps/ablations.yaml: one launch, one run per Config A-H with Table B.2's architecture and view counts."""
     from rayder_core.models.rayder.flops import _param_count
     from sweeps.spec import load_spec
 
     runs = load_spec("sweeps/ablations.yaml").runs()
     by = {cfg.sweep.split("-")[-1]: cfg for cfg in runs}
-    assert sorted(by) == ["D", "E", "F", "G", "H"]
-    params = {}
+    assert sorted(by) == list("ABCDEFGH")
+    models = {name: ModelConfig.from_dict(dict(cfg.model)) for name, cfg in by.items()}
+    params = {name: _param_count(m) / 1e6 for name, m in models.items()}
     for name, cfg in by.items():
-        m = ModelConfig.from_dict(dict(cfg.model))
-        assert (m.width, m.depth, cfg.data.frames, cfg.data.resolution, cfg.batch_size) == (512, 18, 8, 256, 256)
-        assert m.dynamic_state and m.d_state == 256 and m.state_dropout == 0.5
-        params[name] = _param_count(m) / 1e6
-        if name in "DE":  # 6 inputs / 2 outputs
+        m = models[name]
+        depth = 6 if name in "ABC" else 18  # [E_cam, E_scene, D_render] = [6, 6, 6] or one network M of 18
+        assert (m.width, m.depth, cfg.data.frames, cfg.data.resolution, cfg.batch_size) == (512, depth, 8, 256, 256)
+        assert m.architecture == ("three_network" if name in "ABC" else "single")
+        assert m.dynamic_state == (name != "A") and m.d_state == 256
+        if name != "A":
+            assert m.state_dropout == (0.0 if name == "B" else 0.5)
+        if name in "ABCDE":  # 6 inputs / 2 outputs
             assert (cfg.data.frames - m.n_targets, m.n_targets) == (6, 2)
-    assert [ModelConfig.from_dict(dict(by[c].model)).autoregression for c in "DEFGH"] == \
-        ["per_target", "parallel", "ordered", "random", "random"]
-    assert [ModelConfig.from_dict(dict(by[c].model)).local_layers for c in "DEFGH"] == [False] * 4 + [True]
+    assert [models[c].autoregression for c in "ABCDEFGH"] == \
+        ["per_target"] * 4 + ["parallel", "ordered", "random", "random"]
+    assert [models[c].local_layers for c in "ABCDEFGH"] == [False] * 7 + [True]
     probe = next(b for b in by["D"].eval.benchmarks if b.kind == "probe")
     assert sorted(probe.protocols) == ["cross_scene", "per_scene", "transfer"]
-    # Table B.2 parameter counts: 139M (D-G), 145M (H)
+    # Table B.2 parameter counts: 134M (A-C), 139M (D-G), 145M (H)
+    print({k: round(v, 2) for k, v in sorted(params.items())})
+    assert all(abs(params[c] / 134 - 1) < 0.03 for c in "ABC")
     assert all(abs(params[c] / 139 - 1) < 0.01 for c in "DEFG") and abs(params["H"] / 145 - 1) < 0.01

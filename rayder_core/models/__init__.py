@@ -24,13 +24,13 @@ DEFAULT_FAMILY = "rayder"
 def _rayder_family() -> Family:
     from .rayder import flops as rflops
     from .rayder.config import PRESETS, ModelConfig
-    from .rayder.model import RayDer
+    from .rayder.model import build
 
     def from_dict(d: Mapping[str, Any], source: str) -> ModelConfig:
         return ModelConfig.from_dict({k: v for k, v in d.items() if k != "family"}, source=source)
 
     return Family(
-        name="rayder", config_from_dict=from_dict, config_type=ModelConfig, presets=PRESETS, build=RayDer,
+        name="rayder", config_from_dict=from_dict, config_type=ModelConfig, presets=PRESETS, build=build,
         count_flops=rflops.count_flops, train_flops_per_step=rflops.train_flops_per_step,
         param_count=rflops._param_count,
         description="RayDer: one hourglass transformer, implicit rendering, per-view absolute cameras",

@@ -16,6 +16,7 @@ from rayder_core.models.base import config_from_preset
 D_HEAD = 64  # head dimension of every attention layer
 AUTOREGRESSION_MODES = ("random", "ordered", "none", "parallel", "per_target")
 ATTENTION_BACKENDS = ("auto", "natten", "sdpa")
+ARCHITECTURES = ("single", "three_network")
 
 
 @dataclass
@@ -37,6 +38,9 @@ class ModelConfig:
     n_targets: targets per clip of 'parallel' / 'per_target' (Table B.2: 2 of 8 views); unused by other modes.
     local_layers: with False the hourglass keeps its merges/splits but has no neighbourhood-attention layers.
     attention_backend: 'auto' (natten + flex attention on CUDA, exact masked SDPA on CPU), 'natten' or 'sdpa'.
+    architecture: 'single' (the one network M, Configs D-H and the presets) or 'three_network' (Configs A-C:
+        separate E_cam, E_scene, D_render of `depth` layers each, `three_network.py`; needs local_layers false and
+        autoregression 'per_target': n_targets targets per clip, each rendered from z in its own sequence).
     """
 
     preset: str = "custom"
@@ -54,6 +58,7 @@ class ModelConfig:
     n_targets: int = 2
     local_layers: bool = True
     attention_backend: str = "auto"
+    architecture: str = "single"
 
     def __post_init__(self) -> None:
         self.local_widths = tuple(self.local_widths)  # YAML/JSON give lists
@@ -104,6 +109,14 @@ class ModelConfig:
             raise bad("autoregression", f"must be one of {AUTOREGRESSION_MODES}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise bad("attention_backend", f"must be one of {ATTENTION_BACKENDS}")
+        if self.architecture not in ARCHITECTURES:
+            raise bad("architecture", f"must be one of {ARCHITECTURES}")
+        if self.architecture == "three_network":
+            if self.local_layers:
+                raise bad("local_layers", "architecture 'three_network' (Configs A-C) has no local layers: set false")
+            if self.autoregression != "per_target":
+                raise bad("autoregression", "architecture 'three_network' renders each of the n_targets targets "
+                          "from z in its own sequence: set 'per_target'")
 
     # ------------------------------------------------------------------------------------------------------------
     @classmethod

@@ -53,6 +53,9 @@ class RayDer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
+        if cfg.architecture != "single":
+            raise ValueError(f"RayDer is the single network; architecture {cfg.architecture!r} is built by "
+                             "rayder_core.models.rayder.model.build (or rayder_core.models.build_model)")
         self.cfg = cfg
         w, dc = cfg.width, cfg.d_cond
         (w0, w1), (n0, n1) = cfg.local_widths, cfg.local_depths
@@ -356,6 +359,16 @@ class RayDer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"preset={self.cfg.preset!r}, backend={self.backend!r}"
+
+
+def build(cfg: ModelConfig) -> nn.Module:
+    """The network of a RayDer-family config: `RayDer` (architecture 'single') or `ThreeNetworkRayDer`
+    ('three_network', Configs A-C)."""
+    if cfg.architecture == "three_network":
+        from .three_network import ThreeNetworkRayDer
+
+        return ThreeNetworkRayDer(cfg)
+    return RayDer(cfg)
 
 
 def count_parameters(model: nn.Module) -> int:
