@@ -110,6 +110,8 @@ def analyses(ref: float, bootstrap: int, jobs: int) -> None:
         (f"isoFLOP, {bootstrap} bootstraps", len(iso), lambda: isoflop(iso, bootstrap=bootstrap)),
         (f"data-constrained two-stage + joint, {bootstrap} bootstraps", len(dc),
          lambda: fit_data_constrained(dc, x=["N", "D", "U"], bootstrap=bootstrap, n_jobs=jobs, progress=False)),
+        (f"data-constrained with R_N* (--param-repetition), {bootstrap} bootstraps", len(dc),
+         lambda: fit_data_constrained(dc, x=["N", "D", "U"], bootstrap=bootstrap, param_repetition=True)),
         ("growing prefix, kaplan (fresh fit per prefix)", len(surf),
          lambda: growing_prefix(surf, law="kaplan", progress=False)),
         (f"hold-out above C=2e5, kaplan, {bootstrap} bootstraps", len(surf),

@@ -51,8 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     an.add_argument("--plot", metavar="PNG", help="isoFLOP: write the report figure (profiles and N*(C)) here")
     an.add_argument("--two-stage", action="store_true",
                     help="law data_constrained: Muennighoff et al.'s two-stage fit (additive base law on "
-                         "single-epoch points, then R* with the base fixed) and the joint fit; inputs C (or N), data "
-                         "seen, unique data (store: C, samples seen, D)")
+                         "single-epoch points, then R* with the base fixed) and the joint fit, with --bootstrap CIs "
+                         "(each resample redoes both stages); inputs C (or N), data seen, unique data (store: C, "
+                         "samples seen, D)")
+    an.add_argument("--param-repetition", action="store_true",
+                    help="--two-stage: add Muennighoff et al.'s parameter-repetition term R_N* (law "
+                         "data_constrained_rn: N' = U_N + U_N R_N* (1 - exp(-R_N / R_N*)), U_N = min(N, N_opt(U)) "
+                         "under the base law); the first --x column must then be N (parameters), e.g. --x N,D,U")
     an.add_argument("--validate", choices=("prefix",),
                     help="prefix: fit on growing prefixes of the compute range (smallest budgets first) and report "
                          "the error of predicting every later budget, as a curve (stored in table extrapolations)")
@@ -166,7 +171,8 @@ def run_analysis(args: argparse.Namespace, df: pd.DataFrame, x: list[str], y: st
                 from .data_constrained import fit_data_constrained
 
                 res = fit_data_constrained(df, x, y, bootstrap=args.bootstrap, seed=args.seed,
-                                           objective=args.objective, delta=args.delta, n_starts=args.starts)
+                                           objective=args.objective, delta=args.delta, n_starts=args.starts,
+                                           param_repetition=args.param_repetition, ci=args.ci)
                 print(res.summary())
                 if write:
                     for r in (res.base, res.two_stage, res.joint):

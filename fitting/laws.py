@@ -378,6 +378,70 @@ LAWS["data_constrained"] = Law(
     bounds={"L_inf": _CONST, "A": _CONST, "alpha": _EXP, "B": _CONST, "beta": _EXP, "R_star": (1e-3, 1e6)},
     ref_of={2: 1})
 
+def _effective_params(P: Params, X: Inputs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Muennighoff et al. (2023) effective parameters N' = U_N + U_N R_N* (1 - exp(-R_N / R_N*)) with N = X[0],
+    U_N = min(N, N_opt(U_D)) the compute-optimal size for the unique data U_D = min(D, U) under the base law
+    (N_opt(D) = (alpha A / (beta B))^(1/alpha) D^(beta/alpha), Chinchilla's allocation: the cost per N*D cancels)
+    and R_N = N / U_N - 1 excess parameters. Returns N' and dN'/dparam for A, alpha, B, beta, R_N_star."""
+    ud = np.minimum(X[1], X[2])
+    al, be = P["alpha"], P["beta"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.log(al) + np.log(P["A"]) - np.log(be) - np.log(P["B"])
+        lnopt = (k + be * np.log(ud)) / al
+        nopt = np.exp(lnopt)
+    capped = nopt < X[0]
+    un = np.where(capped, nopt, X[0])
+    R = X[0] / un - 1.0
+    rs = P["R_N_star"]
+    e = np.exp(-R / rs)
+    npr = un * (1.0 + rs * (1.0 - e))
+    d_un = np.where(capped, un * (1.0 + rs * (1.0 - e) - e * (R + 1.0)), 0.0)  # dN'/dlog U_N
+    with np.errstate(all="ignore"):  # alpha or beta at their bound 0: N_opt is undefined, U_N = N (no term)
+        grads = {"A": d_un / (al * P["A"]), "B": -d_un / (al * P["B"]), "alpha": d_un * (1.0 / al ** 2 - lnopt / al),
+                 "beta": d_un * (np.log(ud) - 1.0 / be) / al}
+    grads = {k: np.where(capped, v, 0.0) for k, v in grads.items()}
+    grads["R_N_star"] = un * ((1.0 - e) - (R / rs) * e)
+    return npr, grads
+
+
+def _data_constrained_rn(P: Params, X: Inputs, jac: bool) -> tuple[np.ndarray, Params]:
+    npr, dn = _effective_params(P, X)
+    dp, ddp = _effective_data(P, X)
+    ln, ld = np.log(npr), np.log(dp)
+    tc = P["A"] * np.exp(-P["alpha"] * ln)
+    td = P["B"] * np.exp(-P["beta"] * ld)
+    y = P["L_inf"] + tc + td
+    if not jac:
+        return y, {}
+    dtc = -P["alpha"] * tc / npr  # dT_N / dN'
+    g = {"L_inf": np.ones_like(y), "A": tc / P["A"] + dtc * dn["A"], "alpha": -tc * ln + dtc * dn["alpha"],
+         "B": td / P["B"] + dtc * dn["B"], "beta": -td * ld + dtc * dn["beta"],
+         "R_star": -P["beta"] * td / dp * ddp, "R_N_star": dtc * dn["R_N_star"]}
+    return y, g
+
+
+def _data_constrained_rn_basis(P: Params, X: Inputs):
+    # start values: excess parameters ignored (U_N needs A and B, which the linear solve is looking for)
+    dp, _ = _effective_data(P, X)
+    pc, pd = np.exp(-P["alpha"] * np.log(X[0])), np.exp(-P["beta"] * np.log(dp))
+    return [np.ones_like(pc * pd), pc, pd], _absorb_linear(("L_inf", "A", "B"))
+
+
+LAWS["data_constrained_rn"] = Law(
+    name="data_constrained_rn", equation="5 of Muennighoff et al. 2023, with R_N*", n_inputs=3,
+    param_names=("L_inf", "A", "alpha", "B", "beta", "R_star", "R_N_star"),
+    log_params=frozenset({"L_inf", "A", "B", "R_star", "R_N_star"}),
+    template="{L_inf} + {A} N'^-{alpha} + {B} D'^-{beta}, D' = U_D (1 + {R_star} (1 - exp(-R_D / {R_star}))), "
+             "N' = U_N (1 + {R_N_star} (1 - exp(-R_N / {R_N_star}))), U_N = min({x0}, N_opt(U_D))",
+    evaluate=_data_constrained_rn, basis=_data_constrained_rn_basis,
+    grid=_grid([("alpha", _EXPONENTS), ("beta", _EXPONENTS), ("R_star", np.array([1.0, 4.0, 15.0, 60.0])),
+                ("R_N_star", np.array([1.0, 5.0, 25.0]))]),
+    powers={"A": [(0, "alpha")], "B": [(1, "beta")]}, offsets={},
+    bounds={"L_inf": _CONST, "A": _CONST, "alpha": _EXP, "B": _CONST, "beta": _EXP, "R_star": (1e-3, 1e6),
+            "R_N_star": (1e-3, 1e6)},
+    ref_of={2: 1})
+
+
 DEFAULT_LAW = "kaplan"
 
 
