@@ -9,7 +9,9 @@ Pages, in order (each is one matplotlib figure on an A4-landscape page):
 4. residuals of every fit, then a page with the fitted parameters and their bootstrap CIs;
 5. camera geometry vs compute (Figure 13), one page per probe benchmark;
 6. training curves (loss, PSNR, skipped steps) of every run, small multiples, 12 runs per page;
-7. compute-optimal allocation for a few budgets.
+7. compute-optimal allocation for a few budgets, then the isoFLOP profiles (Chinchilla Approach 2) per NVS
+   benchmark, with N*(C) and D*(C) and their bootstrap bands (a page saying why when there are too few runs);
+8. held-out runs against the law fitted on the grid alone (only when the store has held-out runs).
 
 Units: compute C is training compute in GFLOP (`checkpoints.compute_gflop`), D the number of training videos,
 PSNR in dB for images on [-1, 1] (MSE = 4 * 10^(-PSNR/10)), SSIM and LPIPS unitless, rotation errors in degrees.
@@ -34,12 +36,13 @@ from reports.common import (DEFAULT_BOOTSTRAP, PAGE_STYLE, ReportError, Study, _
                             load_study, plt)
 from reports.fits import MetricFit, _stored_fit_row, fit_all, fit_metric, format_holdout  # noqa: F401
 from reports import family_page  # families overlaid (only for a store with two model families)
-from reports.pages import allocation, camera, fit_tables, frontier, holdout, scaling, summary, training
+from reports.pages import allocation, camera, fit_tables, frontier, holdout, isoflop, scaling, summary, training
 from reports.pages.allocation import allocation_budgets, allocation_page, allocation_table, flops_per_sample  # noqa: F401
 from reports.pages.camera import camera_page  # noqa: F401
 from reports.pages.fit_tables import _num, parameters_page, residuals_page  # noqa: F401
 from reports.pages.frontier import _compute_grid, _frontier_panel, frontier_page  # noqa: F401
 from reports.pages.holdout import holdout_page  # noqa: F401
+from reports.pages.isoflop import isoflop_page  # noqa: F401
 from reports.pages.scaling import scaling_page  # noqa: F401
 from reports.pages.summary import missing_summary, run_totals, summary_page  # noqa: F401
 from reports.pages.training import _training_panel, ordered_runs, training_pages  # noqa: F401
@@ -57,6 +60,7 @@ PAGES = [
     camera,
     training,
     allocation,
+    isoflop,
     holdout,
     family_page,
 ]
