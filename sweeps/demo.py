@@ -184,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a grid key, e.g. --set base.steps=400")
     parser.add_argument("--executor", default="local", choices=("local", "slurm", "auto"),
                         help="where the runs train (default: local; slurm waits for the jobs)")
-    parser.add_argument("--clips", type=int, default=32, help="synthetic training clips (default 32)")
+    parser.add_argument("--clips", type=int, default=64, help="synthetic training clips (default 64)")
     parser.add_argument("--shard-size", type=int, default=4,
-                        help="clips per shard (default 4: the demo's fractions of 32 clips give D = 4/8/16/32)")
+                        help="clips per shard (default 4: the demo's fractions of 64 clips give D = 4/16/64)")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length in seconds (default 5)")
     parser.add_argument("--bench-scenes", type=int, default=32, help="benchmark scenes (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="data-generation processes (default 2)")

@@ -221,6 +221,19 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
         raise SubmissionError("\n".join(lines), not_submitted)
 
 
+def _longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
+    """Runs ordered by training FLOPs, largest first (longest-processing-time-first: with `parallel` slots the
+    sweep ends sooner than in grid order, where the largest runs came last and ran alone). Ties keep grid order."""
+    from sweeps.preflight import run_train_flops
+
+    cache: dict = {}
+    try:
+        cost = {c.run_id: run_train_flops(c, cache) for c in cfgs}
+    except Exception:  # noqa: BLE001 - ordering is an optimisation; a config preflight rejects is reported there
+        return list(cfgs)
+    return sorted(cfgs, key=lambda c: -cost[c.run_id])
+
+
 def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *, progress: bool,
                poll_s: float) -> None:
     """Run the runs as submitit local jobs, `spec.local.parallel` at a time, with a step progress bar."""
@@ -236,7 +249,7 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=spec.local.timeout_min)
     job_fn = TrainJob(threads=_local_threads(spec))
-    pending = deque(cfgs)
+    pending = deque(_longest_first(cfgs))
     active: dict[str, tuple[Any, TrainConfig]] = {}
     total = sum(c.steps for c in cfgs)
     bar = tqdm(total=total, desc=f"sweep {spec.name}", unit="step", disable=not progress, dynamic_ncols=True,

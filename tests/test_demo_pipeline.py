@@ -43,3 +43,18 @@ def test_demo_without_validate_drops_holdout_runs() -> None:
     ids = {c.run_id for c in plain.runs()}
     assert ids < {c.run_id for c in full.runs()}  # the grid's runs are the same in both: `make validate` reuses them
     assert all(c.sweep == plain.name for c in plain.runs())
+
+
+def test_local_runs_start_largest_first() -> None:
+    """The local executor starts runs by training FLOPs, largest first (LPT): the demo's tiny-2x192 runs start
+    before tiny-xs's, and the order is non-increasing in the FLOPs counted independently per run."""
+    from rayder_core.models import model_config, train_flops_per_step
+    from sweeps.launcher import _longest_first
+
+    cfgs = demo.demo_spec().runs()
+    ordered = _longest_first(cfgs)
+    assert sorted(c.run_id for c in ordered) == sorted(c.run_id for c in cfgs)
+    flops = [c.steps * train_flops_per_step(model_config(c.model, source="test"), c.data.resolution, c.data.frames,
+                                             c.batch_size) for c in ordered]
+    assert flops == sorted(flops, reverse=True)
+    assert ordered[0].model["preset"] == "tiny-2x192" and ordered[-1].model["preset"] == "tiny-xs"
