@@ -91,21 +91,37 @@ def family_page(store, bench: str | None = None, metric: str = "psnr", *, bootst
     ax.set_xlabel("training compute C (GFLOP)")
     ax.set_ylabel(target_label(metric))
     ax.legend(loc="upper right", fontsize=8)
-    lines = []
-    for fam, res, why in rows:
-        lines.append(f"{fam}")
-        if res is None:
-            lines += [f"  no law: {why}", ""]
-            continue
-        lines.append(f"  {res.formula()}" if hasattr(res, "formula") else "")
-        lines.append(f"  R^2 = {res.r2:.3f}, {res.n_points} points")
-        for name in res.law.param_names:
-            if name in ("alpha", "beta", "gamma"):
-                lo, hi = res.ci_low.get(name, float("nan")), res.ci_high.get(name, float("nan"))
-                lines.append(f"  {name:<6} {res.params[name]:.3g}  [{lo:.3g}, {hi:.3g}]")
-        lines.append(f"  L_inf  {sci(res.params['L_inf'])}" if "L_inf" in res.params else "")
-        lines.append("")
-    fig.text(0.61, 0.86, "\n".join(_wrap(lines)), va="top", ha="left", fontsize=8, family="monospace")
+    # both laws side by side: one table column per family, the formulas underneath
+    names = ["R^2", "frontier points"]
+    fitted = [r for _f, r, _w in rows if r is not None]
+    exps = [n for n in ("alpha", "beta", "gamma") if any(n in r.params for r in fitted)]
+    names += [f"{n} [95% CI]" for n in exps] + ["L_inf"]
+    cells = []
+    for name in names:
+        row = []
+        for _fam, res, why in rows:
+            if res is None:
+                row.append("-")
+            elif name == "R^2":
+                row.append(f"{res.r2:.3f}")
+            elif name == "frontier points":
+                row.append(str(res.n_points))
+            elif name == "L_inf":
+                row.append(sci(res.params["L_inf"]) if "L_inf" in res.params else "-")
+            else:
+                n = name.split()[0]
+                lo, hi = res.ci_low.get(n, float("nan")), res.ci_high.get(n, float("nan"))
+                row.append(f"{res.params[n]:.3g} [{lo:.3g}, {hi:.3g}]" if n in res.params else "-")
+        cells.append(row)
+    tab_ax = fig.add_axes([0.71, 0.5, 0.27, 0.36])  # row labels extend to the left of it
+    tab_ax.axis("off")
+    table = tab_ax.table(cellText=cells, rowLabels=names, colLabels=[f for f, _r, _w in rows], loc="upper center",
+                         cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1.0, 1.4)
+    notes = [f"{fam}: {res.formula()}" if res is not None else f"{fam}: no law ({why})" for fam, res, why in rows]
+    fig.text(0.61, 0.62, "\n".join(_wrap(notes, 70)), va="top", ha="left", fontsize=7.5, family="monospace")
     return fig
 
 

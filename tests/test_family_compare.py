@@ -158,8 +158,12 @@ def test_family_page_overlays_two_frontiers(two_family_store, tmp_path):
     assert any(lb.startswith("rayder: frontier") for lb in labels)
     assert any(lb.startswith("erayzer: frontier") for lb in labels)
     assert sum(lb.endswith("law at D = 64") for lb in labels) == 2
+    cells = {k: c.get_text().get_text() for ax in fig.axes for tb in ax.tables for k, c in tb.get_celld().items()}
+    assert sorted(v for (r, c), v in cells.items() if r == 0) == ["erayzer", "rayder"]  # one column per family
+    assert {v for (r, c), v in cells.items() if c == -1} >= {"alpha [95% CI]", "beta [95% CI]", "R^2"}
+    assert sum("[" in v for (r, c), v in cells.items() if r > 0 and c >= 0) >= 4  # exponents with CIs, both
     text = "\n".join(t.get_text() for t in fig.texts)
-    assert "rayder" in text and "erayzer" in text and text.count("alpha") >= 2 and "[" in text
+    assert "rayder: MSE(C,D)" in text and "erayzer: MSE(C,D)" in text
     fig.savefig(tmp_path / "families.png")
     # a store with one family has no such page
     one = ResultsStore(tmp_path / "one.duckdb")
