@@ -103,12 +103,12 @@ class _Batch:
             if self.objective == "lsq":
                 Jr = Ju / np.sqrt(self.sst)
                 g = 2.0 * np.einsum("bn,bnp->bp", W * r, Jr)
-                H = 2.0 * np.einsum("bnp,bn,bnq->bpq", Jr, W, Jr)
+                H = 2.0 * np.matmul(np.swapaxes(Jr * W[..., None], 1, 2), Jr)
             else:
                 Jr = Ju / yhat[..., None]
                 g = np.einsum("bn,bnp->bp", W * np.clip(r, -self.delta, self.delta), Jr)
                 w = W * np.where(a <= self.delta, 1.0, self.delta / np.maximum(a, 1e-300))  # IRLS weights
-                H = np.einsum("bnp,bn,bnq->bpq", Jr, w, Jr)
+                H = np.matmul(np.swapaxes(Jr * w[..., None], 1, 2), Jr)
         return f, np.nan_to_num(g), np.nan_to_num(H)
 
     def solve(self, U0: np.ndarray, W: np.ndarray, free: np.ndarray, max_iter: int = 400,
@@ -122,10 +122,12 @@ class _Batch:
         f = self.residuals(U, W, False)[0]
         active = np.isfinite(f)
         calm = np.zeros(B, dtype=int)  # consecutive accepted steps with a negligible decrease
+        self.n_iter = 0  # iterations until every row converged (diagnostic)
         for _ in range(max_iter):
             idx = np.flatnonzero(active)
             if not len(idx):
                 break
+            self.n_iter += 1
             _, g, H = self.residuals(U[idx], W[idx], True)
             g, H = g[:, fi], H[:, fi][:, :, fi]
             diag = np.einsum("bii->bi", H)
@@ -192,13 +194,14 @@ def two_stage_bootstrap(df: pd.DataFrame, x: Sequence[str], y: str, base: FitRes
     single = (X[1] <= X[2] * (1 + 1e-9)).astype(float)
     W = _counts(len(yv), n_boot, seed)
     names = law.param_names
-    stage1 = _Batch(get_law("data_constrained"), Xn, yv, objective, delta)  # D' = D on single-epoch points
+    rows1 = np.flatnonzero(single)  # stage 1 sees only the single-epoch points (D' = D there)
+    stage1 = _Batch(get_law("data_constrained"), [xi[rows1] for xi in Xn], yv[rows1], objective, delta)
     batch = _Batch(law, Xn, yv, objective, delta)
     extra = [n for n in names if n not in BASE_PARAMS]  # R_star (, R_N_star)
     # stage 1: base parameters on the resample's single-epoch points (R_star is irrelevant there)
     p1 = _normalise(law, {**two.params}, refs)
     u1 = np.tile(stage1.to_u({**p1, "R_star": p1["R_star"]}), (n_boot, 1))
-    W1 = W * single
+    W1 = W[:, rows1]
     few = W1.sum(axis=1) <= len(BASE_PARAMS)
     U1 = stage1.solve(u1, W1, np.array([n in BASE_PARAMS for n in stage1.law.param_names]))
     U1[few] = np.nan
