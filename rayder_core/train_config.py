@@ -215,10 +215,13 @@ class TrainConfig:
 
     @property
     def run_id(self) -> str:
-        """Stable id: `<sweep>-<preset>-f<fraction>-<hash of the resolved config>`."""
+        """Stable id: `<sweep>-<preset>-f<fraction>-<hash of the resolved config>`; a model family other than RayDer
+        is named before the preset (`<sweep>-erayzer-<preset>-...`), so RayDer's ids are those of before families."""
         digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         frac = f"{self.data.fraction:g}"
-        return f"{self.sweep}-{self.model['preset']}-f{frac}-{digest}"
+        family = self.model.get("family", "rayder")
+        prefix = f"{self.sweep}-" if family == "rayder" else f"{self.sweep}-{family}-"
+        return f"{prefix}{self.model['preset']}-f{frac}-{digest}"
 
     @property
     def run_dir(self) -> Path:

@@ -33,6 +33,8 @@ def test_grid_families_axis_expands_every_run_per_family():
     assert all(r.model.get("patch") == 4 for r in runs[4:]) and all("patch" not in r.model for r in runs[:4])
     assert [r.steps for r in runs] == [12] * 4 + [10] * 4  # family overrides are TrainConfig keys
     assert len({r.run_id for r in runs}) == 8
+    assert all(r.run_id.startswith("cmp-tiny-") for r in runs[:4])  # RayDer ids as before families existed
+    assert all(r.run_id.startswith("cmp-erayzer-tiny-") for r in runs[4:])
     # without the axis nothing changes: the base family (rayder), as before
     assert [family_of(dict(r.model)) for r in spec_from_mapping(_grid()).runs()] == ["rayder"] * 4
 
