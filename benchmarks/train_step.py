@@ -36,6 +36,7 @@ from rayder_core.precision import matmul_peak, sync_device
 from rayder_core.yamlconf import ConfigError, parse_override
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PEAK_BUDGET_S = 5.0  # seconds per dtype and row for the matmul peak (an emulated dtype stops at a small size)
 
 
 def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, batch: int, steps: int, warmup: int,
@@ -68,7 +69,9 @@ def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, ba
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default=None, help="default: tiny-xs..tiny-l on CPU, XS,S,B,L on CUDA")
-    parser.add_argument("--precisions", default=None, help="default: fp32,bf16 on CPU, bf16 on CUDA")
+    parser.add_argument("--precisions", default=None,
+                        help="default: fp32,bf16 on CPU (bf16 left out where its measured matmul peak is below "
+                             "fp32's: emulated, no AMX/AVX512-BF16), bf16 on CUDA")
     parser.add_argument("--resolution", type=int, default=None, help="default: 32 on CPU, 256 on CUDA")
     parser.add_argument("--views", type=int, default=None, help="default: 4 on CPU (the demo), 8 on CUDA")
     parser.add_argument("--model", action="append", default=None, metavar="KEY=VALUE",
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU: the MFU of XS..L at 256^2, bf16)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    default_precisions = args.precisions is None
     gpu_defaults = _apply_device_defaults(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,12 +109,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.resolution}^2, "
           f"{args.views} views, batch {args.batch}, model overrides {overrides or 'none'}")
     peaks = {p: 0.0 for p in PRECISIONS}
+    if default_precisions and device.type == "cpu":  # emulated bf16 (~1 GFLOP/s) would take minutes per row
+        for p, dtype in PRECISIONS.items():
+            peaks[p] = matmul_peak(dtype, device=device, time_budget_s=PEAK_BUDGET_S)
+        if "bf16" in precisions and peaks["bf16"] < peaks["fp32"]:
+            precisions.remove("bf16")
+            print(f"bf16 left out: its matmul peak here is {peaks['bf16'] / 1e9:.1f} vs fp32 {peaks['fp32'] / 1e9:.1f} "
+                  "GFLOP/s (no native bf16; precision auto trains in fp32); --precisions fp32,bf16 times it anyway")
     timed = []
     modes = ["eager"] + (["compiled"] if args.compile else [])
     jobs = [(n, p, m) for n in presets for m in modes for p in precisions]
     for name, precision, mode in tqdm(jobs, desc="benchmark", leave=False):
         for p, dtype in PRECISIONS.items():  # both peaks before every row: the best of the run is the denominator
-            peaks[p] = max(peaks[p], matmul_peak(dtype, device=device))
+            peaks[p] = max(peaks[p], matmul_peak(dtype, device=device, time_budget_s=PEAK_BUDGET_S))
         cfg = ModelConfig.from_preset(name, attention_backend="sdpa" if device.type == "cpu" else "auto", **overrides)
         report = count_flops(cfg, args.resolution, args.views)
         # the CPU path computes every query-key pair (masked SDPA); the CUDA path only the allowed ones (NATTEN/flex)
