@@ -159,10 +159,15 @@ def test_compare_grid_expands_to_both_families():
     spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "compare.yaml")
     runs = spec.runs()
     fams = [family_of(dict(r.model)) for r in runs]
-    assert fams.count("rayder") == fams.count("erayzer") == 4
+    assert fams.count("rayder") == fams.count("erayzer") == 9  # 3 presets x 3 fractions each
     for r in runs:
         cfg = model_config(dict(r.model))
-        assert run_train_flops(r) == pytest.approx(train_flops_per_step(cfg, 16, 4, 2) * r.steps)
+        assert run_train_flops(r) == pytest.approx(train_flops_per_step(cfg, 16, 4, r.batch_size) * r.steps)
+    # the same sizes in both families: tiny-2x128 / tiny-2x192 are width x layers in each
+    by_preset = {}
+    for r in runs:
+        by_preset.setdefault(r.model["preset"], set()).add(family_of(dict(r.model)))
+    assert by_preset == {p: {"rayder", "erayzer"} for p in ("tiny-xs", "tiny-2x128", "tiny-2x192")}
     assert {r.sweep for r in runs} == {"compare"}  # one sweep; runs.family tells the families apart
     assert {(family_of(dict(r.model)), r.data.curriculum.mode) for r in runs} == {("rayder", "none"),
                                                                                    ("erayzer", "overlap")}
