@@ -79,7 +79,7 @@ def family_page(store, bench: str | None = None, metric: str = "psnr", *, bootst
             continue
         ax.plot(front["C"], front["y"], ".", color=colour, alpha=0.25, ms=4)
         on = front[front["on_frontier_joint"]].sort_values("C") if "on_frontier_joint" in front else front
-        ax.plot(on["C"], on["y"], "o-", color=colour, lw=1.5, ms=5, label=f"{fam}: frontier ({len(on)} points)")
+        ax.plot(on["C"], on["y"], "o-", color=colour, lw=1.5, ms=5, label=f"{fam}: frontier over all D ({len(on)} points)")
         if res is not None:
             C = np.geomspace(float(front["C"].min()), float(front["C"].max()), 100)
             D = float(front["D"].max())
@@ -92,7 +92,7 @@ def family_page(store, bench: str | None = None, metric: str = "psnr", *, bootst
     ax.set_ylabel(target_label(metric))
     ax.legend(loc="upper right", fontsize=8)
     # both laws side by side: one table column per family, the formulas underneath
-    names = ["R^2", "frontier points"]
+    names = ["R^2", "fit points (per-D frontiers)"]
     fitted = [r for _f, r, _w in rows if r is not None]
     exps = [n for n in ("alpha", "beta", "gamma") if any(n in r.params for r in fitted)]
     names += [f"{n} [95% CI]" for n in exps] + ["L_inf"]
@@ -104,7 +104,7 @@ def family_page(store, bench: str | None = None, metric: str = "psnr", *, bootst
                 row.append("-")
             elif name == "R^2":
                 row.append(f"{res.r2:.3f}")
-            elif name == "frontier points":
+            elif name == "fit points (per-D frontiers)":
                 row.append(str(res.n_points))
             elif name == "L_inf":
                 row.append(sci(res.params["L_inf"]) if "L_inf" in res.params else "-")

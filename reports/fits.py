@@ -1,5 +1,6 @@
-"""The law L(C, D) of every NVS benchmark x metric for the report: the newest stored fit when present (its bootstrap
-band refitted now), else fitted now."""
+"""The law L(C, D) of every NVS benchmark x metric for the report: the newest stored fit of exactly the report's
+frontier points when present (same data hash; its bootstrap band refitted now), else fitted now. A stored fit of
+other points (one model family via `rayder-fit --family`, another sweep, fewer runs) is never shown as the law."""
 from __future__ import annotations
 
 import json
@@ -61,13 +62,16 @@ class MetricFit:
             return None
 
 
-def _stored_fit_row(study: Study, bench: str, metric: str, law: str) -> pd.Series | None:
+def _stored_fit_row(study: Study, bench: str, metric: str, law: str, data_hash: str) -> tuple[pd.Series | None, int]:
+    """(newest stored fit of `law` on exactly these points, number of stored fits of this bench/metric on other
+    points). A fit of other points (one model family, another sweep, fewer runs) is never shown as this page's law."""
     fits = study.fits
     if fits.empty:
-        return None
+        return None, 0
     sel = fits[(fits["bench"] == bench) & (fits["law"] == law)
                & fits["metric"].isin([metric, target_label(metric)])]
-    return None if sel.empty else sel.sort_values("created").iloc[-1]
+    same = sel[sel["data_hash"] == data_hash]
+    return (None if same.empty else same.sort_values("created").iloc[-1]), int(len(sel) - len(same))
 
 
 def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
@@ -102,7 +106,10 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
         return result
     result.notes += [str(w.message) for w in caught]
     result.band_fit = fresh
-    stored = _stored_fit_row(study, bench, metric, DEFAULT_LAW) if use_stored else None
+    stored, n_other = _stored_fit_row(study, bench, metric, DEFAULT_LAW, fresh.data_hash) if use_stored else (None, 0)
+    if n_other:
+        result.notes.append(f"{n_other} stored fit(s) of {bench} {metric} used other points than this frontier "
+                            f"(e.g. one model family or sweep, or fewer runs) and are not shown here")
     if stored is not None:
         result.params, result.ci_low, result.ci_high = (json.loads(stored[k]) for k in ("params", "ci_low",
                                                                                       "ci_high"))
@@ -110,14 +117,11 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
         result.r2, result.r2_log = float(stored["r2"]), float(stored["r2_log"])
         result.n_points, result.formula = int(stored["n_points"]), str(stored["formula"])
         result.source = f"stored fit of {stored['created']:%Y-%m-%d %H:%M}; band: {bootstrap} resamples now"
-        if stored["data_hash"] != fresh.data_hash:
-            result.notes.append(f"the stored fit used other data ({result.n_points} points) than the store "
-                                f"holds now ({fresh.n_points} frontier points): re-run rayder-fit")
     else:
         result.params, result.ci_low, result.ci_high = fresh.params, fresh.ci_low, fresh.ci_high
         result.holdout, result.r2, result.r2_log = fresh.holdout, fresh.r2, fresh.r2_log
         result.n_points, result.formula = fresh.n_points, fresh.formula()
-        result.source = f"fitted now (no stored fit), {bootstrap} bootstrap resamples"
+        result.source = f"fitted now (no stored fit of these points), {bootstrap} bootstrap resamples"
     return result
 
 

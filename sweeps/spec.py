@@ -14,7 +14,8 @@ A grid file has these top-level keys (every error names the file and the dotted 
       ablations: {no-local: {local_layers: false}}   # extra variants: model-key overrides (baseline kept)
       families: [rayder, erayzer]   # optional model-family axis (rayder_core.models.FAMILIES); every run is
                                     # recorded with its family (store column runs.family; `rayder-fit --family`)
-      family_overrides: {erayzer: {model: {patch: 4}}} # TrainConfig keys that differ per family (optional)
+      family_overrides: {erayzer: {model: {patch: 4}}} # TrainConfig keys that differ per family (optional);
+                                    # applied after preset_overrides: base < preset_overrides < family_overrides
     holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
       - {preset: L, fraction: 1.0, set: {steps: 400000}}   # recorded as sweep `<name>-holdout`
     slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
@@ -229,7 +230,7 @@ class SweepSpec:
         configs: list[TrainConfig] = []
         for (family, family_model), (ablation, model_overrides), preset, fraction, seed in itertools.product(
                 self.family_models(), variants, self.grid.presets, self.grid.fractions, self.grid.seeds):
-            mapping = _deep_merge(_deep_merge(self.base, family_model), self.preset_overrides.get(preset, {}))
+            mapping = _deep_merge(_deep_merge(self.base, self.preset_overrides.get(preset, {})), family_model)
             mapping["model"] = {**mapping.get("model", {}), "preset": preset, **model_overrides}
             mapping.setdefault("data", {})["fraction"] = fraction
             mapping["seed"] = seed
@@ -239,8 +240,8 @@ class SweepSpec:
                 f" ablation={ablation}" if ablation else "") + (f" family={family}" if family else "")
             configs.append(_train_config(mapping, f"{self.source} ({where})"))
         for (family, family_model), (i, h) in itertools.product(self.family_models(), enumerate(self.holdout)):
-            mapping = _deep_merge(_deep_merge(_deep_merge(self.base, family_model),
-                                              self.preset_overrides.get(h.preset, {})), h.set)
+            mapping = _deep_merge(_deep_merge(_deep_merge(self.base, self.preset_overrides.get(h.preset, {})),
+                                              family_model), h.set)
             mapping["model"] = {**mapping.get("model", {}), "preset": h.preset}
             mapping.setdefault("data", {})["fraction"] = h.fraction
             mapping["seed"] = h.seed

@@ -35,6 +35,13 @@ def test_grid_families_axis_expands_every_run_per_family():
     assert len({r.run_id for r in runs}) == 8
     assert all(r.run_id.startswith("cmp-tiny-") for r in runs[:4])  # RayDer ids as before families existed
     assert all(r.run_id.startswith("cmp-erayzer-tiny-") for r in runs[4:])
+    # merge order base < preset_overrides < family_overrides: a family's setting holds for every preset
+    d = _grid(families=["rayder", "erayzer"], family_overrides={"erayzer": {"optim": {"lr": 1e-3}}})
+    d["base"]["optim"] = {"lr": 4e-3}
+    d["preset_overrides"] = {"tiny-s": {"optim": {"lr": 2e-3}, "steps": 7}}
+    got = {(family_of(dict(r.model)), r.model["preset"]): (r.optim.lr, r.steps) for r in spec_from_mapping(d).runs()}
+    assert got == {("rayder", "tiny-xs"): (4e-3, 10), ("rayder", "tiny-s"): (2e-3, 7),
+                   ("erayzer", "tiny-xs"): (1e-3, 10), ("erayzer", "tiny-s"): (1e-3, 7)}
     # without the axis nothing changes: the base family (rayder), as before
     assert [family_of(dict(r.model)) for r in spec_from_mapping(_grid()).runs()] == ["rayder"] * 4
 
@@ -42,7 +49,7 @@ def test_grid_families_axis_expands_every_run_per_family():
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: d["base"].update(model={"family": "erayzer"}), r"base\.model\.family: set by the grid"),
     (lambda d: d["grid"].update(families=["rayder", "nerf"]), r"unknown model family \['nerf'\]"),
-    (lambda d: d["grid"].update(presets=["tiny-2x128"]), r"unknown erayzer preset 'tiny-2x128'"),
+    (lambda d: d["grid"].update(presets=["tiny-2x256"]), r"unknown erayzer preset 'tiny-2x256'"),
     (lambda d: d["grid"].update(ablations={"x": {"family": "rayder"}}), r"ablations\.x\.family: set by the grid"),
     (lambda d: d["grid"].update(family_overrides={"rayder": {"model": {"bogus": 1}}}), r"bogus"),
     (lambda d: d["grid"].update(family_overrides={"erayzer": {"model": {"family": "rayder"}}}), r"set by the grid"),
@@ -111,11 +118,10 @@ def test_new_store_records_family_default_rayder(tmp_path):
 LAWS = {"rayder": dict(alpha=0.5, beta=0.8), "erayzer": dict(alpha=0.25, beta=0.8)}
 
 
-@pytest.fixture(scope="module")
-def two_family_store(tmp_path_factory):
-    """Both families on the same grid (3 sizes x 3 D, 6 checkpoints each); MSE = 1e-3 + 2 C^-alpha + 5 D^-beta with
-    a different compute exponent per family (C in GFLOP)."""
-    db = tmp_path_factory.mktemp("fam") / "two.duckdb"
+def _write_two_families(db, coef=None):
+    """Both families on the same grid (3 sizes x 3 D, 6 checkpoints each); MSE = 1e-3 + a C^-alpha (1 + 3/size)
+    + 5 D^-beta with a compute exponent (and coefficient a, default 2) per family (C in GFLOP)."""
+    coef = coef or {}
     store = ResultsStore(db)
     with store.batch():
         for fam, law in LAWS.items():
@@ -126,11 +132,16 @@ def two_family_store(tmp_path_factory):
                                      config={"model": {"family": fam}}, status="finished")
                     for step in (10, 20, 40, 80, 160, 320):
                         C = size * step * 2.0
-                        mse = 1e-3 + 2 * C ** -law["alpha"] * (1 + 3 / size) + 5 * D ** -law["beta"]
+                        mse = 1e-3 + coef.get(fam, 2) * C ** -law["alpha"] * (1 + 3 / size) + 5 * D ** -law["beta"]
                         store.add_checkpoint(run, step=step, samples=step * 4, flops=C * 1e9, wall_time_s=1.0,
                                              lr=1e-3, lr_phase="stable")
                         store.add_evals(run, step, bench="b", values={"psnr": -10 * np.log10(mse / 4)}, n=4)
     return db
+
+
+@pytest.fixture(scope="module")
+def two_family_store(tmp_path_factory):
+    return _write_two_families(tmp_path_factory.mktemp("fam") / "two.duckdb")
 
 
 def test_rayder_fit_family_filter(two_family_store, capsys):
@@ -147,6 +158,27 @@ def test_rayder_fit_family_filter(two_family_store, capsys):
     print({f: (round(o["params"]["alpha"], 3), o["n_points"]) for f, o in out.items()})
     # each fit saw its own family only: the compute exponents differ as generated
     assert out["rayder"]["params"]["alpha"] > out["erayzer"]["params"]["alpha"] + 0.1
+
+
+def test_report_law_never_shows_one_familys_stored_fit(tmp_path):
+    """The report's (pooled) law uses a stored fit only when it was fitted on the same points: a stored
+    `rayder-fit --family rayder` fit is not shown as the law of both families; a pooled stored fit is."""
+    from fitting.cli import main
+    from reports.common import load_study
+    from reports.fits import fit_metric
+
+    # E-RayZer's smaller coefficient makes it win below C ~ 256 GFLOP, RayDer above: the pooled frontier mixes both
+    db = _write_two_families(tmp_path / "crossing.duckdb", coef={"erayzer": 0.5})
+    args = ["--metric", "psnr", "--bench", "b", "--db", str(db), "--bootstrap", "0"]
+    assert main(args + ["--family", "rayder"]) == 0
+    rayder_fit = ResultsStore(db).fits().sort_values("created").iloc[-1]
+    got = fit_metric(load_study(db), "b", "psnr", bootstrap=0)
+    assert set(got.frontier.loc[got.frontier["on_frontier_d"], "family"]) == {"rayder", "erayzer"}
+    assert got.source.startswith("fitted now") and got.formula != rayder_fit["formula"]
+    assert any("1 stored fit(s)" in n for n in got.notes)
+    assert main(args) == 0  # pooled over both families: the same points as the report's frontier
+    got = fit_metric(load_study(db), "b", "psnr", bootstrap=0)
+    assert got.source.startswith("stored fit") and got.n_points == got.band_fit.n_points
 
 
 def test_family_page_overlays_two_frontiers(two_family_store, tmp_path):
