@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rayder_core.models import family_of
 from rayder_core.train_config import TrainConfig
 from sweeps.spec import SlurmSpec, SweepSpec
 
@@ -100,14 +101,22 @@ class PreflightReport:
 
 
 # ------------------------------------------------------------------------------------------------ key origins
-def _origin(spec: SweepSpec, preset: str, dotted: str) -> str:
-    """The grid key a run's TrainConfig value `dotted` (e.g. 'data.manifest') comes from."""
-    node: Any = spec.preset_overrides.get(preset, {})
+def _has_key(node: Any, dotted: str) -> bool:
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return f"base.{dotted}"
+            return False
         node = node[part]
-    return f"preset_overrides.{preset}.{dotted}"
+    return True
+
+
+def _origin(spec: SweepSpec, preset: str, dotted: str, family: str | None = None) -> str:
+    """The grid key a run's TrainConfig value `dotted` (e.g. 'data.manifest') comes from, in the merge order of
+    `SweepSpec.runs` (base < preset_overrides < family_overrides)."""
+    if family is not None and _has_key(spec.grid.family_overrides.get(family, {}), dotted):
+        return f"grid.family_overrides.{family}.{dotted}"
+    if _has_key(spec.preset_overrides.get(preset, {}), dotted):
+        return f"preset_overrides.{preset}.{dotted}"
+    return f"base.{dotted}"
 
 
 def _slurm_origin(spec: SweepSpec, preset: str, key: str) -> str:
@@ -382,12 +391,12 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
     reserved = 0.0
     for cfg in cfgs:
         preset = cfg.model["preset"]
-        _check_manifest(cfg.data.manifest, cfg.data.fraction, _origin(spec, preset, "data.manifest"), problems,
-                        manifests)
-        own = spec.preset_overrides.get(preset, {}).get("eval", {})
-        where = f"preset_overrides.{preset}.eval" if isinstance(own, dict) and "benchmarks" in own else "base.eval"
+        family = family_of(dict(cfg.model)) if spec.grid.families else None
+        _check_manifest(cfg.data.manifest, cfg.data.fraction, _origin(spec, preset, "data.manifest", family),
+                        problems, manifests)
+        where = _origin(spec, preset, "eval.benchmarks", family)
         for i, bench in enumerate(cfg.eval.benchmarks):
-            _check_benchmark(bench, f"{where}.benchmarks[{i}].path", problems, benches)
+            _check_benchmark(bench, f"{where}[{i}].path", problems, benches)
         try:
             flops = run_train_flops(cfg, flop_cache)
         except Exception as exc:  # the model config validated already; do not let an estimate break the check

@@ -113,6 +113,17 @@ def test_preset_override_and_cuda_keys_are_named(tmp_path, synth_data, capsys):
         assert len(lines) == 1
 
 
+def test_family_override_keys_are_named(tmp_path, synth_data, capsys):
+    """family_overrides apply last (SweepSpec.runs), so a bad value set there is reported under its own key."""
+    grid = _grid(tmp_path, synth_data)
+    grid["grid"].update(families=["rayder", "erayzer"],
+                        family_overrides={"erayzer": {"data": {"manifest": str(tmp_path / "e.json")}}})
+    grid["preset_overrides"] = {"tiny-xs": {"data": {"manifest": str(tmp_path / "x.json")}}}
+    lines = _refused(capsys, tmp_path, ["launch", str(_write(tmp_path, grid)), "--executor", "local"])
+    assert [ln.split(":")[0] for ln in lines] == ["preset_overrides.tiny-xs.data.manifest",
+                                                  "grid.family_overrides.erayzer.data.manifest"]
+
+
 def test_skip_preflight(tmp_path, capsys):
     grid = {"name": "pf", "out_dir": str(tmp_path / "runs"), "db": str(tmp_path / "r.duckdb"),
             "base": {"data": {"manifest": "missing.json"}, "device": "cpu"}, "grid": {"presets": ["tiny-xs"],

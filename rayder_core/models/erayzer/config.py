@@ -184,8 +184,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-s": _size(96, 3, 2, **_TINY),
     "tiny-b": _size(128, 4, 2, **_TINY),
     "tiny-l": _size(192, 6, 2, **_TINY),
-    # Named by shape (camera + scene layers x width) like RayDer's tiny-2x128 / tiny-2x192, so a grid over both
-    # families (`sweeps/compare.yaml`) can list the same sizes: the same networks as tiny-b / tiny-l.
-    "tiny-2x128": _size(128, 4, 2, **_TINY),
-    "tiny-2x192": _size(192, 6, 2, **_TINY),
 }
+# Named by shape (2 camera + 2 scene layers x width) like RayDer's tiny-2x128 / tiny-2x192, so a grid over both
+# families (`sweeps/compare.yaml`) can list the same sizes: aliases of tiny-b / tiny-l.
+PRESETS["tiny-2x128"] = dict(PRESETS["tiny-b"])
+PRESETS["tiny-2x192"] = dict(PRESETS["tiny-l"])
