@@ -8,7 +8,8 @@ Every problem is one line that starts with the grid file's dotted key it comes f
 and when there is any, nothing is submitted (`--skip-preflight` bypasses the checks). What is checked, for the runs
 about to be submitted:
 
-- data: each run's manifest exists and loads, its data fraction is in it, and the shard files it lists exist;
+- data: each run's manifest exists and loads, its data fraction is in it, the shard files it lists exist, and the
+  fraction holds at least `batch_size` videos (one batch of different clips);
 - benchmarks: each `eval.benchmarks[i].path` exists and reads as its `kind` (RE10K chunks + evaluation index, or a
   probe set) with at least one scene;
 - the run directories (`out_dir`) and the store (`db`) can be written; an existing store opens;
@@ -160,6 +161,22 @@ def _check_manifest(path: str, fraction: float, key: str, problems: list[str], c
     if missing:
         line = (f"{key}: {len(missing)} of the {len(shards)} shard file(s) listed in {path} are missing, "
                 f"e.g. {missing[0]}")
+        if line not in problems:
+            problems.append(line)
+
+
+def _check_batch_fits(cfg: TrainConfig, manifest: Any, key: str, problems: list[str]) -> None:
+    """A run's data fraction must hold at least one batch of different videos (the loader draws each batch from
+    `batch_size` different clips); otherwise the run would fail at its first step."""
+    if manifest is None or isinstance(manifest, str):
+        return  # an unreadable manifest is reported by _check_manifest
+    try:
+        videos = manifest.num_videos(cfg.data.fraction)
+    except KeyError:
+        return  # a fraction not in the manifest is reported by _check_manifest
+    if videos < cfg.batch_size:
+        line = (f"{key}: {cfg.batch_size} is more than the {videos} video(s) of data fraction {cfg.data.fraction:g} "
+                f"in {cfg.data.manifest} (a batch takes batch_size different clips); lower it or drop the fraction")
         if line not in problems:
             problems.append(line)
 
@@ -394,6 +411,8 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
         family = family_of(dict(cfg.model)) if spec.grid.families else None
         _check_manifest(cfg.data.manifest, cfg.data.fraction, _origin(spec, preset, "data.manifest", family),
                         problems, manifests)
+        _check_batch_fits(cfg, manifests.get(cfg.data.manifest), _origin(spec, preset, "batch_size", family),
+                          problems)
         where = _origin(spec, preset, "eval.benchmarks", family)
         for i, bench in enumerate(cfg.eval.benchmarks):
             _check_benchmark(bench, f"{where}[{i}].path", problems, benches)

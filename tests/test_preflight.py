@@ -324,3 +324,18 @@ def test_cancel_vs_requeue_from_slurmctld_fields():
     assert cancelled_by_user({**cancelled, "Restarts": "1"}, 1)          # cancelled after an earlier requeue
     assert not cancelled_by_user({**cancelled, "RunTime": "00:30:00", "TimeLimit": "00:30:00"}, 0)  # time limit
     assert cancelled_by_user({"JobState": "CANCELLED"}, 0) and not cancelled_by_user({"JobState": "RUNNING"}, 0)
+
+
+def test_batch_larger_than_a_fractions_videos_is_refused_with_its_key(tmp_path, synth_data, capsys):
+    """A data fraction with fewer videos than one batch would fail the run at its first step: refused up front."""
+    from rayder_core.data.manifest import Manifest
+
+    videos = Manifest.load(synth_data.manifest).num_videos(0.1)
+    grid = _grid(tmp_path, synth_data, presets=("tiny-xs", "tiny-s"), fractions=(0.1, 1.0))
+    grid["preset_overrides"] = {"tiny-s": {"batch_size": videos + 1}}
+    lines = _refused(capsys, tmp_path, ["launch", str(_write(tmp_path, grid)), "--executor", "local"])
+    assert lines == [f"preset_overrides.tiny-s.batch_size: {videos + 1} is more than the {videos} video(s) of data "
+                     f"fraction 0.1 in {synth_data.manifest} (a batch takes batch_size different clips); lower it "
+                     "or drop the fraction"]
+    grid["preset_overrides"] = {"tiny-s": {"batch_size": videos}}  # exactly one batch fits: accepted
+    assert preflight(load_spec(_write(tmp_path, grid)), load_spec(_write(tmp_path, grid)).runs(), "local").ok
