@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rayder_core.data import synth
-from rayder_core.data.shards import decode_mp4, iter_shard, list_shards
+from rayder_core.data.shards import decode_mp4, iter_shard, list_shards, rgb_to_yuv420p
 from rayder_core.geometry import Camera, ray_origins_directions
 
 
@@ -178,7 +178,8 @@ def test_synthesize_writes_shards_is_cached_and_resumes(tmp_path, capsys):
     assert shards[0].stat().st_mtime_ns == before[shards[0].name]
 
     assert main(["synth", "--out", str(out), "--clips", "8", "--resolution", "32", "--shard-size", "2"]) == 2
-    assert "different settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different settings" in err and "clips: 6 -> 8" in err and "dynamic_share: 0.5 -> 0.3" in err
 
 
 def _decoded(root) -> dict[str, np.ndarray]:
@@ -195,8 +196,6 @@ def test_regenerated_corpus_decodes_to_the_same_pixels(tmp_path):
     a, b = _decoded(tmp_path / "a"), _decoded(tmp_path / "b")
     assert sorted(a) == sorted(b) == [f"synth{i:07d}" for i in range(24)]
     assert [k for k in a if not np.array_equal(a[k], b[k])] == []
-    from rayder_core.data.shards import rgb_to_yuv420p
-
     for i in (0, 7, 23):  # lossless: decoded = the rendered frames through yuv420p and back, exactly
         ref, _ = synth.make_clip(i, 0, 32, 5.0, dynamic=synth.clip_is_dynamic(0, i, 0.5))
         through_yuv = np.stack([rgb_to_yuv420p(f).to_ndarray(format="rgb24") for f in ref])

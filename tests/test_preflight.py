@@ -338,4 +338,5 @@ def test_batch_larger_than_a_fractions_videos_is_refused_with_its_key(tmp_path, 
                      f"fraction 0.1 in {synth_data.manifest} (a batch takes batch_size different clips); lower it "
                      "or drop the fraction"]
     grid["preset_overrides"] = {"tiny-s": {"batch_size": videos}}  # exactly one batch fits: accepted
-    assert preflight(load_spec(_write(tmp_path, grid)), load_spec(_write(tmp_path, grid)).runs(), "local").ok
+    spec = load_spec(_write(tmp_path, grid))
+    assert preflight(spec, spec.runs(), "local").ok

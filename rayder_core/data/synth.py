@@ -545,9 +545,9 @@ def synthesize(out: str | os.PathLike, clips: int = 2000, resolution: int = 64, 
         raise ValueError(f"bad synth settings: clips={clips} (>=1), resolution={resolution} (even, >=2), "
                          f"dynamic_share={dynamic_share} (in [0,1]), shard_size={shard_size} (>=1)")
     out = Path(out)
-    cfg = {"version": 2, "crf": SYNTH_CRF, "clips": int(clips), "resolution": int(resolution), "seconds": float(seconds),
-           "fps": DEFAULT_FPS, "dynamic_share": float(dynamic_share), "seed": int(seed), "shard_size": int(shard_size),
-           "families": list(TRAIN_FAMILIES)}
+    cfg = {"version": 2, "crf": SYNTH_CRF, "clips": int(clips), "resolution": int(resolution),
+           "seconds": float(seconds), "fps": DEFAULT_FPS, "dynamic_share": float(dynamic_share), "seed": int(seed),
+           "shard_size": int(shard_size), "families": list(TRAIN_FAMILIES)}
     record = out / "synth.json"
     shard_dir = out / "shards"
     n_shards = (clips + shard_size - 1) // shard_size
@@ -557,8 +557,11 @@ def synthesize(out: str | os.PathLike, clips: int = 2000, resolution: int = 64, 
             for stale in shard_dir.glob("shard-*.tar*"):
                 stale.unlink()
         elif previous.get("config") != cfg:
-            raise ValueError(f"{out} already holds a synthetic corpus made with different settings "
-                             f"({previous.get('config')}); use another --out, or --force to replace it")
+            before = previous.get("config") or {}
+            changed = ", ".join(f"{k}: {before.get(k, '(none)')} -> {cfg.get(k, '(none)')}"
+                                for k in sorted(set(before) | set(cfg)) if before.get(k) != cfg.get(k))
+            raise ValueError(f"{out} already holds a synthetic corpus made with different settings ({changed}; "
+                             f"version 2 = lossless clips); use another --out, or --force to replace it")
         elif previous.get("complete") and all(shard_path(shard_dir, i).exists() for i in range(n_shards)) \
                 and (out / "manifest.json").exists():
             return {"cached": True, "out": str(out), "clips": clips, "shards": n_shards, "seconds": 0.0}
