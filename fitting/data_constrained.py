@@ -30,7 +30,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .fit import FitResult, FitWarning, _bootstrap_ci, fit_law
+from .bootstrap import bootstrap_ci, resample_counts
+from .fit import FitResult, FitWarning, fit_law
 from .laws import Law, get_law
 
 BASE_PARAMS = ("L_inf", "A", "alpha", "B", "beta")
@@ -152,14 +153,6 @@ class _Batch:
         return U
 
 
-def _counts(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap resamples of n points as multiplicities (n_boot, n), the same index sets as fit_law's bootstrap."""
-    sets = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    W = np.zeros((n_boot, n))
-    np.add.at(W, (np.repeat(np.arange(n_boot), n), sets.ravel()), 1.0)
-    return W
-
-
 def _normalise(law: Law, P: dict[str, float], refs: list[float]) -> dict[str, float]:
     """Natural-unit parameters -> parameters for inputs divided by refs (inverse of Law.denormalise)."""
     out = dict(P)
@@ -172,7 +165,7 @@ def _normalise(law: Law, P: dict[str, float], refs: list[float]) -> dict[str, fl
 def _with_bootstrap(fit: FitResult, boot: np.ndarray, ci: float, notes: list[str]) -> FitResult:
     """`fit` with CIs and bootstrap_params from rows of natural parameters `boot` (NaN rows: failed refits)."""
     ok = np.all(np.isfinite(boot), axis=1)
-    lo, hi = _bootstrap_ci(fit.law, fit.params, boot[ok], ci, "percentile")
+    lo, hi = bootstrap_ci(fit.law, fit.params, boot[ok], ci, "percentile")
     for n in fit.fixed:
         lo[n] = hi[n] = fit.params[n]
     return dataclasses.replace(fit, ci_low=lo, ci_high=hi, bootstrap_params=boot, n_bootstrap=len(boot),
@@ -192,7 +185,7 @@ def two_stage_bootstrap(df: pd.DataFrame, x: Sequence[str], y: str, base: FitRes
     refs.append(refs[1])  # unique data shares the units of data seen
     Xn = [xi / r for xi, r in zip(X, refs)]
     single = (X[1] <= X[2] * (1 + 1e-9)).astype(float)
-    W = _counts(len(yv), n_boot, seed)
+    W = resample_counts(len(yv), n_boot, seed)  # the index sets of fit_law's bootstrap
     names = law.param_names
     rows1 = np.flatnonzero(single)  # stage 1 sees only the single-epoch points (D' = D there)
     stage1 = _Batch(get_law("data_constrained"), [xi[rows1] for xi in Xn], yv[rows1], objective, delta)

@@ -1,170 +1,80 @@
 """Fit a scaling law to (frontier) points: multi-start L-BFGS-B with analytic gradients, bootstrap, hold-outs.
 
-Objectives (both minimised with scipy's L-BFGS-B at its default tolerances):
+Objectives (both minimised with scipy's L-BFGS-B at a relative tolerance, see `fitting.problem`):
 
 - `huber` (default): Huber loss (delta, default 1e-3) on log residuals log(L_hat) - log(L), SUMMED over points.
   Summing matters: the mean is n times smaller, so L-BFGS-B's absolute tolerance stops it early (Besiroglu et al.
-  2024); `reduction="mean"` is available to show exactly that.
+  2024); `reduction="mean"` is available to show exactly that. A delta larger than every log residual (1e6) makes
+  it least squares on log residuals (half their sum of squares).
 - `lsq`: least squares in metric space, normalised as SSE / SST (= 1 - R^2), which is scale free.
 
 Positive constants (L_inf, A, B, E, offsets) are optimised as log(value); exponents directly, within bounds.
 Starting points: the law's grid over its exponents/offsets; at each grid point the linear constants are solved by
 weighted least squares (variable projection), every grid point is scored with the real objective and the best
-`n_starts` are refined. The best optimum is kept and `n_starts_at_best` says how many refinements reached it.
+`n_starts` are refined; beyond the grid's size, `n_starts` adds random starts drawn inside the bounds (seeded). The
+best optimum is kept and `n_starts_at_best` says how many refinements reached it (within STARTS_AT_BEST_RTOL).
+With every parameter fixed nothing is fitted: `score_law` evaluates the law (objective, R^2, residuals).
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from threadpoolctl import ThreadpoolController, threadpool_limits
-from tqdm.auto import tqdm
+from threadpoolctl import threadpool_limits
 
-from .laws import DEFAULT_LAW, Law, constrain, expand_params, get_law, law_from_spec
+from .bootstrap import (CI_METHODS, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band,
+                        refit_resamples)
+from .laws import DEFAULT_LAW, Law, constrain, expand_params, get_law
 from .pareto import target_label
+from .problem import DEFAULT_TOL, FitProblem, best_of, one_blas_thread
 
 OBJECTIVES = ("huber", "lsq")
-CI_METHODS = ("percentile", "basic")
 EXPONENT_NAMES = {"alpha", "beta", "gamma", "alpha2", "beta2", "delta", "kappa"}
-# Relative tolerance of every L-BFGS-B run (see _Problem.minimize). scipy's defaults are absolute for objectives
-# below 1: on a summed log-Huber of ~3e-4 they stop refits after ~20 iterations, long before the optimum of weakly
-# identified laws (Eq. 4: alpha 0.24 instead of 0.084 at a 1.4% worse objective) and keep bootstrap refits at their
-# warm start, which makes bootstrap CIs far too narrow.
-DEFAULT_TOL = 1e-12
-
-
-_CONTROLLER: ThreadpoolController | None = None
-
-
-def _one_blas_thread():
-    """threadpool_limits(1, "blas") without re-scanning the loaded libraries at every call (~7 ms each): for the
-    many short warm-started refits of cross-validation."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+STARTS_AT_BEST_RTOL = 1e-6  # a start "reached the best" when its optimum is within this relative tolerance
+FEW_STARTS_FRACTION = 0.25  # warn when fewer than this fraction of (at least 4) starts reached the best
+LOW_R2 = 0.5  # warn below this R^2 (metric space)
+NEAR_ZERO_L_INF = 1e-3  # a free L_inf below this fraction of the smallest target has drifted towards 0
 
 
 class FitWarning(UserWarning):
     """A fit finished but something about it is suspicious (not converged, parameter at a bound, ...)."""
 
 
-# ---------------------------------------------------------------------------------------------------- objective
-class _Problem:
-    """Objective, gradient and bounds of one law on one data set, in the fit space u (log for positive constants)."""
+@dataclass(frozen=True)
+class FitOptions:
+    """Everything `fit_law` needs besides the points; the meaning of every field is in `fit_law`'s docstring.
 
-    def __init__(self, law: Law, X: list[np.ndarray], y: np.ndarray, objective: str, delta: float,
-                 reduction: str, tol: float | None = DEFAULT_TOL, scale: float = 1.0) -> None:
-        self.law, self.X, self.y = law, X, y
-        self.objective, self.delta, self.reduction = objective, delta, reduction
-        # L-BFGS-B sees objective / scale (scale = the best grid start's objective, so it starts near 1) and stops
-        # when a step improves it by less than tol (relative) or the projected gradient is below 1e4 * tol.
-        self.tol, self.scale = tol, scale
-        self.logy = np.log(y)
-        self.sst = float(np.sum((y - y.mean()) ** 2)) or 1.0
-        self.is_log = np.array([n in law.log_params for n in law.param_names])
-        lo = np.array([law.bounds[n][0] for n in law.param_names], dtype=float)
-        hi = np.array([law.bounds[n][1] for n in law.param_names], dtype=float)
-        self.lo = np.where(self.is_log, np.log(np.where(self.is_log, lo, 1.0)), lo)
-        self.hi = np.where(self.is_log, np.log(np.where(self.is_log, hi, 1.0)), hi)
+    Units: `fix` values are natural units (those of the x and y columns); `delta` is in log-residual units."""
 
-    def subset(self, idx: np.ndarray) -> "_Problem":
-        return _Problem(self.law, [x[idx] for x in self.X], self.y[idx], self.objective, self.delta, self.reduction,
-                        self.tol, self.scale)
-
-    def params(self, u: np.ndarray) -> dict[str, np.ndarray]:
-        v = np.where(self.is_log, np.exp(np.clip(u, -700, 700)), u)
-        return {n: v[..., i] for i, n in enumerate(self.law.param_names)}
-
-    def to_u(self, P: dict[str, np.ndarray]) -> np.ndarray:
-        v = np.stack([np.asarray(P[n], dtype=float) for n in self.law.param_names], axis=-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(self.is_log, np.log(np.maximum(v, 1e-300)), v)
-        return np.clip(u, self.lo, self.hi)
-
-    def loss(self, yhat: np.ndarray) -> np.ndarray:
-        """Objective for predictions yhat (..., n); rows with invalid predictions score +inf."""
-        with np.errstate(all="ignore"):
-            if self.objective == "lsq":
-                f = np.sum((yhat - self.y) ** 2, axis=-1) / self.sst
-            else:
-                r = np.abs(np.log(yhat) - self.logy)
-                h = np.where(r <= self.delta, 0.5 * r * r, self.delta * r - 0.5 * self.delta ** 2)
-                f = np.sum(h, axis=-1) if self.reduction == "sum" else np.mean(h, axis=-1)
-        return np.where(np.isfinite(f), f, np.inf)
-
-    def fun(self, u: np.ndarray) -> tuple[float, np.ndarray]:
-        P = self.params(u)
-        with np.errstate(all="ignore"):
-            yhat, J = self.law.evaluate(P, self.X, True)
-            if not np.all(np.isfinite(yhat)) or np.any(yhat <= 0):
-                return 1e30, np.zeros_like(u)
-            if self.objective == "lsq":
-                f = float(np.sum((yhat - self.y) ** 2) / self.sst)
-                dy = 2.0 * (yhat - self.y) / self.sst
-            else:
-                r = np.log(yhat) - self.logy
-                a = np.abs(r)
-                f = float(np.sum(np.where(a <= self.delta, 0.5 * r * r, self.delta * a - 0.5 * self.delta ** 2)))
-                dy = np.clip(r, -self.delta, self.delta) / yhat
-                if self.reduction == "mean":
-                    f, dy = f / len(r), dy / len(r)
-            g = np.array([np.dot(dy, J[n]) * (P[n] if log else 1.0)
-                          for n, log in zip(self.law.param_names, self.is_log)])
-        if not (np.isfinite(f) and np.all(np.isfinite(g))):
-            return 1e30, np.zeros_like(u)
-        return f, g
-
-    def minimize(self, u0: np.ndarray) -> optimize.OptimizeResult:
-        """L-BFGS-B from u0; `.fun` of the result is the unscaled objective."""
-        bounds = list(zip(self.lo, self.hi))
-        if self.tol is None:  # scipy's defaults on the raw objective (absolute tolerances when it is below 1)
-            return optimize.minimize(self.fun, u0, jac=True, method="L-BFGS-B", bounds=bounds)
-
-        def scaled(u: np.ndarray) -> tuple[float, np.ndarray]:
-            f, g = self.fun(u)
-            return (f, g) if f >= 1e30 else (f / self.scale, g / self.scale)
-        res = optimize.minimize(scaled, u0, jac=True, method="L-BFGS-B", bounds=bounds,
-                                options={"ftol": self.tol, "gtol": 1e4 * self.tol, "maxiter": 20_000,
-                                         "maxfun": 40_000})
-        if res.fun < 1e30:
-            res.fun = res.fun * self.scale
-        return res
-
-    def grid_starts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Score every grid point (after solving its linear constants); return starts (G, P) and scores, best first."""
-        law, X, y = self.law, self.X, self.y
-        G = {k: np.asarray(v, dtype=float)[:, None] for k, v in law.grid(X).items()}
-        phis, absorb = law.basis(G, X)
-        n_grid = len(next(iter(G.values())))
-        Phi = np.stack([np.broadcast_to(p, (n_grid, len(y))) for p in phis], axis=-1) / y[None, :, None]
-        with np.errstate(all="ignore"):
-            scale = np.max(np.abs(Phi), axis=1, keepdims=True)
-            scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-            Pn = np.nan_to_num(Phi / scale)
-            M = np.einsum("gnk,gnl->gkl", Pn, Pn) + 1e-12 * np.eye(Pn.shape[-1])
-            # target (y - basis_shift) / y: a fixed L_inf is subtracted before solving for the other constants
-            b = np.einsum("gnk,n->gk", Pn, (y - law.basis_shift) / y)
-            coef = np.linalg.solve(M, b[..., None])[..., 0] / scale[:, 0, :]
-            # Keep every term positive: a negative coefficient becomes a negligible one (1e-6 of the mean target).
-            floor = 1e-6 * y.mean() / np.maximum(np.max(np.stack([np.broadcast_to(p, (n_grid, len(y)))
-                                                                  for p in phis], -1), axis=1), 1e-300)
-            coef = np.where(np.isfinite(coef) & (coef > floor), coef, floor)
-            P = absorb(G, [coef[:, k:k + 1] for k in range(coef.shape[1])])
-            P = {n: np.broadcast_to(P[n], (n_grid, 1)) for n in law.param_names}
-            scores = self.loss(law.evaluate(P, X, False)[0])
-        starts = self.to_u({n: P[n][:, 0] for n in law.param_names})
-        order = np.argsort(scores, kind="stable")
-        return starts[order], scores[order]
+    law: str = DEFAULT_LAW
+    x: tuple[str, ...] = ("C", "D")
+    y: str = "y"
+    objective: str = "huber"
+    delta: float = 1e-3
+    reduction: str = "sum"
+    bootstrap: int = 1000
+    seed: int = 0
+    n_starts: int | None = 8
+    holdout: bool = True
+    holdout_frac: float = 0.2
+    ci: float = 0.95
+    ci_method: str = "percentile"
+    boot_restarts: int = 0
+    tol: float | None = DEFAULT_TOL
+    n_jobs: int | None = None
+    progress: bool | None = None
+    metric: str | None = None
+    bench: str | None = None
+    sweep: str | None = None
+    fix: Mapping[str, float] = field(default_factory=dict)
+    tie: Mapping[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------- result
@@ -197,11 +107,12 @@ class FitResult:
     elapsed_s: float = 0.0
     fixed: dict[str, float] = field(default_factory=dict)  # parameter -> value it was fixed at (natural units)
     tied: dict[str, str] = field(default_factory=dict)  # parameter -> the free parameter it was tied to
+    n_degenerate_resamples: int = 0  # bootstrap resamples with <= 3 distinct points (fitting.bootstrap)
     # The fitted points (raw input columns and target) and, for warm-started refits (cross-validation in
     # fitting.compare), the fit-space problem and its distinct optima. Not part of the record.
     inputs: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
     targets: np.ndarray | None = field(default=None, repr=False, compare=False)
-    _problem: "_Problem | None" = field(default=None, repr=False, compare=False)
+    _problem: "FitProblem | None" = field(default=None, repr=False, compare=False)
     _optima: list = field(default_factory=list, repr=False, compare=False)
 
     def constrained_law(self) -> Law:
@@ -226,8 +137,8 @@ class FitResult:
             return np.full(int(test.sum()), np.nan)
         sub = self._problem.subset(np.flatnonzero(train))
         sub.tol = tol if tol is not None else sub.tol
-        with _one_blas_thread():  # see fit_law: tiny BLAS calls, one thread
-            best = _best_of(sub, self._optima)
+        with one_blas_thread():  # see fit_law: tiny BLAS calls, one thread
+            best = best_of(sub, self._optima)
         if best is None:
             return np.full(int(test.sum()), np.nan)
         return self._problem.law.predict(self._problem.params(best.x), [xi[test] for xi in self._problem.X])
@@ -259,19 +170,33 @@ class FitResult:
 
     def predict_band(self, C, D=None, q: tuple[float, float] = (2.5, 97.5), U=None) -> tuple[np.ndarray, np.ndarray]:
         """Percentile band (q in %) of bootstrap predictions at (C, D[, U]); needs bootstrap > 0."""
-        ok = np.all(np.isfinite(self.bootstrap_params), axis=1)
-        if not ok.any():
-            raise ValueError("predict_band needs a fit with bootstrap > 0")
-        X = self._inputs(C, D, U)
-        Pb = {n: self.bootstrap_params[ok, i].reshape((-1,) + (1,) * X[0].ndim)
-              for i, n in enumerate(self.law.param_names)}
-        preds = self.law.evaluate(Pb, X, False)[0]
-        return np.percentile(preds, q[0], axis=0), np.percentile(preds, q[1], axis=0)
+        return prediction_band(self.law, self.bootstrap_params, self._inputs(C, D, U), q)
+
+    @property
+    def scored(self) -> bool:
+        """True when nothing was fitted: every parameter was given (`score_law`)."""
+        return self.n_starts == 0
+
+    def residuals(self) -> pd.DataFrame:
+        """One row per fitted point: the input columns, the target, predicted, residual (predicted - target, target
+        units), rel_err (predicted / target - 1) and log_residual (log predicted - log target)."""
+        if self.inputs is None or self.targets is None:
+            raise ValueError("residuals needs a FitResult made by fit_law or score_law in this process")
+        pred = self.law.predict(self.params, self.inputs)
+        out = pd.DataFrame({c: self.inputs[i] for i, c in enumerate(self.x)})
+        out[self.y], out["predicted"] = self.targets, pred
+        out["residual"] = pred - self.targets
+        out["rel_err"] = pred / self.targets - 1.0
+        out["log_residual"] = np.log(pred) - np.log(self.targets)
+        return out
 
     def formula(self, digits: int = 2) -> str:
         """The fitted law printed like the paper's Eq. 4, e.g. 'MSE(C,D) ~ 0.0033 + (200 C^-0.40 + ...)^2.82'."""
         values = {n: (f"{v:.2f}" if n in EXPONENT_NAMES else _sig(v, digits)) for n, v in self.params.items()}
-        body = self.law.template.format(x0=self.x[0], x1=self.x[-1], **values)
+        template = self.law.template
+        if self.params.get("L_inf") == 0 and template.startswith("{L_inf} + "):  # a pure power law: no "0.0 +"
+            template = template[len("{L_inf} + "):]
+        body = template.format(x0=self.x[0], x1=self.x[-1], **values)
         label = target_label(self.metric) if self.metric else self.y
         return f"{label}({','.join(self.x)}) ~ {body}, R^2 = {self.r2:.3f}"
 
@@ -299,11 +224,15 @@ class FitResult:
         return x0, budget / cost / x0
 
     def summary(self) -> str:
+        starts = ("scored: every parameter given, nothing fitted" if self.scored else
+                  f"{self.n_starts_at_best}/{self.n_starts} starts reached the best")
         lines = [self.formula(), f"  law {self.law.name} (Eq. {self.law.equation}), {self.objective_name}, "
                  f"objective {self.objective:.6g}, R^2 {self.r2:.4f} (log {self.r2_log:.4f}), RMSE {self.rmse:.3g}, "
-                 f"{self.n_points} points, {self.n_starts_at_best}/{self.n_starts} starts reached the best, "
-                 f"{self.elapsed_s:.2f} s"]
-        if self.fixed or self.tied:
+                 f"{self.n_points} points, {starts}, {self.elapsed_s:.2f} s"]
+        if self.n_bootstrap:
+            lines.append(f"  {self.n_bootstrap} bootstrap resamples, {self.n_degenerate_resamples} with <= 3 distinct "
+                         f"points")
+        if (self.fixed or self.tied) and not self.scored:
             lines.append(f"  {self.n_free} free parameters (constraints: {self.law_label})")
         for n, v in self.params.items():
             if n in self.fixed:
@@ -354,32 +283,6 @@ def _fmt_holdout(v) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- fitting
-def _best_of(problem: _Problem, starts: Sequence[np.ndarray]):
-    best = None
-    for u0 in starts:
-        res = problem.minimize(u0)
-        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-            best = res
-    return best
-
-
-def _refit_chunk(law_spec: tuple, X: list[np.ndarray], y: np.ndarray, objective: str, delta: float, reduction: str,
-                 tol: float | None, scale: float, index_sets: list[np.ndarray], starts: list[np.ndarray],
-                 restarts: int) -> np.ndarray:
-    """Refit on each index set (bootstrap resamples) from the given starts (warm: the full-data optimum) and the
-    `restarts` best grid points of the resample; rows of fit-space parameters."""
-    # one BLAS thread while fitting (see fit_law); a context manager, so it never leaks into the caller's process
-    with threadpool_limits(limits=1, user_api="blas"):
-        problem = _Problem(law_from_spec(law_spec), X, y, objective, delta, reduction, tol, scale)
-        out = np.full((len(index_sets), len(problem.law.param_names)), np.nan)
-        for i, idx in enumerate(index_sets):
-            sub = problem.subset(idx)
-            best = _best_of(sub, list(starts) + (list(sub.grid_starts()[0][:restarts]) if restarts else []))
-            if best is not None:
-                out[i] = best.x
-    return out
-
-
 def _data_hash(X: list[np.ndarray], y: np.ndarray) -> str:
     rows = np.column_stack(X + [y]).astype(np.float64)
     rows = rows[np.lexsort(rows.T[::-1])]
@@ -407,7 +310,7 @@ def _prepare(df: pd.DataFrame, x: list[str], y: str, n_params: int) -> tuple[pd.
     return df, [vals[:, i] for i in range(len(x))], vals[:, -1]
 
 
-def _holdout_errors(problem: _Problem, starts: list[np.ndarray], x: list[str], refs: list[float],
+def _holdout_errors(problem: FitProblem, starts: list[np.ndarray], x: list[str], refs: list[float],
                     frac: float) -> dict:
     """Extrapolation errors (mean |relative error| in %, metric space) of refits with data held out.
 
@@ -420,7 +323,7 @@ def _holdout_errors(problem: _Problem, starts: list[np.ndarray], x: list[str], r
     def ape(train: np.ndarray) -> float | None:
         if train.sum() <= n_par or (~train).sum() == 0:
             return None
-        best = _best_of(problem.subset(np.flatnonzero(train)), starts)
+        best = best_of(problem.subset(np.flatnonzero(train)), starts)
         if best is None:
             return None
         pred = law.predict(problem.params(best.x), [xi[~train] for xi in X])
@@ -442,6 +345,7 @@ def _holdout_errors(problem: _Problem, starts: list[np.ndarray], x: list[str], r
     return out
 
 
+
 def fit_law(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "D"), y: str = "y", *,
             objective: str = "huber", delta: float = 1e-3, reduction: str = "sum", bootstrap: int = 1000,
             seed: int = 0, n_starts: int | None = 8, holdout: bool = True, holdout_frac: float = 0.2,
@@ -451,123 +355,232 @@ def fit_law(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "
             fix: dict[str, float] | None = None, tie: dict[str, str] | None = None) -> FitResult:
     """Fit `law` to the rows of `df` (columns `x` as inputs, `y` as the positive, lower-is-better target).
 
-    A table from `frontier()` is reduced to its per-D frontier points (column on_frontier_d). `n_starts` best grid
-    points are refined (None: every grid point, i.e. brute force). `bootstrap` resamples of the points (seeded,
-    in `n_jobs` processes, default min(2, CPUs)) give CIs at level `ci` and prediction bands; each resample is
-    refitted by L-BFGS-B warm-started at the full-data optimum plus `boot_restarts` runs from the resample's best
-    grid points (weakly identified laws can have a better optimum in another basin); the best is kept. `ci_method` "percentile" takes the
-    bootstrap quantiles, "basic" reflects them about the estimate (2 theta_hat - q; positive constants in log
-    space). `tol` is L-BFGS-B's relative tolerance (None: scipy's defaults, absolute for objectives < 1). `holdout`
-    adds leave-one-D-out and largest-C (top `holdout_frac` of x[0]) extrapolation errors. Suspicious outcomes are
+    A table from `frontier()` is reduced to its per-D frontier points (column on_frontier_d). `n_starts` starts are
+    refined: the best grid points, and when `n_starts` exceeds the law's grid, every grid point plus random starts
+    drawn inside the bounds (seeded by `seed`; None: every grid point, i.e. brute force). `bootstrap` resamples of
+    the points (seeded, in `n_jobs` processes, default min(2, CPUs)) give CIs at level `ci` and prediction bands;
+    each resample is refitted by L-BFGS-B warm-started at the full-data optimum plus `boot_restarts` runs from the
+    resample's best grid points (weakly identified laws can have a better optimum in another basin); the best is
+    kept. `ci_method` "percentile" takes the bootstrap quantiles, "basic" reflects them about the estimate
+    (2 theta_hat - q; positive constants in log space). `tol` is L-BFGS-B's relative tolerance (None: scipy's
+    defaults, absolute for objectives < 1). `holdout` adds leave-one-D-out and largest-C (top `holdout_frac` of
+    x[0]) extrapolation errors. Suspicious outcomes (no convergence, a parameter at a bound, few starts reaching the
+    best, R^2 < 0.5, a free L_inf drifted towards 0, CIs reaching the edge of a range, degenerate resamples) are
     reported as FitWarning and kept in `.warnings`; impossible inputs raise ValueError.
 
     `fix` ({"L_inf": 0.0}, natural units) fixes parameters and `tie` ({"beta": "alpha"}) sets a parameter equal to
     another one; only the free parameters are fitted, bootstrapped and counted (`FitResult.n_free`). Constraints on
     constants or offsets switch off the input normalisation (fixed values then mean what they say in raw units).
+    With every parameter fixed nothing is fitted: the law is scored (`score_law`).
     """
+    options = FitOptions(law=law, x=tuple(x), y=y, objective=objective, delta=delta, reduction=reduction,
+                         bootstrap=bootstrap, seed=seed, n_starts=n_starts, holdout=holdout, holdout_frac=holdout_frac,
+                         ci=ci, ci_method=ci_method, boot_restarts=boot_restarts, tol=tol, n_jobs=n_jobs,
+                         progress=progress, metric=metric, bench=bench, sweep=sweep, fix=dict(fix or {}),
+                         tie=dict(tie or {}))
+    return fit_with_options(df, options)
+
+
+def fit_with_options(df: pd.DataFrame, options: FitOptions) -> FitResult:
+    """`fit_law` with its settings in one `FitOptions` (what `fitting.study.fit_study` calls)."""
+    base_law = get_law(options.law)
+    if set(options.fix) >= set(base_law.param_names) and not options.tie:
+        return score_law(df, options.law, options.x, options.y, options.fix, objective=options.objective,
+                         delta=options.delta, reduction=options.reduction, metric=options.metric,
+                         bench=options.bench, sweep=options.sweep)
     # L-BFGS-B calls BLAS on tiny vectors; multi-threaded OpenBLAS makes each call ~50x slower on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_law(df, law, list(x), y, objective, delta, reduction, bootstrap, seed, n_starts, holdout,
-                        holdout_frac, ci, ci_method, boot_restarts, tol, n_jobs, progress, metric, bench, sweep,
-                        dict(fix or {}), dict(tie or {}))
+        return _fit(df, options)
 
 
-def _fit_law(df, law, x, y, objective, delta, reduction, bootstrap, seed, n_starts, holdout, holdout_frac, ci,
-             ci_method, boot_restarts, tol, n_jobs, progress, metric, bench, sweep, fix, tie) -> FitResult:
+def _check_options(o: FitOptions, law_obj: Law) -> None:
+    if len(o.x) != law_obj.n_inputs:
+        raise ValueError(f"law {o.law!r} takes {law_obj.n_inputs} input column(s), got x={list(o.x)}")
+    if o.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {o.objective!r}")
+    if o.ci_method not in CI_METHODS:
+        raise ValueError(f"ci_method must be one of {CI_METHODS}, got {o.ci_method!r}")
+    if o.reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {o.reduction!r}")
+    if o.n_starts is not None and o.n_starts < 1:
+        raise ValueError(f"n_starts must be at least 1 (or None for every grid point), got {o.n_starts}")
+
+
+def _objective_name(o: FitOptions) -> str:
+    return (f"huber(delta={o.delta:g}, {o.reduction} of log residuals)" if o.objective == "huber"
+            else "least squares in metric space (SSE/SST)")
+
+
+def _choose_starts(problem: FitProblem, n_starts: int | None, seed: int) -> np.ndarray:
+    """Fit-space starts: the best `n_starts` grid points, or every grid point plus random starts inside the bounds
+    (seeded) up to `n_starts` when the grid is smaller. Sets `problem.scale` to the best grid score."""
+    grid_u, grid_f = problem.grid_starts()
+    if np.isfinite(grid_f[0]) and grid_f[0] > 0:
+        problem.scale = float(grid_f[0])
+    chosen = grid_u[np.isfinite(grid_f)]
+    if n_starts is None or n_starts <= len(chosen):
+        return chosen[:n_starts]
+    rng = np.random.default_rng(seed)
+    extra: list[np.ndarray] = []
+    for _ in range(10):  # redraw the few random starts whose predictions are invalid
+        need = n_starts - len(chosen) - sum(len(e) for e in extra)
+        if need <= 0:
+            break
+        u, f = problem.random_starts(need, rng)
+        extra.append(u[np.isfinite(f)])
+    return np.concatenate([chosen, *extra], axis=0)
+
+
+def _refine(problem: FitProblem, starts: np.ndarray, law: str) -> tuple[list, object, np.ndarray, int]:
+    """L-BFGS-B from every start: (finite optima [(start, result)], best result, its start, starts at the best)."""
+    if len(starts) == 0:
+        raise RuntimeError(f"fit_law: no grid start of law {law!r} gives finite predictions on these data")
+    results = [(u0, problem.minimize(u0)) for u0 in starts]
+    finite = [(u0, r) for u0, r in results if np.isfinite(r.fun) and r.fun < 1e30]
+    if not finite:
+        raise RuntimeError(f"fit_law: every start of law {law!r} failed")
+    u_start, best = min(finite, key=lambda t: t[1].fun)
+    tol = max(STARTS_AT_BEST_RTOL * abs(best.fun), 1e-10)
+    n_at_best = sum(r.fun <= best.fun + tol for _, r in finite)
+    return finite, best, u_start, int(n_at_best)
+
+
+def _distinct_optima(finite: list, keep: int = 2) -> list[np.ndarray]:
+    """Up to `keep` distinct optima (fit space, best first): they seed the bootstrap and hold-out refits."""
+    optima: list[np.ndarray] = []
+    for _, r in sorted(finite, key=lambda t: t[1].fun):
+        if all(np.max(np.abs(r.x - o)) > 1e-3 for o in optima):
+            optima.append(r.x)
+        if len(optima) == keep:
+            break
+    return optima
+
+
+def _fit(df: pd.DataFrame, o: FitOptions) -> FitResult:
     t0 = time.perf_counter()
-    base_law = get_law(law)
+    fix, tie = dict(o.fix), dict(o.tie)
+    base_law = get_law(o.law)
     law_obj = constrain(base_law, fix, tie)  # validates the constraints (clear errors naming the parameter)
-    x = list(x)
-    if len(x) != law_obj.n_inputs:
-        raise ValueError(f"law {law!r} takes {law_obj.n_inputs} input column(s), got x={x}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if ci_method not in CI_METHODS:
-        raise ValueError(f"ci_method must be one of {CI_METHODS}, got {ci_method!r}")
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-    metric = metric or df.attrs.get("metric")
-    data, X, yv = _prepare(df, x, y, len(law_obj.param_names))
+    _check_options(o, law_obj)
+    x = list(o.x)
+    metric = o.metric or df.attrs.get("metric")
+    data, X, yv = _prepare(df, x, o.y, len(law_obj.param_names))
     # Fit on inputs divided by their geometric mean: log A and alpha then no longer move together.
     refs = [float(np.exp(np.mean(np.log(xi)))) for xi in X]
     for j, k in base_law.ref_of.items():
         refs[j] = refs[k]
     if any(n in base_law.powers or n in base_law.offsets for n in (*fix, *tie, *tie.values())):
         refs = [1.0] * len(refs)  # a fixed/tied constant or offset is only meaningful in the raw units
-    problem = _Problem(law_obj, [xi / r for xi, r in zip(X, refs)], yv, objective, delta, reduction, tol)
-
-    grid_u, grid_f = problem.grid_starts()
-    chosen = grid_u[np.isfinite(grid_f)]
-    if np.isfinite(grid_f[0]) and grid_f[0] > 0:
-        problem.scale = float(grid_f[0])
-    if n_starts is not None:
-        chosen = chosen[:n_starts]
-    if len(chosen) == 0:
-        raise RuntimeError(f"fit_law: no grid start of law {law!r} gives finite predictions on these data")
-    results = [(u0, problem.minimize(u0)) for u0 in chosen]
-    finite = [(u0, r) for u0, r in results if np.isfinite(r.fun) and r.fun < 1e30]
-    if not finite:
-        raise RuntimeError(f"fit_law: every start of law {law!r} failed")
-    u_start, best = min(finite, key=lambda t: t[1].fun)
-    tol = max(1e-6 * abs(best.fun), 1e-10)
-    n_at_best = sum(r.fun <= best.fun + tol for _, r in finite)
-
-    notes = _diagnose(problem, best, u_start, len(finite), len(results))
-    # Distinct optima (best first) seed the bootstrap and hold-out refits.
-    optima: list[np.ndarray] = []
-    for _, r in sorted(finite, key=lambda t: t[1].fun):
-        if all(np.max(np.abs(r.x - o)) > 1e-3 for o in optima):
-            optima.append(r.x)
-        if len(optima) == 2:
-            break
-
+    problem = FitProblem(law_obj, [xi / r for xi, r in zip(X, refs)], yv, o.objective, o.delta, o.reduction, o.tol)
+    starts = _choose_starts(problem, o.n_starts, o.seed)
+    finite, best, u_start, n_at_best = _refine(problem, starts, o.law)
+    notes = _diagnose(problem, best, u_start, len(finite), len(starts))
+    optima = _distinct_optima(finite)
     full = base_law.denormalise(expand_params(law_obj, problem.params(best.x)), refs)
     P = {n: float(full[n]) for n in base_law.param_names}
     yhat = base_law.predict(P, X)
-    boot_norm = _bootstrap(problem, optima[:1], bootstrap, seed, n_jobs, progress, boot_restarts)
+    boot_norm, n_degenerate = refit_resamples(problem, optima[:1], o.bootstrap, o.seed, o.n_jobs, o.progress,
+                                              o.boot_restarts)
     boot_dict = base_law.denormalise(expand_params(law_obj, {n: boot_norm[:, i] for i, n in
                                                              enumerate(law_obj.param_names)}), refs)
     boot = np.stack([np.broadcast_to(boot_dict[n], (len(boot_norm),)) for n in base_law.param_names], axis=1)
     ok = np.all(np.isfinite(boot), axis=1)
-    if bootstrap and ok.sum() < bootstrap:
-        notes.append(f"{bootstrap - int(ok.sum())} of {bootstrap} bootstrap refits failed and were dropped")
-    ci_low, ci_high = _bootstrap_ci(base_law, P, boot[ok], ci, ci_method)
+    if o.bootstrap and ok.sum() < o.bootstrap:
+        notes.append(f"{o.bootstrap - int(ok.sum())} of {o.bootstrap} bootstrap refits failed and were dropped")
+    ci_low, ci_high = bootstrap_ci(base_law, P, boot[ok], o.ci, o.ci_method)
     for n in fix:
         ci_low[n] = ci_high[n] = P[n]
-    hold = _holdout_errors(problem, optima, x, refs, holdout_frac) if holdout else {}
+    hold = _holdout_errors(problem, optima, x, refs, o.holdout_frac) if o.holdout else {}
+    r2 = _r2(yv, yhat)
+    notes += _starts_note(n_at_best, len(finite), len(starts))
+    notes += _low_r2_note(r2)
+    notes += _near_zero_l_inf_note(law_obj, P, ci_low, ci_high, yv, o.ci, o.bootstrap, notes)
+    if o.bootstrap and ok.any():
+        notes += ci_edge_notes(base_law, list(law_obj.param_names), ci_low, ci_high, o.ci)
+    notes += degenerate_note(n_degenerate, o.bootstrap, len(yv))
     for w in notes:
-        warnings.warn(f"fit of {law!r}: {w}", FitWarning, stacklevel=3)
-    objective_name = (f"huber(delta={delta:g}, {reduction} of log residuals)" if objective == "huber"
-                      else "least squares in metric space (SSE/SST)")
+        warnings.warn(f"fit of {o.law!r}: {w}", FitWarning, stacklevel=4)
     return FitResult(
-        law=base_law, x=x, y=y, params=P, ci_low=ci_low, ci_high=ci_high, r2=_r2(yv, yhat),
+        law=base_law, x=x, y=o.y, params=P, ci_low=ci_low, ci_high=ci_high, r2=r2,
         r2_log=_r2(np.log(yv), np.log(yhat)), rmse=float(np.sqrt(np.mean((yhat - yv) ** 2))), objective=float(best.fun),
-        objective_name=objective_name, n_points=len(yv), n_starts=len(results), n_starts_at_best=int(n_at_best),
-        n_bootstrap=int(bootstrap), bootstrap_params=boot, holdout=hold, data_hash=_data_hash(X, yv), warnings=notes,
-        metric=metric, bench=bench, sweep=sweep, elapsed_s=time.perf_counter() - t0, fixed=dict(fix),
-        tied=dict(tie), inputs=X, targets=yv, _problem=problem, _optima=optima)
+        objective_name=_objective_name(o), n_points=len(yv), n_starts=len(starts), n_starts_at_best=n_at_best,
+        n_bootstrap=int(o.bootstrap), bootstrap_params=boot, holdout=hold, data_hash=_data_hash(X, yv),
+        warnings=notes, metric=metric, bench=o.bench, sweep=o.sweep, elapsed_s=time.perf_counter() - t0,
+        fixed=dict(fix), tied=dict(tie), inputs=X, targets=yv, _problem=problem, _optima=optima,
+        n_degenerate_resamples=n_degenerate)
 
 
-def _bootstrap_ci(law: Law, est: dict[str, float], boot: np.ndarray, ci: float,
-                  method: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Two-sided bootstrap CIs at level `ci` from refitted parameters `boot` (rows, natural units)."""
-    nan = {n: float("nan") for n in law.param_names}
-    if len(boot) == 0:
-        return nan, dict(nan)
-    q = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
-    low, high = {}, {}
-    for i, n in enumerate(law.param_names):
-        lo, hi = np.percentile(boot[:, i], q)
-        if method == "basic":  # reflect the quantiles about the estimate; positive constants in log space
-            if n in law.log_params:
-                lo, hi = est[n] ** 2 / hi, est[n] ** 2 / lo
-            else:
-                lo, hi = 2 * est[n] - hi, 2 * est[n] - lo
-        low[n], high[n] = float(lo), float(hi)
-    return low, high
+def score_law(df: pd.DataFrame, law: str, x: Sequence[str], y: str, params: Mapping[str, float], *,
+              objective: str = "huber", delta: float = 1e-3, reduction: str = "sum", metric: str | None = None,
+              bench: str | None = None, sweep: str | None = None) -> FitResult:
+    """Evaluate a given law (every parameter given, natural units, e.g. a published fit) on the rows of `df`:
+    nothing is fitted. The FitResult has the objective (as `fit_law` defines it), R^2 (metric and log space), RMSE
+    and `residuals()`; every parameter counts as fixed, no starts, no bootstrap."""
+    t0 = time.perf_counter()
+    base_law = get_law(law)
+    x = list(x)
+    missing = [n for n in base_law.param_names if n not in params]
+    if missing:
+        raise ValueError(f"score_law: law {law!r} needs every parameter; missing {missing} (give them with --fix)")
+    extra = sorted(set(params) - set(base_law.param_names))
+    if extra:
+        raise ValueError(f"score_law: law {law!r} has no parameter(s) {extra}; its parameters are "
+                         f"{list(base_law.param_names)}")
+    options = FitOptions(law=law, x=tuple(x), y=y, objective=objective, delta=delta, reduction=reduction)
+    _check_options(options, base_law)
+    _, X, yv = _prepare(df, x, y, 0)
+    P = {n: float(params[n]) for n in base_law.param_names}
+    with np.errstate(all="ignore"):
+        yhat = base_law.predict(P, X)
+    if not np.all(np.isfinite(yhat) & (yhat > 0)):
+        raise ValueError(f"score_law: law {law!r} with {P} predicts non-finite or non-positive values at "
+                         f"{int((~(np.isfinite(yhat) & (yhat > 0))).sum())} point(s)")
+    problem = FitProblem(base_law, X, yv, objective, delta, reduction)
+    r2 = _r2(yv, yhat)
+    empty = np.empty((0, len(base_law.param_names)))
+    return FitResult(
+        law=base_law, x=x, y=y, params=P, ci_low=dict(P), ci_high=dict(P), r2=r2, r2_log=_r2(np.log(yv), np.log(yhat)),
+        rmse=float(np.sqrt(np.mean((yhat - yv) ** 2))), objective=float(problem.loss(yhat)),
+        objective_name=_objective_name(options), n_points=len(yv), n_starts=0, n_starts_at_best=0, n_bootstrap=0,
+        bootstrap_params=empty, holdout={}, data_hash=_data_hash(X, yv), warnings=_low_r2_note(r2), metric=metric,
+        bench=bench, sweep=sweep, elapsed_s=time.perf_counter() - t0, fixed=dict(P), inputs=X, targets=yv)
 
 
-def _diagnose(problem: _Problem, best, u_start: np.ndarray, n_finite: int, n_total: int) -> list[str]:
+def _starts_note(n_at_best: int, n_finite: int, n_starts: int) -> list[str]:
+    """A warning when fewer than FEW_STARTS_FRACTION of (at least 4) starts reached the best objective."""
+    if n_starts < 4 or n_at_best >= FEW_STARTS_FRACTION * n_starts:
+        return []
+    return [f"only {n_at_best} of {n_starts} starts reached the best objective (within {STARTS_AT_BEST_RTOL:g} "
+            f"relative; {n_finite} ended finite): the objective has several optima; rerun with more starts "
+            f"(--starts N adds random starts inside the parameter ranges) and check that the law does not change"]
+
+
+def _low_r2_note(r2: float) -> list[str]:
+    if not r2 < LOW_R2:
+        return []
+    return [f"R^2 = {r2:.3f} < {LOW_R2}: the law explains little of the target's variation; are the points one "
+            f"series (a filter such as --where, or a frontier such as --frontier, may be missing)?"]
+
+
+def _near_zero_l_inf_note(law_obj: Law, P: dict[str, float], ci_low: dict[str, float], ci_high: dict[str, float],
+                          y: np.ndarray, ci: float, n_boot: int, notes: list[str]) -> list[str]:
+    """A warning when a free L_inf drifted towards 0 (below NEAR_ZERO_L_INF of the smallest target) without
+    sitting exactly at its lower bound (that case is already reported)."""
+    if "L_inf" not in law_obj.param_names or any(w.startswith("parameter L_inf is at") for w in notes):
+        return []
+    value, floor = P["L_inf"], NEAR_ZERO_L_INF * float(np.min(y))
+    if value >= floor:
+        return []
+    text = (f"L_inf = {value:.3g} drifted towards 0 (below {NEAR_ZERO_L_INF:g} of the smallest target, "
+            f"{np.min(y):.3g}): the data do not identify an irreducible term")
+    if n_boot:
+        lo, hi = ci_low["L_inf"], ci_high["L_inf"]
+        width = "a ~zero-width" if hi - lo < floor else "a"
+        text += f"; {width} {100 * ci:g}% bootstrap CI [{lo:.3g}, {hi:.3g}] does not measure it"
+    return [text + "; consider fixing it (--fix L_inf=0) and comparing the laws (--compare)"]
+
+
+def _diagnose(problem: FitProblem, best, u_start: np.ndarray, n_finite: int, n_total: int) -> list[str]:
     notes = []
     if not best.success:
         notes.append(f"L-BFGS-B did not report convergence at the best optimum: {best.message}")
@@ -581,34 +594,3 @@ def _diagnose(problem: _Problem, best, u_start: np.ndarray, n_finite: int, n_tot
     if np.allclose(best.x, u_start, rtol=1e-8, atol=1e-10):
         notes.append("the best fit did not move from its starting point (optimizer stopped immediately)")
     return notes
-
-
-def _bootstrap(problem: _Problem, starts: list[np.ndarray], n: int, seed: int, n_jobs: int | None,
-               progress: bool | None, restarts: int = 0) -> np.ndarray:
-    """Refit on `n` resamples (with replacement) of the points; rows of natural parameters."""
-    n_par = len(problem.law.param_names)
-    if n <= 0:
-        return np.empty((0, n_par))
-    rng = np.random.default_rng(seed)
-    sets = list(rng.integers(0, len(problem.y), size=(n, len(problem.y))))
-    n_jobs = n_jobs or min(2, os.cpu_count() or 1)
-    args = (problem.law.spec, problem.X, problem.y, problem.objective, problem.delta, problem.reduction, problem.tol,
-            problem.scale)
-    bar = tqdm(total=n, desc=f"bootstrap {problem.law.name}", disable=(None if progress is None else not progress),
-               leave=False)
-    size = 25 if n_jobs <= 1 or n < 50 else max(1, math.ceil(n / (n_jobs * 8)))
-    batches = [sets[i:i + size] for i in range(0, n, size)]
-    chunks = []
-    if n_jobs <= 1 or n < 50:
-        for batch in batches:
-            chunks.append(_refit_chunk(*args, batch, starts, restarts))
-            bar.update(len(batch))
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            for f in [pool.submit(_refit_chunk, *args, batch, starts, restarts) for batch in batches]:
-                chunks.append(f.result())
-                bar.update(len(chunks[-1]))
-    bar.close()
-    U = np.concatenate(chunks, axis=0)
-    with np.errstate(over="ignore"):
-        return np.where(problem.is_log, np.exp(U), U)
