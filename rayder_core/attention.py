@@ -29,7 +29,13 @@ D_HEAD = 64
 # short sequences of the tiny presets (17-102 tokens; measured in benchmarks/attention_paths.py). Longer sequences
 # (e.g. a 16x16 neighbourhood grid) keep SDPA, which is faster there.
 SMALL_ATTENTION_PAIRS = 128 * 128
-ROPE_FREQS = 8  # rotary frequencies per head and axis: dims [0, 16) are rotated with [16, 32), the rest is unrotated
+ROPE_FREQS = 8  # rotary frequencies per head and axis at head_dim 64: dims [0, 16) rotate with [16, 32), the rest not
+
+
+def rope_freqs_per_axis(head_dim: int) -> int:
+    """Rotary frequencies per axis for a head of `head_dim` channels: head_dim / 8, so that half of every head is
+    rotated (dims [0, head_dim/4) with [head_dim/4, head_dim/2)); 8 at the paper's head dimension 64."""
+    return head_dim // 8
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:
@@ -50,10 +56,11 @@ def cosine_sim_scale(q: Tensor, k: Tensor, scale: Tensor, head_dim: int = -2) ->
     return F.normalize(q.float(), dim=-1) * s, F.normalize(k.float(), dim=-1) * s
 
 
-def rope_frequencies(n_heads: int) -> Tensor:
-    """Per-head spatial frequencies, log-spaced in [pi, 10 pi): (n_heads, ROPE_FREQS)."""
-    freqs = torch.linspace(math.log(math.pi), math.log(10 * math.pi), n_heads * ROPE_FREQS + 1)[:-1].exp()
-    return freqs.view(ROPE_FREQS, n_heads).T.contiguous()
+def rope_frequencies(n_heads: int, head_dim: int = D_HEAD) -> Tensor:
+    """Per-head spatial frequencies, log-spaced in [pi, 10 pi): (n_heads, head_dim / 8)."""
+    n = rope_freqs_per_axis(head_dim)
+    freqs = torch.linspace(math.log(math.pi), math.log(10 * math.pi), n_heads * n + 1)[:-1].exp()
+    return freqs.view(n, n_heads).T.contiguous()
 
 
 def grid_positions(height: int, width: int, device: torch.device | None = None) -> Tensor:
@@ -65,7 +72,7 @@ def grid_positions(height: int, width: int, device: torch.device | None = None) 
 
 
 def rope_angles(freqs: Tensor, height: int, width: int) -> Tensor:
-    """Rotation angles (height, width, heads, 2 * ROPE_FREQS) for a token grid; freqs from `rope_frequencies`."""
+    """Rotation angles (height, width, heads, 2 x freqs per axis) for a token grid; freqs from `rope_frequencies`."""
     pos = grid_positions(height, width, freqs.device)
     return torch.cat([pos[..., 0, None, None] * freqs, pos[..., 1, None, None] * freqs], dim=-1)
 

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from rayder_core import mup
 from rayder_core.distributed import init_distributed
 from rayder_core.evaluate import evaluate_model, write_eval_records
 from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
@@ -225,7 +226,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, db: str | None, rank: int, world: int, device: torch.device) -> None:
         from rayder_core.data.loader import VideoClipLoader
         from rayder_core.data.manifest import Manifest
-        from rayder_core.models import build_model, model_config, train_flops_per_step  # model.family selects
+        from rayder_core.models import (  # model.family selects
+            build_for_training, model_config, parametrization_of, train_flops_per_step,
+        )
 
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.run_dir = cfg.run_dir
@@ -235,9 +238,12 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
         self.local_batch = cfg.batch_size // world
 
-        self.model_cfg = model_config(dict(cfg.model), source=f"{self.run_dir}/config.yaml: model")
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = build_model(self.model_cfg).to(device)
+        source = f"{self.run_dir}/config.yaml: model"
+        self.model_cfg = model_config(dict(cfg.model), source=source)
+        self.parametrization, base_width = parametrization_of(dict(cfg.model), source)
+        # the same seed on every rank: identical initial weights; under muP rescaled per role (rayder_core.mup)
+        model, self.mup_rules = build_for_training(dict(cfg.model), cfg.seed, source)
+        self.model = model.to(device)
         self.params = sum(p.numel() for p in self.model.parameters())
         from rayder_core.runtime import apply_gpu_settings, runtime_info
 
@@ -253,8 +259,13 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 _TrainingLoss(self.model), device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=True)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+        params = self.model.parameters() if self.mup_rules is None else \
+            mup.param_groups(self.model, self.mup_rules, cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
                                            weight_decay=cfg.optim.weight_decay)
+        self.runtime["parametrization"] = self.parametrization
+        if self.mup_rules is not None:
+            self.runtime.update(mup_base_width=base_width, mup_roles=mup.summary(self.mup_rules))
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + rank)
 
         manifest_path = Path(cfg.data.manifest)
@@ -406,7 +417,7 @@ class Trainer:
         cfg = self.cfg
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)  # muP groups carry their multiplier; standard has none
         autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                   enabled=self.precision == "bf16")
         with autocast:

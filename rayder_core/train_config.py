@@ -209,6 +209,8 @@ class TrainConfig:
         # the eval schedule decides which checkpoints exist; log_points only when used (older run ids stay valid)
         d["eval"] = {k: v for k, v in d["eval"].items()
                      if k in ("every", "from_step") or (k == "log_points" and v)}
+        if d["model"].get("parametrization") == "standard":  # the default: the same run as without the key
+            d["model"] = {k: v for k, v in d["model"].items() if k != "parametrization"}
         if d["data"]["curriculum"]["mode"] == "none":  # fps sampling: run ids from before the curriculum stay valid
             d["data"].pop("curriculum")
         return d

@@ -16,14 +16,22 @@ from typing import Any, Mapping
 
 from torch import nn
 
+import torch
+
+from rayder_core import mup
+from rayder_core.mup import PARAMETRIZATIONS
+
 from .base import TRAINING_LOSS_KEYS, Family
 
 DEFAULT_FAMILY = "rayder"
+# Keys of a model mapping that choose how the network is parametrised for training, not its architecture: the
+# registry takes them out before the family's config sees the mapping (`parametrization_of`).
+PARAMETRIZATION_KEYS = ("parametrization", "mup_base_width")
 
 
 def _rayder_family() -> Family:
     from .rayder import flops as rflops
-    from .rayder.config import PRESETS, ModelConfig
+    from .rayder.config import PRESETS, ModelConfig, scale_width
     from .rayder.model import build
 
     def from_dict(d: Mapping[str, Any], source: str) -> ModelConfig:
@@ -32,7 +40,7 @@ def _rayder_family() -> Family:
     return Family(
         name="rayder", config_from_dict=from_dict, config_type=ModelConfig, presets=PRESETS, build=build,
         count_flops=rflops.count_flops, train_flops_per_step=rflops.train_flops_per_step,
-        param_count=rflops._param_count,
+        param_count=rflops._param_count, scale_width=scale_width,
         description="RayDer: one hourglass transformer, implicit rendering, per-view absolute cameras",
     )
 
@@ -78,18 +86,65 @@ def family_of(model: Mapping[str, Any] | Any, source: str = "<model config>") ->
     raise TypeError(f"{type(model).__name__} is not a config or model of a registered family {list(FAMILIES)}")
 
 
+def parametrization_of(model: Mapping[str, Any], source: str = "<model config>") -> tuple[str, int | None]:
+    """(`model.parametrization`, `model.mup_base_width`) of a model mapping: ('standard', None) by default; 'mup'
+    needs a positive integer base width and a family with a width rule. Errors name the key and `source`."""
+    name = model.get("parametrization", "standard")
+    if name not in PARAMETRIZATIONS:
+        raise ValueError(f"{source}: invalid model config key 'parametrization' = {name!r}: must be one of "
+                         f"{list(PARAMETRIZATIONS)}")
+    base = model.get("mup_base_width")
+    if name == "standard":
+        if base is not None:
+            raise ValueError(f"{source}: model config key 'mup_base_width' = {base!r} is only used with "
+                             "parametrization: mup")
+        return name, None
+    if not isinstance(base, int) or isinstance(base, bool) or base <= 0:
+        raise ValueError(f"{source}: invalid model config key 'mup_base_width' = {base!r}: parametrization 'mup' "
+                         "needs the base width (a positive integer; the width at which muP equals standard)")
+    family = get_family(family_of(model, source))
+    if family.scale_width is None:
+        raise ValueError(f"{source}: parametrization 'mup' needs a width rule, which family {family.name!r} has not")
+    return name, base
+
+
 def model_config(model: Mapping[str, Any] | Any, source: str = "<model config>") -> Any:
-    """Validated config of a model mapping (e.g. a YAML `model:` section); config objects pass through."""
+    """Validated config of a model mapping (e.g. a YAML `model:` section); config objects pass through. The
+    parametrisation keys (`PARAMETRIZATION_KEYS`) are validated here and are not part of the family's config."""
     if not isinstance(model, Mapping):
         family_of(model)
         return model
-    return get_family(family_of(model, source)).config_from_dict(model, source)
+    _, base_width = parametrization_of(model, source)
+    arch = {k: v for k, v in model.items() if k not in PARAMETRIZATION_KEYS}
+    cfg = get_family(family_of(model, source)).config_from_dict(arch, source)
+    if base_width is not None:
+        get_family(family_of(cfg)).scale_width(cfg, base_width)  # the base model must exist (ValueError otherwise)
+    return cfg
 
 
 def build_model(model: Mapping[str, Any] | Any, source: str = "<model config>") -> nn.Module:
     """The network of a model mapping or config object (randomly initialised, on the default device)."""
     cfg = model_config(model, source)
     return get_family(family_of(cfg)).build(cfg)
+
+
+def build_for_training(model: Mapping[str, Any], seed: int, source: str = "<model config>"
+                       ) -> tuple[nn.Module, dict[str, mup.ParamRule] | None]:
+    """The network of a model mapping initialised from `seed` under its `parametrization`, and its muP rules (None
+    under the standard parametrisation, whose network is exactly `build_model`'s after `torch.manual_seed(seed)`).
+    Under muP the hidden and output weights are rescaled from the base-width model (`rayder_core.mup`); give the
+    optimizer `mup.param_groups(model, rules, weight_decay)`. The model is on the CPU."""
+    cfg = model_config(model, source)
+    name, base_width = parametrization_of(model, source)
+    torch.manual_seed(seed)
+    net = build_model(cfg)
+    if name == "standard":
+        return net, None
+    family = get_family(family_of(cfg))
+    base = mup.build_base(family.build, family.scale_width, cfg, base_width, seed)
+    rules = mup.classify(net, base)
+    mup.apply_init(net, base, rules)
+    return net, rules
 
 
 def count_flops(cfg: Any, resolution: int, views: int) -> Any:
@@ -116,6 +171,7 @@ def presets(family: str = DEFAULT_FAMILY) -> dict[str, dict[str, Any]]:
 
 
 __all__ = [
-    "DEFAULT_FAMILY", "FAMILIES", "Family", "TRAINING_LOSS_KEYS", "build_model", "count_flops", "family_of",
-    "get_family", "model_config", "param_count", "presets", "train_flops_per_step",
+    "DEFAULT_FAMILY", "FAMILIES", "Family", "PARAMETRIZATION_KEYS", "TRAINING_LOSS_KEYS", "build_for_training",
+    "build_model", "count_flops", "family_of",
+    "get_family", "model_config", "param_count", "parametrization_of", "presets", "train_flops_per_step",
 ]

@@ -69,3 +69,6 @@ class Family:
     train_flops_per_step: Callable[[Any, int, int, int], float]
     param_count: Callable[[Any], int]
     description: str = ""
+    # `scale_width(cfg, width) -> cfg`: every width of the family scaled by width / cfg.width at fixed depth (the width
+    # ladder's rule and muP's base model); None where the family has no such rule (muP then refuses to run).
+    scale_width: Callable[[Any, int], Any] | None = None

@@ -72,14 +72,14 @@ class SwiGLU(nn.Module):
 class CosineAttentionWeights(nn.Module):
     """qkv / out projections and the learned per-head cosine-similarity scale (init 10)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, head_dim: int = D_HEAD) -> None:
         super().__init__()
-        self.heads = width // D_HEAD
+        self.heads = width // head_dim
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.out = nn.Linear(width, width, bias=False)
         nn.init.zeros_(self.out.weight)
         self.scale = nn.Parameter(torch.full((self.heads,), 10.0))
-        self.register_buffer("rope_freqs", attention.rope_frequencies(self.heads), persistent=False)
+        self.register_buffer("rope_freqs", attention.rope_frequencies(self.heads, head_dim), persistent=False)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(..., C) -> q, k, v each (..., heads, D); q and k normalised and scaled in fp32."""
@@ -95,11 +95,11 @@ class CosineAttentionWeights(nn.Module):
 class NeighborhoodLayer(nn.Module):
     """Per-frame neighbourhood attention (axial RoPE, kernel clamped to the grid) then SwiGLU, pre-norm residuals."""
 
-    def __init__(self, width: int, d_cond: int, kernel: int) -> None:
+    def __init__(self, width: int, d_cond: int, kernel: int, head_dim: int = D_HEAD) -> None:
         super().__init__()
         self.kernel = kernel
         self.attn_norm = AdaRMSNorm(width, d_cond)
-        self.attn = CosineAttentionWeights(width)
+        self.attn = CosineAttentionWeights(width, head_dim)
         self.ff_norm = AdaRMSNorm(width, d_cond)
         self.ff = SwiGLU(width)
 
@@ -176,12 +176,12 @@ class GlobalContext:
 class GlobalLocalLayer(nn.Module):
     """Tokens and registers share the projection and FF weights but have separate adaptive norms."""
 
-    def __init__(self, width: int, d_cond: int) -> None:
+    def __init__(self, width: int, d_cond: int, head_dim: int = D_HEAD) -> None:
         super().__init__()
         self.global_norm, self.global_reg_norm = AdaRMSNorm(width, d_cond), AdaRMSNorm(width, d_cond)
-        self.global_attn = CosineAttentionWeights(width)
+        self.global_attn = CosineAttentionWeights(width, head_dim)
         self.local_norm, self.local_reg_norm = AdaRMSNorm(width, d_cond), AdaRMSNorm(width, d_cond)
-        self.local_attn = CosineAttentionWeights(width)
+        self.local_attn = CosineAttentionWeights(width, head_dim)
         self.ff_norm, self.ff_reg_norm = AdaRMSNorm(width, d_cond), AdaRMSNorm(width, d_cond)
         self.ff = SwiGLU(width)
 

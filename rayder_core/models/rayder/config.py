@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from rayder_core.models.base import config_from_preset
 
-D_HEAD = 64  # head dimension of every attention layer
+D_HEAD = 64  # default head dimension of every attention layer (the paper's); `head_dim` overrides it
 AUTOREGRESSION_MODES = ("random", "ordered", "none", "parallel", "per_target")
 ATTENTION_BACKENDS = ("auto", "natten", "sdpa")
 ARCHITECTURES = ("single", "three_network")
@@ -23,7 +23,9 @@ ARCHITECTURES = ("single", "three_network")
 class ModelConfig:
     """Architecture and ablation switches.
 
-    width/depth/heads: backbone (global + per-frame attention) width, number of layers, heads (= width / 64).
+    width/depth/heads: backbone (global + per-frame attention) width, number of layers, heads (= width / head_dim).
+    head_dim: channels per attention head in every attention layer (64 in the paper; 16 in the width ladder
+        `tiny-w*`, so that the smallest widths still have whole heads).
     local_widths/local_depths: the two neighbourhood-attention levels of the hourglass (per side: down and up).
     patch: first patch-merge size in pixels; the two later merges are 2x2, so the total downsample is 4 * patch.
     kernel: neighbourhood-attention kernel (odd); shrunk to the largest odd size <= the token grid side when smaller.
@@ -47,6 +49,7 @@ class ModelConfig:
     width: int = 384
     depth: int = 12
     heads: int = 6
+    head_dim: int = D_HEAD
     local_widths: tuple[int, int] = (128, 256)
     local_depths: tuple[int, int] = (2, 2)
     patch: int = 4
@@ -80,22 +83,24 @@ class ModelConfig:
         def bad(key: str, why: str) -> ValueError:
             return ValueError(f"{source}: invalid model config key '{key}' = {getattr(self, key)!r}: {why}")
 
-        for key in ("width", "depth", "heads", "patch", "kernel", "d_state", "n_targets"):
+        for key in ("width", "depth", "heads", "head_dim", "patch", "kernel", "d_state", "n_targets"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(key, "must be a positive integer")
         if not isinstance(self.preset, str):
             raise bad("preset", "must be a string")
-        if self.width % D_HEAD:
-            raise bad("width", f"must be a multiple of the head dimension {D_HEAD}")
-        if self.heads != self.width // D_HEAD:
-            raise bad("heads", f"must equal width / {D_HEAD} = {self.width // D_HEAD}")
+        if self.head_dim % 8:
+            raise bad("head_dim", "must be a multiple of 8 (axial RoPE rotates half the head in 4-channel groups)")
+        if self.width % self.head_dim:
+            raise bad("width", f"must be a multiple of the head dimension {self.head_dim}")
+        if self.heads != self.width // self.head_dim:
+            raise bad("heads", f"must equal width / head_dim = {self.width // self.head_dim}")
         for key in ("local_widths", "local_depths"):
             value = getattr(self, key)
             if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
                 raise bad(key, "must be two positive integers")
-        if any(w % D_HEAD for w in self.local_widths):
-            raise bad("local_widths", f"each must be a multiple of the head dimension {D_HEAD}")
+        if any(w % self.head_dim for w in self.local_widths):
+            raise bad("local_widths", f"each must be a multiple of the head dimension {self.head_dim}")
         if self.kernel % 2 == 0:
             raise bad("kernel", "must be odd")
         for key in ("dynamic_state", "local_layers"):
@@ -166,8 +171,45 @@ class ModelConfig:
         return d
 
 
-def _size(width: int, depth: int, **extra: Any) -> dict[str, Any]:
-    return dict(width=width, depth=depth, heads=width // D_HEAD, **extra)
+def _size(width: int, depth: int, head_dim: int = D_HEAD, **extra: Any) -> dict[str, Any]:
+    heads = width // head_dim
+    return dict(width=width, depth=depth, heads=heads, **({"head_dim": head_dim} if head_dim != D_HEAD else {}),
+                **extra)
+
+
+# The width ladder: one multiplier scales every width at fixed depth (backbone, both hourglass levels, dynamic state,
+# and through d_cond = 2 x width the conditioning), head dimension fixed at 16 (heads = width / 16). Parameters and
+# training FLOPs per step grow ~4x per doubling (`rayder-flops --presets tiny-w16,...`), so the size axis of a study
+# on this ladder is a real compute axis; `model.parametrization: mup` makes one base LR serve every rung.
+LADDER_HEAD_DIM = 16
+LADDER_WIDTHS = (16, 32, 64, 128, 256)
+LADDER_DEPTH = 2
+
+
+def _ladder(width: int) -> dict[str, Any]:
+    return _size(width, LADDER_DEPTH, head_dim=LADDER_HEAD_DIM, local_widths=(width, width), local_depths=(1, 1),
+                 d_state=width // 2)
+
+
+def scale_width(cfg: ModelConfig, width: int) -> ModelConfig:
+    """`cfg` with every width multiplied by width / cfg.width (backbone, hourglass levels, d_state, heads; depth,
+    head dimension and everything else unchanged): the rule of the width ladder, and the base model of muP.
+
+    Raises ValueError when a scaled width is not a whole multiple of the head dimension."""
+    factor = width / cfg.width
+
+    def scaled(value: int, key: str, multiple: int) -> int:
+        new = value * factor
+        if abs(new - round(new)) > 1e-9 or round(new) % multiple or round(new) <= 0:
+            raise ValueError(f"scale_width: {key} = {value} x {width}/{cfg.width} = {new:g} is not a positive "
+                             f"multiple of {multiple} (head_dim {cfg.head_dim})")
+        return int(round(new))
+
+    values = cfg.to_dict()
+    values.update(width=scaled(cfg.width, "width", cfg.head_dim), heads=width // cfg.head_dim,
+                  local_widths=[scaled(w, "local_widths", cfg.head_dim) for w in cfg.local_widths],
+                  d_state=scaled(cfg.d_state, "d_state", 1))
+    return ModelConfig.from_dict(values, source=f"scale_width({cfg.preset!r}, {width})")
 
 
 # Table 2 of the paper (layers, width, heads); parameters 59M / 145M / 422M / 743M.
@@ -190,4 +232,5 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-2x128": _size(128, 2, **_TINY_LOCAL),
     "tiny-2x192": _size(192, 2, **_TINY_LOCAL),
     "tiny-2x256": _size(256, 2, **_TINY_LOCAL),
+    **{f"tiny-w{w}": _ladder(w) for w in LADDER_WIDTHS},
 }

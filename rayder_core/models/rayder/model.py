@@ -71,15 +71,12 @@ class RayDer(nn.Module):
             nn.init.trunc_normal_(p, std=1e-4, a=-2e-4, b=2e-4)
 
         self.merges = nn.ModuleList([TokenMerge(in_ch, w0, cfg.patch), TokenMerge(w0, w1, 2)])
-        self.down = nn.ModuleList(
-            [nn.ModuleList([NeighborhoodLayer(c, dc, cfg.kernel) for _ in range(n)]) for c, n in ((w0, n0), (w1, n1))]
-        )
+        na_level = lambda c, n: nn.ModuleList([NeighborhoodLayer(c, dc, cfg.kernel, cfg.head_dim) for _ in range(n)])  # noqa: E731
+        self.down = nn.ModuleList([na_level(c, n) for c, n in ((w0, n0), (w1, n1))])
         self.mid_merge = TokenMerge(w1, w, 2)
-        self.backbone = nn.ModuleList([GlobalLocalLayer(w, dc) for _ in range(cfg.depth)])
+        self.backbone = nn.ModuleList([GlobalLocalLayer(w, dc, cfg.head_dim) for _ in range(cfg.depth)])
         self.mid_split = TokenSplit(w, w1, 2)
-        self.up = nn.ModuleList(
-            [nn.ModuleList([NeighborhoodLayer(c, dc, cfg.kernel) for _ in range(n)]) for c, n in ((w0, n0), (w1, n1))]
-        )
+        self.up = nn.ModuleList([na_level(c, n) for c, n in ((w0, n0), (w1, n1))])
         self.split = TokenSplit(w1, w0, 2)
         self.output = PixelOutput(w0, cfg.patch)
 

@@ -50,12 +50,12 @@ class SceneLayer(nn.Module):
     """A RayDer backbone layer without registers: global attention over all tokens of all views (no positions),
     per-frame attention (axial RoPE), SwiGLU; adaptive norms on the role conditioning."""
 
-    def __init__(self, width: int, d_cond: int) -> None:
+    def __init__(self, width: int, d_cond: int, head_dim: int) -> None:
         super().__init__()
         self.global_norm = AdaRMSNorm(width, d_cond)
-        self.global_attn = CosineAttentionWeights(width)
+        self.global_attn = CosineAttentionWeights(width, head_dim)
         self.local_norm = AdaRMSNorm(width, d_cond)
-        self.local_attn = CosineAttentionWeights(width)
+        self.local_attn = CosineAttentionWeights(width, head_dim)
         self.ff_norm = AdaRMSNorm(width, d_cond)
         self.ff = SwiGLU(width)
 
@@ -103,7 +103,7 @@ class ThreeNetworkRayDer(nn.Module):
         self.cam_cond = _Conditioning(dc)
         self.cam_embed = TokenMerge(RGB_DIM, w, p)
         self.camera_token = nn.Parameter(torch.empty(w))
-        self.cam_layers = nn.ModuleList([GlobalLocalLayer(w, dc) for _ in range(cfg.depth)])
+        self.cam_layers = nn.ModuleList([GlobalLocalLayer(w, dc, cfg.head_dim) for _ in range(cfg.depth)])
         self.pose_head = MLPHead(w, POSE_PARAMS)
         self.focal_head = MLPHead(w, INTRINSICS_PARAMS, zero_init=True)
         if cfg.dynamic_state:
@@ -112,12 +112,12 @@ class ThreeNetworkRayDer(nn.Module):
         # E_scene
         self.scene_cond = _Conditioning(dc)
         self.scene_embed = TokenMerge(RGB_DIM + PLUCKER_DIM, w, p)
-        self.scene_layers = nn.ModuleList([SceneLayer(w, dc) for _ in range(cfg.depth)])
+        self.scene_layers = nn.ModuleList([SceneLayer(w, dc, cfg.head_dim) for _ in range(cfg.depth)])
         # D_render
         self.render_cond = _Conditioning(dc)
         self.render_embed = TokenMerge(PLUCKER_DIM, w, p)
         self.nvs_token = nn.Parameter(torch.empty(w))
-        self.render_layers = nn.ModuleList([GlobalLocalLayer(w, dc) for _ in range(cfg.depth)])
+        self.render_layers = nn.ModuleList([GlobalLocalLayer(w, dc, cfg.head_dim) for _ in range(cfg.depth)])
         self.output = PixelOutput(w, p)
         for t in (self.camera_token, self.nvs_token):
             nn.init.trunc_normal_(t, std=1e-4, a=-2e-4, b=2e-4)
