@@ -55,18 +55,24 @@ class StudyOptions:
 @dataclass
 class StudyFit:
     """What `fit_study` did: the points (with `on_frontier_d` when a frontier was taken), the fit or why there is
-    none, the rows each selection step removed and every warning (study checks first, then the fit's)."""
+    none, the rows each selection step removed, the study's own warnings (`notes`: mixed series) and `warnings`
+    (those notes, then the fit's FitWarnings as emitted: "fit of 'kaplan': ...")."""
 
     table: pd.DataFrame
     fit: FitResult | None = None
     problem: str | None = None
     selection: list[tuple[str, int]] = field(default_factory=list)
     n_input_rows: int = 0
-    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fit_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.fit is not None
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.notes + self.fit_warnings
 
     @property
     def fit_points(self) -> pd.DataFrame:
@@ -185,10 +191,10 @@ def fit_study(points: pd.DataFrame, options: StudyOptions) -> StudyFit:
     """Points (store `eval_points` rows or a table) -> selection -> frontier -> too-few check -> law (module doc).
 
     Never raises for bad data: a failing step gives a StudyFit with `problem` set (its first line is a summary).
-    FitWarnings are kept in `.warnings` (and in `.fit.warnings`), not emitted."""
+    FitWarnings are kept in `.fit_warnings` (and `.fit.warnings`), not emitted."""
     result = StudyFit(table=points.iloc[:0], n_input_rows=len(points))
     try:
-        result.table, result.selection, result.warnings = prepare_points(points, options)
+        result.table, result.selection, result.notes = prepare_points(points, options)
     except ValueError as exc:
         result.problem = str(exc)
         return result
@@ -205,7 +211,7 @@ def fit_study(points: pd.DataFrame, options: StudyOptions) -> StudyFit:
     except (ValueError, RuntimeError) as exc:
         result.problem = f"the fit failed: {exc}"
         return result
-    result.warnings += [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
+    result.fit_warnings = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
     return result
 
 

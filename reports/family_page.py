@@ -8,7 +8,6 @@ one more than `expected_page_count` says, which cannot see families).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Iterable
 
 import numpy as np
@@ -20,29 +19,20 @@ FAMILY_BOOTSTRAP = 100  # resamples per family for the exponents' CIs (each fami
 
 
 def _fit_family(points, metric: str, bench: str, bootstrap: int, seed: int):
-    """(frontier, FitResult or None, why not) of one family's evaluated checkpoints."""
-    from fitting import DEFAULT_LAW, FitWarning, fit_law, frontier, get_law
+    """(frontier, FitResult or None, why not) of one family's evaluated checkpoints (held-out runs excluded; warmup
+    checkpoints dropped when the store records LR phases), through `fitting.fit_study` as rayder-fit fits."""
+    from fitting import DEFAULT_LAW, FitOptions, StudyOptions, fit_study
 
     points = points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)]
-    if "lr_phase" in points and len(points):
-        from fitting import select_checkpoints
-
-        points = select_checkpoints(points.reset_index(drop=True), "all", drop_warmup=True)[0]
     if points.empty:
         return None, None, "no evaluated checkpoints"
-    front = frontier(points.reset_index(drop=True), metric)
-    n_front, n_params = int(front["on_frontier_d"].sum()), len(get_law(DEFAULT_LAW).param_names)
-    if n_front <= n_params or front["D"].nunique() < 2:
-        return front, None, (f"too few points for L(C,D): {n_front} frontier points over {front['D'].nunique()} "
-                             f"data size(s) (needs > {n_params} and >= 2)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FitWarning)
-            res = fit_law(front, law=DEFAULT_LAW, x=["C", "D"], y="y", bootstrap=bootstrap, seed=seed,
-                          metric=metric, bench=bench, progress=False, n_jobs=1)
-    except (ValueError, RuntimeError) as exc:
-        return front, None, f"the fit failed: {exc}"
-    return front, res, None
+    options = StudyOptions(fit=FitOptions(law=DEFAULT_LAW, x=("C", "D"), y="y", bootstrap=bootstrap, seed=seed,
+                                          metric=metric, bench=bench, progress=False, n_jobs=1),
+                           metric=metric, checkpoints="all" if "lr_phase" in points else None)
+    fitted = fit_study(points.reset_index(drop=True), options)
+    if fitted.table.empty:
+        return None, None, (fitted.problem or "no evaluated checkpoints").splitlines()[0]
+    return fitted.table, fitted.fit, fitted.problem
 
 
 def _default_bench(store) -> str | None:

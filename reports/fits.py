@@ -4,14 +4,13 @@ other points (one model family via `rayder-fit --family`, another sweep, fewer r
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from fitting import DEFAULT_LAW, FitResult, FitWarning, fit_law, frontier, get_law, target_label
+from fitting import DEFAULT_LAW, FitOptions, FitResult, StudyOptions, fit_study, get_law, target_label
 from reports.common import DEFAULT_BOOTSTRAP, NVS_METRICS, Study, count_label
 
 @dataclass
@@ -83,28 +82,19 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
     if pts.empty:
         empty.problem = f"no {metric} values on {bench}"
         return empty
-    try:
-        front = frontier(pts, metric, min_step=min_step)
-    except ValueError as exc:
-        empty.problem = str(exc).splitlines()[0]
+    options = StudyOptions(fit=FitOptions(law=DEFAULT_LAW, x=("C", "D"), y="y", bootstrap=bootstrap, seed=seed,
+                                          metric=metric, bench=bench, progress=False),
+                           metric=metric, checkpoints=None, min_step=min_step)  # the report keeps every checkpoint
+    fitted = fit_study(pts, options)
+    if fitted.table.empty:  # the frontier itself failed (e.g. non-positive values)
+        empty.problem = (fitted.problem or "no frontier").splitlines()[0]
         return empty
-    result = MetricFit(bench, metric, frontier=front)
-    n_front = int(front["on_frontier_d"].sum())
-    n_params = len(get_law(DEFAULT_LAW).param_names)
-    if n_front <= n_params or front["D"].nunique() < 2:
-        result.problem = (f"too few points to fit L(C,D): {n_front} frontier point(s) over "
-                          f"{front['D'].nunique()} data size(s); the law has {n_params} parameters, so it needs "
-                          f"more than {n_params} points and at least 2 values of D")
+    result = MetricFit(bench, metric, frontier=fitted.table)
+    result.notes += fitted.warnings
+    if fitted.problem:
+        result.problem = fitted.problem
         return result
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FitWarning)
-            fresh = fit_law(front, law=DEFAULT_LAW, x=["C", "D"], y="y", bootstrap=bootstrap, seed=seed,
-                            metric=metric, bench=bench, progress=False)
-    except (ValueError, RuntimeError) as exc:
-        result.problem = f"the fit failed: {exc}"
-        return result
-    result.notes += [str(w.message) for w in caught]
+    fresh = fitted.fit
     result.band_fit = fresh
     stored, n_other = _stored_fit_row(study, bench, metric, DEFAULT_LAW, fresh.data_hash) if use_stored else (None, 0)
     if n_other:

@@ -17,7 +17,6 @@ import argparse
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -74,8 +73,9 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     """Fit each quantity once on the grid's sweep (its held-out runs excluded): the MSE law from PSNR, 1-SSIM, and
     LPIPS where it was computed; each law is stored as `rayder-fit` stores it and printed once. Returns
     ({metric: FitResult or None}, MSE frontier points)."""
-    from fitting import FitWarning, fit_law, frontier
-    from fitting.checkpoints import format_report, select_checkpoints
+    from fitting import FitOptions, StudyOptions
+    from fitting import fit_study as fit_points
+    from fitting.study import format_selection
     from rayder_core.results import ResultsStore
 
     store = ResultsStore(spec.db_path)
@@ -89,19 +89,17 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
         if raw.empty:
             fits[metric] = None
             continue
-        pts, report = select_checkpoints(raw, mode="all", drop_warmup=True)
-        print(f"demo: {metric}: " + format_report(report, len(raw), len(pts)), flush=True)
-        table = frontier(pts, metric)
-        if metric == "psnr":
-            n_frontier = int(table["on_frontier_d"].sum())
-        try:  # as `rayder-fit --metric METRIC --bench BENCH --sweep NAME --bootstrap FIT_BOOTSTRAP` would
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FitWarning)  # kept in the result's warnings (the checks read them)
-                fits[metric] = fit_law(table, bootstrap=FIT_BOOTSTRAP, seed=0, n_starts=20, progress=True,
-                                       metric=metric, bench=bench, sweep=spec.name)
-        except (ValueError, RuntimeError) as exc:
-            print(f"demo: fitting {metric} failed: {exc}", file=sys.stderr)
-            fits[metric] = None
+        # as `rayder-fit --metric METRIC --bench BENCH --sweep NAME --bootstrap FIT_BOOTSTRAP` would
+        options = StudyOptions(fit=FitOptions(bootstrap=FIT_BOOTSTRAP, seed=0, n_starts=20, progress=True,
+                                              metric=metric, bench=bench, sweep=spec.name),
+                               metric=metric, checkpoints="all", drop_warmup=True)
+        study = fit_points(raw, options)  # FitWarnings are kept in the result's warnings (the checks read them)
+        print(f"demo: {metric}: " + format_selection(study), flush=True)
+        if metric == "psnr" and "on_frontier_d" in study.table:
+            n_frontier = int(study.table["on_frontier_d"].sum())
+        fits[metric] = study.fit
+        if study.problem:
+            print(f"demo: fitting {metric} failed: {study.problem}", file=sys.stderr)
             continue
         store.write_fit(fits[metric].to_record())
         print(fits[metric].summary(), flush=True)
