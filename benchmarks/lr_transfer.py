@@ -1,0 +1,109 @@
+"""LR transfer across widths, standard vs muP: short RayDer runs of the width ladder (tiny-w*) at several peak LRs and
+seeds on a synthetic corpus; prints the final training loss table, the best LR per width, and the loss at the base
+width's best LR (does wider win?).
+
+    python benchmarks/lr_transfer.py --manifest data/synth/manifest.json --widths 16,32,64,128 \
+        --lrs 1e-3,2e-3,4e-3,8e-3,1.6e-2 --seeds 0,1 --steps 200
+
+Targets (benchmarks/RESULTS.md): under muP the best LR moves by <= 2x over the 8x width range and the loss at the base
+width's best LR falls monotonically with width; under standard the best LR moves by more. The corpus is made by
+`rayder-data synth` (the demo's). Runs go to --out-dir and are reused when the benchmark is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeps.lr_search import FINAL_WINDOW, SweepPoint, best_lr, mean_losses, run_points  # noqa: E402
+
+
+def points(args: argparse.Namespace) -> list[SweepPoint]:
+    out = []
+    for param in args.parametrizations:
+        for width in args.widths:
+            for lr in args.lrs:
+                for seed in args.seeds:
+                    model = {"preset": f"tiny-w{width}", "patch": 2, "local_layers": False, "parametrization": param}
+                    if param == "mup":
+                        model["mup_base_width"] = args.base_width
+                    mapping = {
+                        "model": model,
+                        "data": {"manifest": args.manifest, "fraction": args.fraction, "frames": 4, "resolution": 32,
+                                 "cache_mb": 256},
+                        "optim": {"lr": lr, "warmup_steps": args.warmup, "betas": [0.9, args.beta2]},
+                        "eval": {"every": 0, "benchmarks": []},
+                        "steps": args.steps, "batch_size": args.batch, "precision": args.precision, "device": "cpu",
+                        "seed": seed, "checkpoint_every": args.steps, "keep_checkpoints": 1, "log_every": 5,
+                        "sweep": "lrtransfer", "out_dir": args.out_dir,
+                    }
+                    out.append(SweepPoint(str(width), param, lr, seed, mapping))
+    return out
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [f"final training loss (mean over the last {FINAL_WINDOW:.0%} of {args.steps} steps; mean of seeds "
+             f"{args.seeds}); batch {args.batch}, warmup {args.warmup}, beta2 {args.beta2}, data fraction "
+             f"{args.fraction:g}, precision {args.precision}", ""]
+    header = "| parametrization | width | " + " | ".join(f"lr {lr:g}" for lr in args.lrs) + " | best lr |"
+    lines += [header, "|" + "---|" * (len(args.lrs) + 3)]
+    summary = {}
+    for param in args.parametrizations:
+        for width in args.widths:
+            means = mean_losses(rows, str(width), param)
+            lr, _ = best_lr(rows, str(width), param)
+            summary[(param, width)] = lr
+            cells = " | ".join(f"**{means[v]:.5f}**" if v == lr else f"{means[v]:.5f}" for v in args.lrs)
+            lines.append(f"| {param} | {width} | {cells} | {lr:g} |")
+    lines.append("")
+    base = args.widths[0]
+    for param in args.parametrizations:
+        best = [summary[(param, w)] for w in args.widths]
+        shift = max(best) / min(best)
+        lr0 = summary[(param, base)]
+        at_base = [mean_losses(rows, str(w), param)[lr0] for w in args.widths]
+        falls = all(b < a for a, b in zip(at_base, at_base[1:]))
+        lines.append(f"{param}: best LR moves {shift:.2g}x over widths {args.widths[0]}-{args.widths[-1]}; loss at "
+                     f"width {base}'s best LR {lr0:g}: " + ", ".join(f"{v:.5f}" for v in at_base)
+                     + f" ({'falls monotonically' if falls else 'does NOT fall monotonically'} with width)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--manifest", default="data/synth/manifest.json")
+    p.add_argument("--fraction", type=float, default=1.0)
+    p.add_argument("--widths", default="16,32,64,128")
+    p.add_argument("--lrs", default="1e-3,2e-3,4e-3,8e-3,1.6e-2")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--parametrizations", default="standard,mup")
+    p.add_argument("--base-width", type=int, default=16)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--beta2", type=float, default=0.95)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--out-dir", default="runs/lr_transfer")
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    args = p.parse_args(argv)
+    args.widths = [int(v) for v in args.widths.split(",")]
+    args.lrs = [float(v) for v in args.lrs.split(",")]
+    args.seeds = [int(v) for v in args.seeds.split(",")]
+    args.parametrizations = args.parametrizations.split(",")
+    if not Path(args.manifest).is_file():
+        print(f"lr_transfer: {args.manifest} not found (make it with `rayder-data synth`)", file=sys.stderr)
+        return 2
+    rows = run_points(points(args), args.parallel)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(report(rows, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
