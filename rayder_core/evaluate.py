@@ -1,7 +1,8 @@
 """Zero-shot evaluation of checkpoints: NVS on RE10K-format benchmarks and the camera pose probe.
 
 NVS protocol (pixelSplat / LVSM / RayZer): for each scene the model predicts the cameras of the 2 context and 3
-target views from the images themselves (no ground-truth poses), then renders the targets from the context.
+target views from the images themselves (no ground-truth poses; E-RayZer gets them sorted by frame index, as its
+official evaluation), then renders the targets from the context.
 Per image: PSNR (both images clamped to [0,1]), MSE on [-1,1] (the quantity the paper fits), SSIM (Gaussian window 11,
 sigma 1.5), LPIPS (VGG, inputs in [0,1]; recorded as missing with the reason when no weights exist). Aggregation:
 mean per scene, then mean over scenes; `n` is the scene count. A mean-colour baseline PSNR (every target pixel
@@ -98,6 +99,31 @@ def _raise_first_error(parts: list[dict], where: str) -> None:
             raise kind(f"{part['error']} (rank {rank}, {where})")
 
 
+def temporal_order(context_index: tuple[int, ...], target_index: tuple[int, ...]) -> list[int] | None:
+    """Positions in cat([context, target]) sorted by frame index (stable), or None when the indices are missing."""
+    frames = list(context_index) + list(target_index)
+    if not context_index or not target_index:
+        return None
+    return sorted(range(len(frames)), key=lambda i: frames[i])
+
+
+def _predict_in_view_order(model: torch.nn.Module, context: torch.Tensor, target: torch.Tensor,
+                           context_index: tuple[int, ...], target_index: tuple[int, ...]) -> Any:
+    """Cameras (B, Vc + Vt) of cat([context, target]) in that order. A model with `eval_view_order = "temporal"`
+    (E-RayZer: its canonical view is the middle of the given order) gets the views sorted by frame index, as the
+    official evaluation feeds them; the cameras are then put back in context-then-target order."""
+    frames = torch.cat([context, target], dim=1)
+    order = temporal_order(context_index, target_index) if getattr(model, "eval_view_order", None) == "temporal" \
+        else None
+    if order is None:
+        return model.predict_cameras(frames).camera
+    idx = torch.tensor(order, device=frames.device)
+    cams = model.predict_cameras(frames[:, idx]).camera
+    inverse = torch.empty_like(idx)
+    inverse[idx] = torch.arange(len(order), device=idx.device)
+    return cams[:, inverse]
+
+
 @torch.no_grad()
 def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int, device: torch.device,
                  use_lpips: bool = True, progress: bool = False, rank: int | None = None,
@@ -131,9 +157,9 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
                                  disable=not progress or rank != 0, leave=False):
             context = scene.context.to(device).float()[None]   # (1, 2, 3, H, W) in [-1, 1]
             target = scene.target.to(device).float()[None]     # (1, 3, 3, H, W)
-            est = model.predict_cameras(torch.cat([context, target], dim=1))
             n_ctx = context.shape[1]
-            pred = model.predict_views(context, est.camera[:, :n_ctx], est.camera[:, n_ctx:]).float()[0]
+            cams = _predict_in_view_order(model, context, target, scene.context_index, scene.target_index)
+            pred = model.predict_views(context, cams[:, :n_ctx], cams[:, n_ctx:]).float()[0]
             tgt = target[0]
             p01, t01 = ((pred + 1) / 2).clamp(0, 1), ((tgt + 1) / 2).clamp(0, 1)
             mean_colour = context[0].mean(dim=(0, 2, 3), keepdim=True).expand_as(tgt)
@@ -233,8 +259,10 @@ def evaluate_probe(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: i
         # RPA@5/15/30 of the model's own predicted cameras over all sequences (no probe needed; any model family)
         from rayder_core.metrics import relative_pose_accuracy
 
-        rpa = relative_pose_accuracy(pred, cams)
-        values["values"].update({k: v for k, v in rpa.items() if k != "rpa_pairs"})
+        # published definition ('rpa@k', the paper's) and the strict one ('rpa_strict@k'), both stored by name
+        for definition in ("published", "strict"):
+            rpa = relative_pose_accuracy(pred, cams, definition=definition)
+            values["values"].update({k: v for k, v in rpa.items() if k != "rpa_pairs"})
     values = _broadcast(values, world)
     return {"bench": spec.name, "values": values["values"], "n": values["n"], "missing": {}, "skipped": skipped}
 

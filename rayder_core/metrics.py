@@ -255,13 +255,30 @@ def pairwise_pose_errors(pred: Camera, gt: Camera, *, fold_translation_sign: boo
     return rot, trans
 
 
+RPA_DEFINITIONS = ("published", "strict")
+
+
+def rpa_key(threshold: float, definition: str = "published") -> str:
+    """Metric name of RPA@threshold under `definition`: 'rpa@5' (published) or 'rpa_strict@5' (strict)."""
+    return f"rpa@{threshold:g}" if definition == "published" else f"rpa_{definition}@{threshold:g}"
+
+
 def relative_pose_accuracy(pred: Camera, gt: Camera, thresholds: Sequence[float] = RPA_THRESHOLDS, *,
-                           fold_translation_sign: bool = False) -> dict[str, float]:
-    """RPA@k: percentage (0-100) of view pairs whose error max(rotation error, translation-direction error) is below
-    k degrees, pairwise over all views (and all leading dims) - E-RayZer's / VGGT's metric. Keys 'rpa@5', 'rpa@15',
-    'rpa@30' (one per threshold) and 'rpa_pairs' (number of pairs). Works for any family's predicted cameras."""
-    rot, trans = pairwise_pose_errors(pred, gt, fold_translation_sign=fold_translation_sign)
+                           definition: str = "published") -> dict[str, float]:
+    """RPA@k: percentage (0-100) of view pairs whose error max(rotation error, translation-direction error) is within
+    k degrees, pairwise over all views (and all leading dims). Works for any family's predicted cameras.
+
+    definition 'published' (default; E-RayZer's `translation_angle_deg` / VGGT's metric, the paper's tables): the
+    translation angle a is sign-folded to min(a, 180 - a) and a pair counts when its error is <= k; keys 'rpa@5',
+    'rpa@15', 'rpa@30'. 'strict': no sign folding and error < k; keys 'rpa_strict@5', ... (the toolkit's metric
+    before issue 24; stored rows named 'rpa@k' of a checkpoint that has no 'rpa_strict@k' rows are of this kind).
+    'rpa_pairs' is the number of pairs."""
+    if definition not in RPA_DEFINITIONS:
+        raise ValueError(f"relative_pose_accuracy: definition must be one of {RPA_DEFINITIONS}, got {definition!r}")
+    published = definition == "published"
+    rot, trans = pairwise_pose_errors(pred, gt, fold_translation_sign=published)
     err = torch.maximum(rot, trans).flatten()
-    out = {f"rpa@{k:g}": float((err < k).double().mean() * 100.0) for k in thresholds}
+    out = {rpa_key(k, definition): float(((err <= k) if published else (err < k)).double().mean() * 100.0)
+           for k in thresholds}
     out["rpa_pairs"] = float(err.numel())
     return out

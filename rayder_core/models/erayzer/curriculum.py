@@ -14,11 +14,18 @@ A clip's **overlap profile** O(g) maps a frame gap g (frames) to the mean visual
   no-download fallback ("thumbnail cosine": 8x8 area-averaged, per-image mean-centred colours).
 
 Training draws a target overlap uniformly from a range that anneals linearly from [1, 1] to [0.5, 1] over the first
-57% of training (the paper: 86k of 152k steps; use end (0.75, 1) with feature overlap), finds the largest gap whose
-overlap is at least the target (linear interpolation of the profile, rounded, capped at (len - 1) / (span_views - 1)),
-and places a window of (span_views - 1) x gap frames: first and last frames fixed at the window ends, the other views
-drawn uniformly inside it, sorted. `CurriculumSampler(mode=...)` switches between 'none' (uniform random window), the
-RayZer-style 'frame_interval' (the gap itself anneals from 1 to the maximum) and 'overlap'.
+57% of training (the paper: 86k of 152k steps; use end (0.75, 1) with feature overlap) and turns it into a frame
+interval as the official sampler does (`interval_for_overlap`): a target within `tol` (0.05) above the profile's
+first value or below its last takes that end's interval, otherwise the interval is linearly interpolated between the
+first bracketing pair of gaps; an interval above n_frames / (span_views - 1), a target outside
+[last - tol, first + tol], or a window that does not fit the clip is rejected and a new target drawn (up to
+`max_tries`, the official 200). The interval is floored (>= 1); the window spans max(n_views, (span_views - 1) x
+interval) frames, so its n_views frames - the two ends and n_views - 2 distinct middle frames drawn inside it,
+sorted - are always distinct. Differences to the official sampler: the profile starts at gap 0 (overlap 1), so a
+clip whose neighbouring frames overlap less than 1 - tol is sampled at interval 1 early in training instead of being
+skipped; and a rejected draw redraws the target for the same clip (the official dataset also moves to another
+scene). `CurriculumSampler(mode=...)` switches between 'none' (uniform random interval), the RayZer-style
+'frame_interval' (the interval anneals from 1 to the maximum) and 'overlap'; all three use the same window.
 """
 
 from __future__ import annotations
@@ -126,18 +133,41 @@ def overlap_range(progress: float, start: tuple[float, float] = (1.0, 1.0), end:
     return tuple(a + s * (b - a) for a, b in zip(start, end))  # type: ignore[return-value]
 
 
-def gap_for_overlap(profile: np.ndarray, target: float, max_gap: int) -> int:
-    """Largest frame gap g <= max_gap with O(g) >= target (profile linearly interpolated, then rounded); >= 1."""
-    prof = np.asarray(profile, dtype=np.float64)[: max_gap + 1]
-    if len(prof) < 2:
-        return 1
-    below = np.nonzero(prof < target)[0]
-    if len(below) == 0:
-        return max(1, len(prof) - 1)
-    k = int(below[0])  # first gap under the target; k >= 1 because O(0) = 1 >= target
-    lo, hi = prof[k - 1], prof[k]
-    frac = (lo - target) / (lo - hi) if lo > hi else 0.0
-    return int(min(max(round(k - 1 + frac), 1), max_gap))
+def interval_for_overlap(profile: np.ndarray, target: float, max_interval: float, tol: float = 0.05
+                         ) -> float | None:
+    """The official inversion of an overlap profile O(g), g = 0, 1, ... (non-increasing): the (fractional) frame
+    interval whose overlap is `target`, or None when the draw must be rejected.
+
+    target in [O(0), O(0) + tol] -> 0; target in [O(last) - tol, O(last)] -> the last gap; otherwise linear
+    interpolation inside the first pair (g, g + 1) with O(g) >= target >= O(g + 1); None when no pair brackets the
+    target or the interval exceeds `max_interval`."""
+    prof = np.asarray(profile, dtype=np.float64)
+    if prof.ndim != 1 or len(prof) < 2:
+        raise ValueError(f"interval_for_overlap: need a profile of >= 2 gaps, got shape {prof.shape}")
+    last = len(prof) - 1
+    if prof[0] <= target <= prof[0] + tol:
+        return 0.0 if 0 <= max_interval else None
+    if prof[last] - tol <= target <= prof[last]:
+        return float(last) if last <= max_interval else None
+    for g in range(last):
+        hi, lo = prof[g], prof[g + 1]
+        if hi >= target >= lo:
+            est = float(g) if abs(hi - lo) < 1e-6 else (g + 1) + (target - lo) / (hi - lo) * (g - (g + 1))
+            return est if est <= max_interval else None
+    return None
+
+
+def window_length(n_views: int, span_views: int, interval: int) -> int:
+    """Frames spanned by a clip's window (last index - first index): max(n_views, (span_views - 1) x interval), so
+    the n_views frames drawn in it are distinct."""
+    return max(n_views, (span_views - 1) * interval)
+
+
+MAX_TRIES = 200  # the official `max_resample_tries`
+
+
+class CurriculumError(ValueError):
+    """No valid window for a clip (too short for the view count, or every draw rejected)."""
 
 
 @dataclass
@@ -145,40 +175,67 @@ class CurriculumSampler:
     """Frame sampler for one clip per call. mode: 'none' | 'frame_interval' | 'overlap'.
 
     start/end/anneal_fraction: the target-overlap range schedule (`overlap_range`); span_views: views spanning the
-    window ((span_views - 1) x gap frames; the paper uses the reference views)."""
+    window (the reference views: (span_views - 1) x interval frames; default half the clip's views, >= 2);
+    tol: the overlap tolerance at the profile's ends; max_tries: draws before giving up on a clip."""
 
     mode: str = "overlap"
     start: tuple[float, float] = (1.0, 1.0)
     end: tuple[float, float] = (0.5, 1.0)
     anneal_fraction: float = 0.57
     span_views: int | None = None
+    tol: float = 0.05
+    max_tries: int = MAX_TRIES
 
     def __post_init__(self) -> None:
         if self.mode not in CURRICULUM_MODES:
             raise ValueError(f"curriculum mode must be one of {CURRICULUM_MODES}, got {self.mode!r}")
+        if self.span_views is not None and self.span_views < 2:
+            raise ValueError(f"curriculum span_views must be >= 2 or None, got {self.span_views}")
+        if self.tol < 0 or self.max_tries < 1:
+            raise ValueError(f"curriculum tol must be >= 0 and max_tries >= 1, got {self.tol}, {self.max_tries}")
+
+    def span_for(self, n_views: int) -> int:
+        return self.span_views or max(2, n_views // 2)
+
+    def _interval(self, n_frames: int, n_views: int, span: int, progress: float, rng: np.random.Generator,
+                  profile: np.ndarray | None) -> int | None:
+        """One draw of the frame interval (None: rejected)."""
+        max_interval = n_frames / (span - 1)  # official: len(frames) / (inputs - 1)
+        largest = max(1, int(max_interval))
+        if self.mode == "overlap":
+            lo, hi = overlap_range(progress, self.start, self.end, self.anneal_fraction)
+            est = interval_for_overlap(profile, rng.uniform(lo, hi), max_interval, self.tol)
+            if est is None or not np.isfinite(est):
+                return None
+            return max(1, int(est))
+        if self.mode == "frame_interval":
+            s = min(max(progress / self.anneal_fraction, 0.0), 1.0) if self.anneal_fraction > 0 else 1.0
+            return int(rng.integers(1, 1 + max(1, int(1 + s * (largest - 1)))))
+        return int(rng.integers(1, largest + 1))
 
     def sample(self, n_frames: int, n_views: int, progress: float, rng: np.random.Generator,
                profile: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-        """(sorted frame indices (n_views,), gap) for a clip of n_frames frames at training progress in [0, 1]."""
-        if n_frames < n_views:
-            raise ValueError(f"clip has {n_frames} frames, fewer than the {n_views} views to sample")
-        span = self.span_views or max(2, n_views // 2)
-        max_gap = max(1, (n_frames - 1) // (span - 1))
-        if self.mode == "overlap":
-            if profile is None:
-                raise ValueError("curriculum mode 'overlap' needs the clip's overlap profile")
-            lo, hi = overlap_range(progress, self.start, self.end, self.anneal_fraction)
-            gap = gap_for_overlap(profile, rng.uniform(lo, hi), max_gap)
-        elif self.mode == "frame_interval":
-            s = min(max(progress / self.anneal_fraction, 0.0), 1.0) if self.anneal_fraction > 0 else 1.0
-            gap = int(rng.integers(1, 1 + max(1, round(1 + s * (max_gap - 1)))))
-        else:
-            gap = int(rng.integers(1, max_gap + 1))
-        window = min((span - 1) * gap, n_frames - 1)
-        first = int(rng.integers(0, n_frames - window))
-        inner = first + 1 + rng.choice(max(window - 1, 0), size=min(n_views - 2, max(window - 1, 0)), replace=False) \
-            if window > 1 else np.array([], dtype=int)
-        idx = np.concatenate([[first], inner, [first + window]]).astype(int)
-        if len(idx) < n_views:  # window too short to hold distinct frames: repeat the ends
-            idx = np.concatenate([idx, rng.choice(idx, n_views - len(idx))])
-        return np.sort(idx[:n_views]), gap
+        """(sorted distinct frame indices (n_views,), interval) for a clip of n_frames frames at training progress in
+        [0, 1]. Raises CurriculumError when the clip cannot hold a window (n_frames <= n_views) or `max_tries`
+        draws are all rejected."""
+        if n_views < 2:
+            raise ValueError(f"curriculum: need at least 2 views per clip, got {n_views}")
+        if n_frames <= n_views:
+            raise CurriculumError(f"clip has {n_frames} frames; a window of {n_views} distinct views spans at least "
+                                  f"{n_views} frames, so the clip needs more than {n_views}")
+        if self.mode == "overlap" and profile is None:
+            raise ValueError("curriculum mode 'overlap' needs the clip's overlap profile")
+        span = self.span_for(n_views)
+        for _ in range(self.max_tries):
+            interval = self._interval(n_frames, n_views, span, progress, rng, profile)
+            if interval is None:
+                continue
+            total = window_length(n_views, span, interval)
+            if n_frames <= total:  # official: the window must fit with its end frame inside the clip
+                continue
+            first = int(rng.integers(0, n_frames - total))
+            inner = first + 1 + rng.choice(total - 1, size=n_views - 2, replace=False)
+            idx = np.concatenate([[first], np.sort(inner), [first + total]]).astype(int)
+            return idx, interval
+        raise CurriculumError(f"curriculum: no valid window for a clip of {n_frames} frames and {n_views} views "
+                              f"after {self.max_tries} draws (mode {self.mode!r}, progress {progress:.3f})")

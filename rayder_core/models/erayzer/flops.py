@@ -1,17 +1,21 @@
-"""Analytic FLOPs of E-RayZer training, network and rasterisation counted separately.
+"""Analytic FLOPs of E-RayZer training: network matmuls and rasterisation, both on the compute axis.
 
-Conventions (as RayDer's flops module): FLOPs = 2 x multiply-accumulates of every matmul (linear layers, q k^T, attn v);
-elementwise work (LayerNorms, QK-norm, RoPE, GELU, softmax, Plücker rays, Gaussian activations) is not counted;
-training = 3 x forward. One training sample = one clip of `views` frames: camera transformer on all views (+ pose
-head for V - 1 pairs and the focal head), scene transformer on `n_ref` reference views (embeddings, fusion MLP,
-blocks, decoder). Attention is dense (no masks), so FlopCounterMode counts the same network FLOPs
+Conventions (as RayDer's flops module, the `exact` convention of the results store): FLOPs = 2 x multiply-accumulates
+of every matmul (linear layers, q k^T, attn v); elementwise work (LayerNorms, RMS QK-norm, GELU/SiLU, softmax,
+Plücker rays, Gaussian activations) is not counted; training = 3 x forward. One training sample = one clip of `views`
+frames: camera transformer on all views (patch embedding, the position MLP on the token grid once, blocks, pose head
+on the V - 1 non-canonical pairs, focal head on the canonical token), scene transformer on `n_ref` reference views
+(their image tokens are the camera transformer's, reused: not counted twice; Plücker embedding, its position MLP,
+fusion MLP, blocks, decoder). Attention is dense (no masks), so FlopCounterMode counts the same network FLOPs
 (tests/test_erayzer_model.py checks this on CPU with the math SDPA backend).
 
-Rasterisation is not a matmul network and is reported separately (`raster_forward`), as the dense PyTorch renderer's
-work per target view: per (camera, Gaussian) ~PROJECT_FLOPS for the EWA projection and SH colour, per (pixel,
-Gaussian) pair RASTER_PAIR_FLOPS (quadratic form 12 as a matmul, exp/clamp/threshold 4, transmittance 2, weight 2,
-colour 6). gsplat evaluates only pairs inside each Gaussian's 3-sigma tile footprint, so this dense count is an upper
-bound of its work. It is *not* included in `train_per_sample` (the compute axis of the scaling laws).
+Rasterisation (`raster_forward`), an analytic estimate of the dense renderer's work per target view: per (camera,
+Gaussian) PROJECT_FLOPS = 250 for the EWA projection and the SH colour, per (pixel, Gaussian) pair
+RASTER_PAIR_FLOPS = 26 (quadratic form 12 as a matmul, exp/clamp/threshold 4, transmittance 2, weight 2, colour 6).
+Gaussians = n_ref H W (one per reference pixel); pairs = targets x H W x Gaussians. It is counted in the forward and
+(x 3) in the training FLOPs: at 16^2 with 4 views (2 references) it is 7.1 MFLOP per forward, the same for every
+model size, against 19.7 MFLOP of tiny-xs's network before issue 24 - leaving it out flattered the smallest models.
+gsplat evaluates only the pairs inside each Gaussian's 3-sigma tile footprint, so on a GPU this is an upper bound.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .camera import rotation_size
 from .config import ERayZerConfig
 
 TRAIN_FACTOR = 3
@@ -29,8 +34,9 @@ RASTER_PAIR_FLOPS = 26
 
 @dataclass
 class ERayZerFlopReport:
-    """FLOPs of one training sample. camera_forward / scene_forward / forward_per_sample / train_per_sample: network
-    (matmul) FLOPs; raster_forward: dense rasterisation estimate of one forward (not in train_per_sample)."""
+    """FLOPs of one training sample. camera_forward / scene_forward / network_forward: network (matmul) FLOPs;
+    raster_forward: analytic rasterisation estimate of one forward; forward_per_sample = network + raster;
+    train_per_sample = 3 x forward_per_sample (the compute axis, `exact` convention)."""
 
     family: str
     preset: str
@@ -40,9 +46,10 @@ class ERayZerFlopReport:
     n_ref: int
     camera_forward: float
     scene_forward: float
+    network_forward: float
+    raster_forward: float
     forward_per_sample: float
     train_per_sample: float
-    raster_forward: float
 
 
 def _block(tokens: float, seq: float, cfg: ERayZerConfig) -> float:
@@ -56,13 +63,13 @@ def _block(tokens: float, seq: float, cfg: ERayZerConfig) -> float:
 def _transformer(views: int, per_view: int, layers: int, cfg: ERayZerConfig) -> float:
     total = 0.0
     for _ in range(layers):
-        total += _block(views * per_view, views * per_view, cfg)  # global
         total += _block(views * per_view, per_view, cfg)  # frame
+        total += _block(views * per_view, views * per_view, cfg)  # global
     return total
 
 
 def n_ref_for(cfg: ERayZerConfig, views: int) -> int:
-    return cfg.n_ref if cfg.n_ref is not None else views // 2
+    return cfg.n_ref_for(views)
 
 
 def forward_flops(cfg: ERayZerConfig, resolution: int | tuple[int, int], views: int) -> dict[str, float]:
@@ -74,13 +81,14 @@ def forward_flops(cfg: ERayZerConfig, resolution: int | tuple[int, int], views: 
     if views < 2:
         raise ValueError(f"need at least 2 views per clip, got {views}")
     n = (h // p) * (w // p)
+    position_mlp = 2.0 * n * 2 * c * c  # the sine-cosine table through Linear(c, c), SiLU, Linear(c, c), once
     special = 1 + cfg.registers
-    camera = 2.0 * views * n * 3 * p * p * c
+    camera = 2.0 * views * n * 3 * p * p * c + position_mlp
     camera += _transformer(views, n + special, cfg.camera_layers, cfg)
-    camera += 2.0 * views * (2 * c * c + c * 9)  # pairwise head (evaluated for all V, the canonical one discarded)
-    camera += 2.0 * c  # focal head on the canonical token, per sample
+    camera += 2.0 * (views - 1) * (2 * c * c + c * (rotation_size(cfg.rotation) + 3))  # pairwise head
+    camera += 2.0 * (c * c + c)  # focal head on the canonical token, per sample
     n_ref = n_ref_for(cfg, views)
-    scene = 2.0 * n_ref * n * (3 * p * p * c + 6 * p * p * c + 2 * c * c + c * c)
+    scene = 2.0 * n_ref * n * (6 * p * p * c + 2 * c * c + c * c) + position_mlp
     scene += _transformer(n_ref, n, cfg.scene_layers, cfg)
     scene += 2.0 * n_ref * n * c * p * p * cfg.gaussian_channels
     gaussians = n_ref * h * w
@@ -99,16 +107,17 @@ def param_count(cfg: ERayZerConfig) -> int:
 
 def count_flops(cfg: ERayZerConfig, resolution: int, views: int) -> ERayZerFlopReport:
     f = forward_flops(cfg, resolution, views)
-    forward = f["camera"] + f["scene"]
+    network = f["camera"] + f["scene"]
+    forward = network + f["raster"]
     return ERayZerFlopReport(
         family="erayzer", preset=cfg.preset, params=param_count(cfg), resolution=resolution, views=views,
-        n_ref=n_ref_for(cfg, views), camera_forward=f["camera"], scene_forward=f["scene"], forward_per_sample=forward,
-        train_per_sample=TRAIN_FACTOR * forward, raster_forward=f["raster"],
+        n_ref=n_ref_for(cfg, views), camera_forward=f["camera"], scene_forward=f["scene"], network_forward=network,
+        raster_forward=f["raster"], forward_per_sample=forward, train_per_sample=TRAIN_FACTOR * forward,
     )
 
 
 def train_flops_per_step(cfg: ERayZerConfig, resolution: int, views: int, batch: int) -> float:
-    """Network training FLOPs of one optimizer step of `batch` clips (3 x forward; rasterisation not included)."""
+    """Training FLOPs of one optimizer step of `batch` clips (3 x (network + rasterisation) forward)."""
     return batch * count_flops(cfg, resolution, views).train_per_sample
 
 
@@ -143,7 +152,7 @@ def cli(args, parser) -> None:
         for r in rows:
             d = asdict(r)
             d["train_tflop_per_step_bs1"] = r.train_per_sample / 1e12
-            d["convention"] = "exact (network matmuls, 3 x forward; rasterisation separate in raster_forward)"
+            d["convention"] = "exact (network matmuls + rasterisation estimate, 3 x forward)"
             out.append(d)
         print(json.dumps(out, indent=2))
         return
@@ -157,5 +166,6 @@ def cli(args, parser) -> None:
             f"{r.raster_forward / 1e9:9.2f}G"
         )
     lines.append("E-RayZer: FLOPs = 2 x multiply-accumulates of the network (camera + scene transformers, heads, "
-                 "decoder); train = 3 x forward. 'raster fwd' = dense splatting estimate of one forward, not in train.")
+                 "decoder) + 'raster fwd' (dense splatting estimate, 26 FLOP per pixel-Gaussian pair); "
+                 "train = 3 x forward.")
     print("\n".join(lines))

@@ -1,15 +1,18 @@
-"""E-RayZer's scene transformer and pixel-aligned Gaussian decoder.
+"""E-RayZer's scene transformer and pixel-aligned Gaussian decoder (official layout).
 
-Reference images are patchified and embedded, the 6-channel Plücker map (`rayder_core.geometry.plucker_rays`,
-[d, o x d]) of the *predicted* reference cameras is patchified and embedded, the two are concatenated and fused by an
-MLP (2C -> C -> C), then alternating frame/global blocks run over all reference views. A LayerNorm + Linear decoder
-maps each token to patch^2 x G values, one Gaussian per pixel (G = 3 + 3 (sh+1)^2 + 3 + 4 + 1, 59 for SH degree 3):
+The reference views' patch tokens are the camera transformer's image embedding (bias-free linear + position MLP,
+reused, not a second tokenizer). The 6-channel Plücker map [o x d, d] (official channel order; unit ray directions
+through the pixel centres) of the *predicted* reference cameras is patchified, embedded by a bias-free linear and
+its own position MLP (`pe_embedder_plucker`). Image and ray tokens are concatenated (2C) and fused by an MLP
+(LayerNorm 2C without bias, Linear 2C -> C, SiLU, Linear C -> C), then alternating frame/global blocks run over all
+reference views. A decoder (LayerNorm without bias + bias-free Linear) maps each token to patch^2 x G values, one
+Gaussian per pixel (G = 3 + 3 (sh+1)^2 + 3 + 4 + 1, 59 for SH degree 3):
 
 * centre = o + t d with the unit ray (o, d) of the pixel and t = sigmoid(mean of the 3 position channels) (far -
   near) + near: a distance along the ray, not a z-depth (near 0, far 8 scene units by default);
 * scale = exp(clamp(s - 3, -10, -2)) per axis (scene units);
 * opacity = sigmoid(max(o - 2, -10));
-* rotation = normalise(q + (1, 0, 0, 0)) (w, x, y, z) - the identity offset keeps a zero output well defined;
+* rotation = normalise(q) (w, x, y, z), as the official `rotation_activation`;
 * colour = SH coefficients of degree `sh_degree` (rendered as SH + 0.5, as gsplat).
 """
 
@@ -19,12 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rayder_core.geometry import Camera, plucker_rays, ray_origins_directions
+from rayder_core.geometry import Camera, ray_origins_directions
 
 from .config import ERayZerConfig
-from .layers import AlternatingLayer, patchify, rope_table, unpatchify
+from .layers import PositionMLP, build_layers, init_linear, patchify, unpatchify
 
 PLUCKER_DIM = 6
+
+
+def plucker_moment_first(cams: Camera, h: int, w: int, dtype: torch.dtype) -> Tensor:
+    """Plücker map (B, V, 6, H, W) = [o x d, d] of cameras (B, V) (the official channel order)."""
+    o, d = ray_origins_directions(cams.to(dtype=torch.float32), h, w)  # (B, V, H, W, 3), unit d
+    return torch.cat([torch.linalg.cross(o, d, dim=-1), d], -1).permute(0, 1, 4, 2, 3).to(dtype)
 
 
 class SceneTransformer(nn.Module):
@@ -32,28 +41,27 @@ class SceneTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, p = cfg.width, cfg.patch
-        self.image_embed = nn.Linear(3 * p * p, c)
-        self.ray_embed = nn.Linear(PLUCKER_DIM * p * p, c)
-        self.fuse = nn.Sequential(nn.Linear(2 * c, c), nn.GELU(), nn.Linear(c, c))
-        self.layers = nn.ModuleList(
-            [AlternatingLayer(c, cfg.heads, cfg.mlp_hidden, cfg.order) for _ in range(cfg.scene_layers)]
-        )
-        self.decoder_norm = nn.LayerNorm(c)
-        self.decoder = nn.Linear(c, p * p * cfg.gaussian_channels)
+        self.ray_embed = nn.Linear(PLUCKER_DIM * p * p, c, bias=False)
+        self.pe_embedder_plucker = PositionMLP(c)
+        self.fuse = nn.Sequential(nn.LayerNorm(2 * c, bias=False), nn.Linear(2 * c, c), nn.SiLU(), nn.Linear(c, c))
+        self.layers = build_layers(cfg.scene_layers, c, cfg.head_dim, cfg.mlp_hidden, cfg.order)
+        self.decoder_norm = nn.LayerNorm(c, bias=False)
+        self.decoder = nn.Linear(c, p * p * cfg.gaussian_channels, bias=False)  # output fixed by the task
+        for m in (self.ray_embed, self.pe_embedder_plucker, self.fuse, self.decoder):
+            init_linear(m)
 
-    def forward(self, images: Tensor, cams: Camera) -> dict[str, Tensor]:
-        """images (B, V, 3, H, W) in [-1, 1], cams (B, V) -> Gaussians with N = V H W per sample:
-        means (B, N, 3), quats (B, N, 4), scales (B, N, 3), opacities (B, N), sh (B, N, (sh+1)^2, 3)."""
+    def forward(self, image_tokens: Tensor, cams: Camera, h: int, w: int) -> dict[str, Tensor]:
+        """image_tokens (B, V, N, C) (the camera transformer's `embed` of the reference images, H x W pixels),
+        cams (B, V) -> Gaussians with N = V H W per sample: means (B, N, 3), quats (B, N, 4), scales (B, N, 3),
+        opacities (B, N), sh (B, N, (sh+1)^2, 3), distance (B, N)."""
         cfg = self.cfg
-        b, v, _, h, w = images.shape
         p = cfg.patch
-        dtype = images.dtype
-        rays = plucker_rays(cams, h, w, dtype=dtype).permute(0, 1, 4, 2, 3)  # (B, V, 6, H, W)
-        x = torch.cat([self.image_embed(patchify(images, p)), self.ray_embed(patchify(rays, p))], -1)
-        x = self.fuse(x)
-        angles = rope_table(cfg.heads, h // p, w // p, 0, images.device)
+        dtype = image_tokens.dtype
+        rays = self.ray_embed(patchify(plucker_moment_first(cams, h, w, self.ray_embed.weight.dtype), p))
+        rays = rays + self.pe_embedder_plucker(h // p, w // p, rays.dtype)
+        x = self.fuse(torch.cat([image_tokens, rays.to(dtype)], -1))
         for layer in self.layers:
-            x = layer(x, angles)
+            x = layer(x)
         raw = unpatchify(self.decoder(self.decoder_norm(x)), p, h, w).float()  # (B, V, H, W, G)
         return decode_gaussians(raw, cams, cfg)
 
@@ -68,7 +76,7 @@ def decode_gaussians(raw: Tensor, cams: Camera, cfg: ERayZerConfig) -> dict[str,
     means = origins + dist * dirs
     scales = torch.exp(torch.clamp(scale - 3.0, -10.0, -2.0))
     opacities = torch.sigmoid(torch.clamp_min(opac[..., 0] - 2.0, -10.0))
-    quats = F.normalize(quat + quat.new_tensor([1.0, 0.0, 0.0, 0.0]), dim=-1)
+    quats = F.normalize(quat, dim=-1)
     n = v * h * w
     return {
         "means": means.reshape(b, n, 3),
