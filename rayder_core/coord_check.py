@@ -20,23 +20,31 @@ from torch import Tensor, nn
 from rayder_core import mup
 from rayder_core.models import build_for_training, family_of, get_family, model_config
 
-# Modules whose output is recorded: the direct children of the model and the items of its top-level ModuleLists
-# (one transformer/hourglass layer each), except containers and embeddings.
-_SKIP = (nn.ModuleList, nn.ModuleDict, nn.Embedding)
+# Modules whose output is recorded: every item of a ModuleList (one transformer/hourglass layer each, at any depth)
+# and every other child that holds no ModuleList (merges, heads, outputs); a child that holds ModuleLists (a
+# sub-network such as E-RayZer's camera transformer) is walked into. Embeddings are inputs, not blocks.
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict)
 
 
-def recorded_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _holds_layers(module: nn.Module) -> bool:
+    return any(isinstance(m, _CONTAINERS) for m in module.children())
+
+
+def recorded_blocks(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """(name, module) of the blocks a coordinate check records, in definition order."""
     blocks = []
     for name, child in model.named_children():
-        if isinstance(child, nn.ModuleList):
+        full = f"{prefix}{name}"
+        if isinstance(child, _CONTAINERS):
             for sub_name, sub in child.named_children():
-                if isinstance(sub, nn.ModuleList):
-                    blocks += [(f"{name}.{sub_name}.{n}", m) for n, m in sub.named_children()]
-                elif not isinstance(sub, _SKIP):
-                    blocks.append((f"{name}.{sub_name}", sub))
-        elif not isinstance(child, _SKIP):
-            blocks.append((name, child))
+                if isinstance(sub, _CONTAINERS) or _holds_layers(sub) and not isinstance(sub, nn.Sequential):
+                    blocks += recorded_blocks(nn.ModuleDict({sub_name: sub}), f"{full}.")
+                else:
+                    blocks.append((f"{full}.{sub_name}", sub))
+        elif _holds_layers(child):
+            blocks += recorded_blocks(child, f"{full}.")
+        elif not isinstance(child, nn.Embedding):
+            blocks.append((full, child))
     return blocks
 
 

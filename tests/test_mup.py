@@ -128,6 +128,7 @@ def test_width_ladder_scales_every_width_and_the_flops():
     assert all(b / a > 2.5 for a, b in zip(flops, flops[1:]))
 
 
+@pytest.mark.slow
 def test_coordinate_check_flat_under_mup_growing_under_standard():
     """Over widths 32..256 (8x), 5 AdamW steps at LR 1e-2: each block's output RMS varies < 2x under muP; under the
     standard parametrisation the backbone's grows with width; muP without the readout multipliers fails the check."""
@@ -179,3 +180,17 @@ def test_standard_run_is_plain_adamw(synth_data, tmp_path):
                                   "model": {"preset": "tiny-xs", "parametrization": "standard"}})
     assert explicit.run_id == cfg.run_id
     assert load_train_config({**tiny_config(synth_data, tmp_path), "model": _mup(32)}).run_id != cfg.run_id
+
+
+@pytest.mark.slow
+def test_coordinate_check_erayzer():
+    """The same muP code on the other family: E-RayZer's ladder (every width scaled, head dim 16). Its focal head
+    outputs one number per view from a near-zero start, whose RMS over 8 values is noise at 5 steps: left out."""
+    model, widths = {"family": "erayzer", "preset": "tiny-w16"}, [32, 64, 128, 256]
+    kw = dict(base_width=16, lr=1e-2, steps=5, resolution=16)
+    good = width_spread(coord_check(model, widths, "mup", **kw), 5)
+    assert {"camera_net.layers.0", "scene_net.layers.0", "scene_net.decoder"} <= set(good)
+    good.pop("camera_net.focal_head")
+    assert max(good.values()) < 2.0, good
+    std = width_spread(coord_check(model, widths, "standard", **kw), 5)
+    assert std["scene_net.layers.0"] > 4.0 and std["camera_net.pose_head"] > 4.0, std

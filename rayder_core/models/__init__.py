@@ -47,13 +47,13 @@ def _rayder_family() -> Family:
 
 def _erayzer_family() -> Family:
     from .erayzer import flops as eflops
-    from .erayzer.config import PRESETS, ERayZerConfig
+    from .erayzer.config import PRESETS, ERayZerConfig, scale_width
     from .erayzer.model import ERayZer
 
     return Family(
         name="erayzer", config_from_dict=lambda d, source: ERayZerConfig.from_dict(d, source=source),
         config_type=ERayZerConfig, presets=PRESETS, build=ERayZer, count_flops=eflops.count_flops,
-        train_flops_per_step=eflops.train_flops_per_step, param_count=eflops.param_count,
+        train_flops_per_step=eflops.train_flops_per_step, param_count=eflops.param_count, scale_width=scale_width,
         description="E-RayZer: camera + scene transformers, pixel-aligned 3D Gaussians, splatting",
     )
 
