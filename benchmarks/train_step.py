@@ -24,6 +24,7 @@ given.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU: the MFU of XS..L at 256^2, bf16)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "torch built without CUDA" if torch.version.cuda is None else "no CUDA device visible"
+        print(f"train_step: --device cuda but CUDA is not available ({why}; torch {torch.__version__}); "
+              "nothing measured", file=sys.stderr)
+        raise SystemExit(2)
     default_precisions = args.precisions is None
     gpu_defaults = _apply_device_defaults(args, device)
     if args.threads:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rayder_core.geometry import Camera, ray_origins_directions, so3_exp
 from rayder_core.models.erayzer import render as R
@@ -239,3 +240,44 @@ def test_dense_renderer_matches_gsplat_on_cuda():  # pragma: no cover - GPU only
     err = (img[0].cpu() - ours).abs().max()
     print(f"max |dense - gsplat| = {err:.2e}")
     assert err < 2e-2  # tails beyond the 3-sigma tile footprint differ (module docstring)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat on the GPU needs a CUDA device (none here)")
+def test_gsplat_path_matches_the_dense_renderer_with_gradients_on_cuda():  # pragma: no cover - GPU only
+    """`render_views` through gsplat (`_render_gsplat`, the focal folded into the view matrices by `fold_focal`)
+    against the dense renderer on the same CUDA tensors: images within 1e-4, gradients of means, opacities and the
+    focal within 1e-3 relative. Opacities stay below 0.35, so every pixel outside gsplat's 3-sigma footprint has
+    alpha < 1/255 and is skipped by both renderers (the only place they could differ)."""
+    pytest.importorskip("gsplat", reason="gsplat is not installed")
+    dev = torch.device("cuda")
+    g = torch.Generator().manual_seed(7)
+    b, n, v, size = 2, 300, 3, 32
+    means = (torch.randn(b, n, 3, generator=g) * torch.tensor([0.5, 0.5, 0.4]) + torch.tensor([0.0, 0.0, 3.0]))
+    quats = F.normalize(torch.randn(b, n, 4, generator=g), dim=-1)
+    scales = 0.03 + 0.08 * torch.rand(b, n, 3, generator=g)
+    opac = 0.05 + 0.28 * torch.rand(b, n, generator=g)
+    sh = 0.3 * torch.randn(b, n, 4, 3, generator=g)
+    yaw = torch.tensor([[0.0, 0.05, -0.04], [0.02, -0.03, 0.06]])
+    Rs = so3_exp(torch.stack([torch.zeros_like(yaw), yaw, torch.zeros_like(yaw)], -1).double()).float()
+    t = 0.1 * torch.randn(b, v, 3, generator=g)
+    f = torch.full((b, v), 1.4)
+    results = {}
+    for backend in ("torch", "gsplat"):
+        leaves = {"means": means.to(dev).requires_grad_(True), "opacities": opac.to(dev).requires_grad_(True),
+                  "f": f.to(dev).requires_grad_(True)}
+        gs = {"means": leaves["means"], "quats": quats.to(dev), "scales": scales.to(dev),
+              "opacities": leaves["opacities"], "sh": sh.to(dev)}
+        cams = Camera(R=Rs.to(dev), t=t.to(dev), f=leaves["f"])
+        img = R.render_views(gs, cams, size, size, near_plane=0.2, background=1.0, backend=backend,
+                             memory_checkpoint=False)
+        weights = torch.linspace(0.5, 1.5, img.numel(), device=dev).reshape(img.shape)
+        grads = torch.autograd.grad((img * weights).sum(), list(leaves.values()))
+        results[backend] = (img.detach().cpu(), {k: gr.cpu() for k, gr in zip(leaves, grads)})
+    (img_t, grad_t), (img_g, grad_g) = results["torch"], results["gsplat"]
+    err = (img_t - img_g).abs().max().item()
+    print(f"max |dense - gsplat| = {err:.2e}")
+    assert err < 1e-4
+    for k in ("means", "opacities", "f"):
+        rel = ((grad_t[k] - grad_g[k]).norm() / grad_t[k].norm()).item()
+        print(f"gradient {k}: relative difference {rel:.2e}")
+        assert rel < 1e-3, k

@@ -1,4 +1,6 @@
-"""Relative pose accuracy RPA@5/15/30 (rayder_core.metrics) against hand-computed cases."""
+"""Relative pose accuracy RPA@5/15/30 (rayder_core.metrics) against hand-computed cases and the official evaluation
+code restated (E-RayZer's camera_eval.py, from VGGT): the published definition (sign-folded translation angle, <=) is
+the default, the strict one (no folding, <) a named option."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 from rayder_core.geometry import Camera, so3_exp
-from rayder_core.metrics import pairwise_pose_errors, relative_pose_accuracy
+from rayder_core.metrics import pairwise_pose_errors, relative_pose_accuracy, rpa_key
 
 
 def _rz(deg: float) -> torch.Tensor:
@@ -36,8 +38,9 @@ def test_hand_computed_three_views():
     assert trans.tolist() == pytest.approx([0.0, 20.0, a12], abs=1e-9)
     # errors max(rot, trans) = [10, 20, max(10, a12)] with a12 = 26.05 deg
     assert a12 == pytest.approx(26.0524, abs=1e-3)
-    out = relative_pose_accuracy(pred, gt)
-    assert out["rpa_pairs"] == 3
+    out = relative_pose_accuracy(pred, gt, definition="strict")
+    assert out["rpa_pairs"] == 3 and set(out) == {"rpa_strict@5", "rpa_strict@15", "rpa_strict@30", "rpa_pairs"}
+    out = {k.replace("_strict", ""): v for k, v in out.items()}
     assert out["rpa@5"] == pytest.approx(0.0)
     assert out["rpa@15"] == pytest.approx(100 / 3)  # only pair (0,1) (10 deg)
     assert out["rpa@30"] == pytest.approx(100.0)
@@ -69,3 +72,70 @@ def test_sign_folding_and_errors():
     assert pairwise_pose_errors(pred, gt, fold_translation_sign=True)[1].item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match="2 views"):
         relative_pose_accuracy(gt[:1], gt[:1])
+
+
+def official_rpa(gt_c2w: torch.Tensor, pred_c2w: torch.Tensor, thresholds=(5, 15, 30)) -> dict[str, float]:
+    """evaluate_camera_pose_metrics of the official code restated (4x4 c2w matrices (N, 4, 4)), in percent."""
+    n = gt_c2w.shape[0]
+    i1, i2 = torch.combinations(torch.arange(n), 2, with_replacement=False).unbind(-1)
+
+    def inv_se3(m):
+        out = torch.eye(4, dtype=m.dtype).repeat(m.shape[0], 1, 1)
+        out[:, :3, :3] = m[:, :3, :3].transpose(1, 2)
+        out[:, :3, 3:] = -m[:, :3, :3].transpose(1, 2) @ m[:, :3, 3:]
+        return out
+
+    gt_w2c, pred_w2c = torch.inverse(gt_c2w), torch.inverse(pred_c2w)
+    rel_gt = gt_w2c[i1] @ inv_se3(gt_w2c[i2])
+    rel_pred = pred_w2c[i1] @ inv_se3(pred_w2c[i2])
+    eps = 1e-15
+    tr = (rel_gt[:, :3, :3].transpose(1, 2) @ rel_pred[:, :3, :3]).diagonal(dim1=-2, dim2=-1).sum(-1)
+    r_err = torch.rad2deg(torch.arccos(torch.clamp((tr - 1) / 2, -1 + eps, 1 - eps)))
+    tg = rel_gt[:, :3, 3] / (rel_gt[:, :3, 3].norm(dim=1, keepdim=True) + eps)
+    tp = rel_pred[:, :3, 3] / (rel_pred[:, :3, 3].norm(dim=1, keepdim=True) + eps)
+    a = torch.acos(torch.clamp((tg * tp).sum(1), -1 + eps, 1 - eps))
+    t_err = torch.rad2deg(torch.minimum(a, math.pi - a))
+    err = torch.maximum(r_err, t_err)
+    return {f"rpa@{t}": float((err <= t).double().mean() * 100) for t in thresholds}
+
+
+def _c2w(cam: Camera) -> torch.Tensor:
+    m = torch.eye(4, dtype=torch.float64).repeat(cam.shape[0], 1, 1)
+    m[:, :3, :3], m[:, :3, 3] = cam.R, cam.t
+    return m
+
+
+def test_published_definition_matches_the_official_code():
+    torch.manual_seed(0)
+    for trial in range(20):
+        v = 6
+        R = so3_exp(torch.randn(v, 3, dtype=torch.float64))
+        t = torch.randn(v, 3, dtype=torch.float64)
+        gt = Camera(R=R, t=t, f=torch.ones(v, dtype=torch.float64))
+        noise = 0.05 * (trial + 1) / 4
+        pred = Camera(R=so3_exp(noise * torch.randn(v, 3, dtype=torch.float64)) @ R,
+                      t=t + noise * torch.randn(v, 3, dtype=torch.float64) * (-1 if trial % 2 else 1),
+                      f=gt.f)
+        ours = relative_pose_accuracy(pred, gt)
+        ref = official_rpa(_c2w(gt), _c2w(pred))
+        for k in (5, 15, 30):
+            assert ours[rpa_key(k)] == pytest.approx(ref[f"rpa@{k}"], abs=1e-9)
+        strict = relative_pose_accuracy(pred, gt, definition="strict")
+        assert all(strict[rpa_key(k, "strict")] <= ours[rpa_key(k)] for k in (5, 15, 30))
+
+
+def test_published_counts_equality_and_folds_the_sign_strict_does_not():
+    gt = _cams([_rz(0)] * 2, [[0, 0, 0], [1, 0, 0]])
+    flipped = _cams([_rz(0)] * 2, [[0, 0, 0], [-1, 0, 0]])  # reversed baseline: 180 deg, folded 0 deg
+    assert relative_pose_accuracy(flipped, gt)["rpa@5"] == 100.0
+    assert relative_pose_accuracy(flipped, gt, definition="strict")["rpa_strict@30"] == 0.0
+    # an error of exactly 15 deg (rotation about z, along-x translation unchanged in camera 0's frame) counts at @15
+    # for the published definition (<=) and not for the strict one (<)
+    exact = _cams([_rz(0), _rz(15)], [[0, 0, 0], [1, 0, 0]])
+    err = pairwise_pose_errors(exact, gt)[0].item()
+    assert err == pytest.approx(15.0, abs=1e-9)
+    published = relative_pose_accuracy(exact, gt, thresholds=(err,))
+    strict = relative_pose_accuracy(exact, gt, thresholds=(err,), definition="strict")
+    assert published[rpa_key(err)] == 100.0 and strict[rpa_key(err, "strict")] == 0.0
+    with pytest.raises(ValueError, match="definition"):
+        relative_pose_accuracy(gt, gt, definition="vggt")
