@@ -119,8 +119,8 @@ def check_overfit(store, sweep: str, bench: str) -> Check:
                  "lower train loss and worse eval PSNR, every preset", all(oks))
 
 
-def check_frontier(points: int) -> Check:
-    return Check("frontier points", f"{points} per-D frontier points", ">= 15", points >= 15)
+def check_frontier(points: int, minimum: int = 15) -> Check:
+    return Check("frontier points", f"{points} per-D frontier points", f">= {minimum}", points >= minimum)
 
 
 def check_law(fit, label: str, r2_target: float, need_beta: bool) -> Check:
@@ -160,3 +160,191 @@ def format_checks(checks: list[Check]) -> str:
     mark = {True: "met", False: "NOT met", None: "n/a"}
     width = max(len(c.name) for c in checks)
     return "\n".join(f"  [{mark[c.ok]:>7}] {c.name:<{width}}  {c.measured}   (target: {c.target})" for c in checks)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The law that holds (issue 23): size axis, identification, extrapolation, held-out prediction
+
+
+def _mse(psnr: pd.Series | np.ndarray) -> np.ndarray:
+    """MSE in [0, 1] pixel units from PSNR in dB (PSNR = -10 log10 MSE)."""
+    return 10 ** (-np.asarray(psnr, dtype=float) / 10)
+
+
+def final_mse_by_preset(store, sweep: str, bench: str, D: float | None = None) -> pd.DataFrame:
+    """Per preset at data size D (default: the largest): seed-mean, min and max of each run's final-checkpoint MSE,
+    with params and the number of runs, sorted by params."""
+    pts = store.eval_points(bench, "psnr", sweep=sweep)
+    if pts.empty:
+        return pd.DataFrame(columns=["preset", "params", "mean", "min", "max", "runs"])
+    D = pts["D"].max() if D is None else D
+    last = pts[(pts["D"] == D) & pts["is_last"].astype(bool)].copy()
+    last["mse"] = _mse(last["value"])
+    return (last.groupby(["preset", "params"])["mse"].agg(["mean", "min", "max", "count"]).reset_index()
+            .rename(columns={"count": "runs"}).sort_values("params").reset_index(drop=True))
+
+
+def frontier_presets(points: pd.DataFrame, share: float = 0.2) -> tuple[float, float]:
+    """Mean parameter count of the compute-optimal frontier's points (running minimum of MSE along C over every
+    checkpoint of `points`: columns compute_gflop, value (PSNR), params) in the bottom and the top `share` of the
+    frontier's log-compute range."""
+    pts = points.sort_values("compute_gflop")
+    mse = _mse(pts["value"])
+    keep = mse < np.minimum.accumulate(np.r_[np.inf, mse[:-1]])
+    front = pts[keep]
+    logc = np.log(front["compute_gflop"].to_numpy())
+    lo, hi = logc.min(), logc.max()
+    span = max(hi - lo, 1e-12)
+    bottom = front[logc <= lo + share * span]["params"].mean()
+    top = front[logc >= hi - share * span]["params"].mean()
+    return float(bottom), float(top)
+
+
+def check_size_matters(store, sweep: str, bench: str) -> Check:
+    """Where size matters (issue 23, target 3): at the largest D the final held-out MSE (seed means) falls
+    monotonically with width, and the compute-optimal frontier's preset at the top 20% of compute is larger than
+    at the bottom 20%. When not, says whether the smallest preset is compute-optimal at every budget measured."""
+    name = "size matters at the largest D"
+    table = final_mse_by_preset(store, sweep, bench)
+    if len(table) < 2:
+        return Check(name, "needs >= 2 presets at the largest D", "MSE falls with width", None)
+    pts = store.eval_points(bench, "psnr", sweep=sweep)
+    top_d = pts[pts["D"] == pts["D"].max()]
+    bottom, top = frontier_presets(top_d)
+    means = table["mean"].to_numpy()
+    falls = bool(np.all(np.diff(means) < 0))
+    seeds = int(table["runs"].max())
+    per = ", ".join(f"{p} {m:.5f}" + (f" [{lo:.5f}, {hi:.5f}]" if seeds > 1 else "")
+                    for p, m, lo, hi in zip(table["preset"], table["mean"], table["min"], table["max"]))
+    what = (f"final MSE at D={int(top_d['D'].iloc[0])} ({'mean [range] of ' + str(seeds) + ' seeds' if seeds > 1 else '1 seed'})"
+            f": {per}; frontier params bottom/top 20% of C: {bottom:.3g}/{top:.3g}")
+    ok = falls and top > bottom
+    if not ok and table["mean"].idxmin() == 0 and top <= bottom:
+        what += "; the smallest preset is compute-optimal at every budget measured"
+    return Check(name, what, "MSE falls monotonically with width and the frontier moves to larger presets", ok)
+
+
+def check_overfit_mse(store, sweep: str, bench: str) -> Check:
+    """The smallest D overfits: for each preset (seed means), a lower final training loss but a worse final held-out
+    MSE than at the largest D."""
+    pts = store.eval_points(bench, "psnr", sweep=sweep)
+    if pts.empty or pts["D"].nunique() < 2:
+        return Check("smallest D overfits", "needs >= 2 data sizes", "lower train loss, worse held-out MSE", None)
+    d_min, d_max = pts["D"].min(), pts["D"].max()
+    last = pts[pts["is_last"].astype(bool)]
+    parts, oks = [], []
+    for preset, g in last.groupby("preset"):
+        lo, hi = g[g["D"] == d_min], g[g["D"] == d_max]
+        if lo.empty or hi.empty:
+            continue
+        train = {}
+        for tag, rows in (("min", lo), ("max", hi)):
+            values = []
+            for run_id in rows["run_id"]:
+                log = store.train_log(run_id).sort_values("step")
+                values.append(float(log["loss"].iloc[-max(1, len(log) // 10):].mean()) if len(log) else np.nan)
+            train[tag] = float(np.mean(values))
+        held = {"min": float(_mse(lo["value"]).mean()), "max": float(_mse(hi["value"]).mean())}
+        oks.append(train["min"] < train["max"] and held["min"] > held["max"])
+        parts.append(f"{preset}: train {train['min']:.4f} vs {train['max']:.4f}, held-out MSE {held['min']:.5f} vs "
+                     f"{held['max']:.5f}")
+    if not oks:
+        return Check("smallest D overfits", "no preset ran on both the smallest and the largest D",
+                     "lower train loss, worse held-out MSE", None)
+    return Check(f"smallest D ({int(d_min)}) overfits vs D={int(d_max)}", "; ".join(parts),
+                 "lower train loss and worse held-out MSE, every preset", all(oks))
+
+
+def _at_bound(fit, name: str) -> bool:
+    lo, hi = fit.law.bounds.get(name, (-np.inf, np.inf))
+    tol = 1e-3 * max(1.0, abs(hi - lo) if np.isfinite(hi - lo) else 1.0)
+    return any(np.isfinite(b) and abs(v - b) <= tol for v in (fit.ci_low[name], fit.ci_high[name], fit.params[name])
+               for b in (lo, hi))
+
+
+def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str, ...] = ("alpha", "beta")) -> Check:
+    """Issue 23, target 2: R^2 >= target; each exponent's bootstrap 95% CI excludes 0, stays clear of its bounds
+    and is narrower than twice the estimate; L_inf has not drifted to 0; no parameter (or CI) at a bound."""
+    name = f"{label} law identified"
+    if fit is None:
+        return Check(name, "not fitted", f"R^2 >= {r2_target}", None)
+    problems = []
+    if fit.r2 < r2_target:
+        problems.append(f"R^2 {fit.r2:.3f} < {r2_target}")
+    parts = [f"R^2 {fit.r2:.3f}"]
+    for e in exponents:
+        if e not in fit.params:
+            continue
+        v, lo, hi = fit.params[e], fit.ci_low.get(e, np.nan), fit.ci_high.get(e, np.nan)
+        parts.append(f"{e} {v:.3g} [{lo:.3g}, {hi:.3g}]")
+        if not (np.isfinite(lo) and lo > 0):
+            problems.append(f"{e}'s CI does not exclude 0")
+        if _at_bound(fit, e):
+            problems.append(f"{e} or its CI at a bound")
+        if np.isfinite(hi - lo) and hi - lo >= 2 * v:
+            problems.append(f"{e}'s CI wider than twice the estimate")
+    if any("drifted" in w for w in fit.warnings):
+        problems.append("L_inf drifted to 0")
+    bounded = [w for w in fit.warnings if "bound" in w]
+    if bounded:
+        problems.append(f"{len(bounded)} parameter(s) at a bound")
+    measured = ", ".join(parts) + (f"; {'; '.join(problems)}" if problems else "")
+    return Check(name, measured, f"R^2 >= {r2_target}; exponent CIs exclude 0, clear of bounds, < 2x estimate; "
+                 "L_inf not at 0", not problems)
+
+
+def effective_exponents(fit) -> dict[str, tuple[float, float, float]]:
+    """alpha*gamma and beta*gamma (what the data identify when one term dominates) with bootstrap 95% CIs:
+    name -> (estimate, low, high)."""
+    names = list(fit.law.param_names)
+    out = {}
+    boot = np.asarray(fit.bootstrap_params, dtype=float)
+    for e in ("alpha", "beta"):
+        if e not in fit.params or "gamma" not in fit.params:
+            continue
+        est = fit.params[e] * fit.params["gamma"]
+        if boot.ndim == 2 and len(boot) and e in names and "gamma" in names:
+            prod = boot[:, names.index(e)] * boot[:, names.index("gamma")]
+            prod = prod[np.isfinite(prod)]
+            lo, hi = (np.percentile(prod, [2.5, 97.5]) if len(prod) else (np.nan, np.nan))
+        else:
+            lo = hi = np.nan
+        out[f"{e}*gamma"] = (float(est), float(lo), float(hi))
+    return out
+
+
+def check_extrapolation_slope(fit, store, sweep: str, bench: str, factor: float = 4.0) -> Check:
+    """The law's extrapolation to `factor` x the largest C must not be flat while the runs still improve: at the
+    largest D, compare d log MSE / d log C of the law at factor x C_max with the slope of the largest-compute run's last
+    two evaluated checkpoints; met when the law keeps >= 25% of that slope (or the runs have stopped improving)."""
+    name = f"law not flat at {factor:g}x the largest C"
+    pts = store.eval_points(bench, "psnr", sweep=sweep)
+    if fit is None or pts.empty:
+        return Check(name, "no law or no points", "law slope >= 25% of the last checkpoints' slope", None)
+    top = pts[pts["D"] == pts["D"].max()]
+    run = top.loc[top["compute_gflop"].idxmax(), "run_id"]
+    last = top[top["run_id"] == run].sort_values("compute_gflop").tail(2)
+    if len(last) < 2:
+        return Check(name, "the largest run has < 2 evaluations", "", None)
+    c, m = last["compute_gflop"].to_numpy(), _mse(last["value"])
+    run_slope = float(np.diff(np.log(m))[0] / np.diff(np.log(c))[0])
+    d = float(top["D"].iloc[0])
+    c_max = float(pts["compute_gflop"].max())
+    cs = np.array([c_max * factor, c_max * factor * 1.01])
+    pred = fit.predict(cs, np.full(2, d))
+    law_slope = float(np.diff(np.log(np.asarray(pred, dtype=float)))[0] / np.log(1.01))
+    improving = run_slope < -0.02
+    ok = (not improving) or law_slope <= 0.25 * run_slope
+    return Check(name, f"law slope {law_slope:.3f} at {factor:g}x C_max vs last checkpoints {run_slope:.3f} "
+                 f"(D={int(d)})", "law slope >= 25% of the runs' while they still improve", bool(ok))
+
+
+def check_holdout_10(summary: pd.DataFrame | None) -> Check:
+    """Issue 23, target 5: the held-out run's final MSE predicted within 10% and inside the bootstrap band."""
+    if summary is None or summary.empty:
+        return Check("held-out run predicted", "not run", "|error| <= 10% and inside the 95% band", None)
+    worst = float(summary["rel_err"].abs().max())
+    inside = int(summary["inside"].sum())
+    return Check("held-out run predicted", ", ".join(f"{e:+.1%}" for e in summary["rel_err"]) +
+                 f" (inside the 95% band: {inside}/{len(summary)})", "|error| <= 10% and inside the 95% band",
+                 worst <= 0.10 and inside == len(summary))

@@ -1,0 +1,75 @@
+"""`make seed-check` (= `python -m sweeps.seed_check`): is the demo's law robust to the seed?
+
+Runs the demo grid again with seed 1 into its own store and run directory (`results-seed1.duckdb`,
+`runs/demo-seed1`; the seed-0 demo is run first when its store has no finished grid), fits the primary MSE law on
+both, and prints the comparison: the effective exponents alpha*gamma and beta*gamma of seed 1 (what the data
+identify when one term dominates) against seed 0's bootstrap 95% CIs, whether those CIs are narrower than the
+estimates, and the answer of each seed to "does size matter at the largest D?". Exit status 0 when every
+comparison holds, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rayder_core.results import ResultsStore
+from sweeps import demo
+from sweeps import study_checks as sc
+
+SEED1_SETS = ["grid.seeds=[1]", "db=results-seed1.duckdb", "out_dir=runs/demo-seed1"]
+
+
+def compare_effective(fit0, fit1) -> tuple[list[str], bool]:
+    """Lines comparing seed 1's effective exponents with seed 0's CIs, and whether all hold: each seed-1 estimate
+    inside seed 0's 95% CI, and seed 0's CI narrower than its estimate."""
+    e0, e1 = sc.effective_exponents(fit0), sc.effective_exponents(fit1)
+    lines, ok = [], True
+    for name, (est, lo, hi) in e0.items():
+        other = e1.get(name, (float("nan"),) * 3)[0]
+        inside = lo <= other <= hi
+        narrow = (hi - lo) < est
+        ok = ok and inside and narrow
+        lines.append(f"  {name:<12} seed 0 {est:.3g} [{lo:.3g}, {hi:.3g}] (CI width {hi - lo:.3g} "
+                     f"{'<' if narrow else '>='} estimate) | seed 1 {other:.3g} "
+                     f"{'inside' if inside else 'OUTSIDE'} seed 0's CI")
+    return lines, ok and bool(e0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps.seed_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", default=str(demo.DEMO_GRID))
+    parser.add_argument("--skip-runs", action="store_true", help="compare the existing stores only")
+    args = parser.parse_args(argv)
+    spec0 = demo.demo_spec(args.grid)
+    spec1 = demo.demo_spec(args.grid, SEED1_SETS)
+    if not args.skip_runs:
+        status = ResultsStore(spec0.db_path).runs(spec0.name) if Path(spec0.db_path).exists() else None
+        if status is None or int((status["status"] == "finished").sum()) < len(spec0.runs()):
+            print("seed-check: the seed-0 demo first", flush=True)
+            demo.main(["--grid", args.grid])
+        print("seed-check: the demo with seed 1", flush=True)
+        demo.main(["--grid", args.grid, *sum((["--set", s] for s in SEED1_SETS), []),
+                   "--pdf", "reports/out/study-seed1.pdf"])
+    bench = demo.nvs_benches(spec0)[0]
+    fits = []
+    for spec in (spec0, spec1):
+        fit, _ = demo.fit_one(ResultsStore(spec.db_path), spec, bench, "psnr")
+        fits.append(fit)
+    if any(f is None for f in fits):
+        print("seed-check: a store has no fit (see above)", file=sys.stderr)
+        return 1
+    lines, ok = compare_effective(*fits)
+    size = [sc.check_size_matters(ResultsStore(s.db_path), s.name, bench) for s in (spec0, spec1)]
+    same = size[0].ok == size[1].ok
+    print(f"\nseed check on {bench} (MSE law):\n" + "\n".join(lines))
+    for seed, c in zip((0, 1), size):
+        print(f"  size matters, seed {seed}: {'yes' if c.ok else 'no'} ({c.measured})")
+    print(f"  same answer on size: {'yes' if same else 'NO'}")
+    print(f"seed check: {'met' if ok and same else 'NOT met'}")
+    return 0 if ok and same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The issue-23 study checks on stores and fits with known values: each check passes on a case built to pass and fails
+on a case built to fail it (a stand-in store supplies `eval_points` and `train_log` with the columns the real one
+has; stand-in fits carry params, CIs, bounds, warnings and bootstrap rows)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeps import study_checks as sc
+from sweeps.seed_check import compare_effective
+
+
+class _Store:
+    def __init__(self, evals: list[tuple], logs: dict[str, list[float]] | None = None):
+        self.df = pd.DataFrame(evals, columns=["run_id", "preset", "params", "D", "step", "compute_gflop", "value"])
+        last = self.df.groupby("run_id")["step"].transform("max")
+        self.df["is_last"] = self.df["step"] == last
+        self.logs = logs or {}
+
+    def eval_points(self, bench, metric, sweep=None):
+        assert metric == "psnr"
+        return self.df
+
+    def train_log(self, run_id):
+        losses = self.logs.get(run_id, [0.1] * 20)
+        return pd.DataFrame({"step": np.arange(len(losses)), "loss": losses})
+
+
+def _psnr(mse):
+    return -10 * np.log10(mse)
+
+
+def _study(mse_of, presets=(("w16", 1), ("w32", 4), ("w64", 16)), ds=(16, 1024), steps=(100, 200, 400, 800),
+           seeds=(0,)):
+    """Eval rows of a grid whose MSE at (params, D, C) is mse_of(params, D, C); compute = params x step."""
+    rows = []
+    for preset, params in presets:
+        for D in ds:
+            for seed in seeds:
+                run = f"{preset}-{D}-{seed}"
+                for step in steps:
+                    C = params * step
+                    rows.append((run, preset, params, D, step, C, _psnr(mse_of(params, D, C, seed))))
+    return rows
+
+
+def test_size_matters_when_wider_is_better_at_large_compute():
+    # larger models: worse at small compute (more FLOPs per step), better at large compute; seed noise small
+    law = lambda p, D, C, s: 0.01 + 0.2 * (C / p ** 0.6) ** -0.5 + 0.01 / p ** 0.5 + 1e-5 * s  # noqa: E731
+    check = sc.check_size_matters(_Store(_study(law, seeds=(0, 1))), "demo", "b")
+    assert check.ok is True, check.measured
+    assert "2 seeds" in check.measured and "w16" in check.measured
+
+
+def test_size_does_not_matter_when_the_smallest_wins_everywhere():
+    law = lambda p, D, C, s: 0.01 + 0.2 * (C / p) ** -0.5 + 0.001 * p  # noqa: E731  extra width only costs compute
+    check = sc.check_size_matters(_Store(_study(law)), "demo", "b")
+    assert check.ok is False
+    assert "the smallest preset is compute-optimal at every budget measured" in check.measured
+
+
+def test_frontier_presets_brute_force():
+    pts = pd.DataFrame({"compute_gflop": [1, 2, 3, 10, 20, 30], "value": _psnr(np.array([.5, .4, .45, .3, .2, .1])),
+                        "params": [1, 1, 4, 4, 16, 16]})
+    bottom, top = sc.frontier_presets(pts)
+    # frontier (running minimum): C = 1, 2, 10, 20, 30; log range [0, log 30]: bottom 20% = C <= 30^0.2 (C 1, 2)
+    assert bottom == 1.0 and top == 16.0
+
+
+def test_overfit_check():
+    rows = _study(lambda p, D, C, s: 0.05 if D == 16 else 0.03)
+    logs = {r[0]: ([0.1] * 10 + [0.01] * 10 if r[3] == 16 else [0.1] * 10 + [0.03] * 10) for r in rows}
+    assert sc.check_overfit_mse(_Store(rows, logs), "demo", "b").ok is True
+    logs_bad = {k: [0.1] * 20 for k in logs}  # equal training loss: no memorisation
+    assert sc.check_overfit_mse(_Store(rows, logs_bad), "demo", "b").ok is False
+
+
+def _fit(**over):
+    base = dict(r2=0.985, params={"L_inf": 0.01, "alpha": 0.5, "beta": 0.4, "gamma": 1.0},
+                ci_low={"L_inf": 0.005, "alpha": 0.35, "beta": 0.3, "gamma": 0.8},
+                ci_high={"L_inf": 0.015, "alpha": 0.7, "beta": 0.55, "gamma": 1.2}, warnings=[],
+                law=SimpleNamespace(bounds={"alpha": (0.0, 5.0), "beta": (0.0, 5.0), "gamma": (0.05, 5.0)},
+                                    param_names=("L_inf", "A", "alpha", "B", "beta", "gamma")))
+    base.update(over)
+    return SimpleNamespace(**base)
+
+
+def test_identified_law_passes_and_each_failure_mode_fails():
+    assert sc.check_identified_law(_fit(), "MSE", 0.97).ok is True
+    assert sc.check_identified_law(_fit(r2=0.96), "MSE", 0.97).ok is False
+    wide = _fit(ci_low={"alpha": 0.05, "beta": 0.3}, ci_high={"alpha": 1.2, "beta": 0.55})
+    assert "alpha's CI wider than twice the estimate" in sc.check_identified_law(wide, "MSE", 0.97).measured
+    zero = _fit(ci_low={"alpha": -0.1, "beta": 0.3}, ci_high={"alpha": 0.7, "beta": 0.55})
+    assert "alpha's CI does not exclude 0" in sc.check_identified_law(zero, "MSE", 0.97).measured
+    at_bound = _fit(ci_low={"alpha": 0.35, "beta": 1.5}, ci_high={"alpha": 0.7, "beta": 5.0},
+                    params={"L_inf": 0.01, "alpha": 0.5, "beta": 3.0, "gamma": 1.0})
+    assert "beta or its CI at a bound" in sc.check_identified_law(at_bound, "MSE", 0.97).measured
+    drift = _fit(warnings=["L_inf = 1e-12 drifted towards 0 (below ...)"])
+    assert sc.check_identified_law(drift, "MSE", 0.97).ok is False
+
+
+def test_effective_exponents_from_bootstrap_rows():
+    rng = np.random.default_rng(0)
+    boot = np.zeros((400, 6))
+    boot[:, 2], boot[:, 4], boot[:, 5] = rng.uniform(0.4, 0.6, 400), 0.4, rng.uniform(0.9, 1.1, 400)
+    fit = _fit(bootstrap_params=boot)
+    eff = sc.effective_exponents(fit)
+    prod = boot[:, 2] * boot[:, 5]
+    assert eff["alpha*gamma"] == pytest.approx((0.5, *np.percentile(prod, [2.5, 97.5])))
+    assert eff["beta*gamma"][0] == pytest.approx(0.4)
+
+
+def test_seed_comparison_inside_and_outside():
+    rng = np.random.default_rng(1)
+    boot = np.zeros((400, 6))
+    boot[:, 2], boot[:, 4], boot[:, 5] = rng.normal(0.5, 0.03, 400), rng.normal(0.4, 0.02, 400), 1.0
+    seed0 = _fit(bootstrap_params=boot)
+    close = _fit(params={"L_inf": 0.01, "alpha": 0.52, "beta": 0.41, "gamma": 1.0}, bootstrap_params=boot)
+    lines, ok = compare_effective(seed0, close)
+    assert ok and len(lines) == 2
+    far = _fit(params={"L_inf": 0.01, "alpha": 0.9, "beta": 0.41, "gamma": 1.0}, bootstrap_params=boot)
+    lines, ok = compare_effective(seed0, far)
+    assert not ok and "OUTSIDE" in lines[0]
+
+
+def test_extrapolation_slope_check():
+    rows = _study(lambda p, D, C, s: 0.2 * C ** -0.5)  # the runs still improve with slope -0.5 in log-log
+    store = _Store(rows)
+    steep = SimpleNamespace(predict=lambda C, D: 0.2 * np.asarray(C) ** -0.4)
+    flat = SimpleNamespace(predict=lambda C, D: 0.01 + 0.0 * np.asarray(C))
+    assert sc.check_extrapolation_slope(steep, store, "demo", "b").ok is True
+    check = sc.check_extrapolation_slope(flat, store, "demo", "b")
+    assert check.ok is False and "vs last checkpoints -0.500" in check.measured
+
+
+def test_holdout_within_ten_percent_and_inside_band():
+    ok = pd.DataFrame({"rel_err": [0.08], "inside": [True]})
+    assert sc.check_holdout_10(ok).ok is True
+    assert sc.check_holdout_10(pd.DataFrame({"rel_err": [0.12], "inside": [True]})).ok is False
+    assert sc.check_holdout_10(pd.DataFrame({"rel_err": [0.05], "inside": [False]})).ok is False
