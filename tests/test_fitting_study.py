@@ -221,7 +221,7 @@ def test_ci_reaching_the_edge_of_a_range_warns_without_saying_bound():
 
 # ------------------------------------------------------------------------------------------------ one entry point
 # Laws of the demo-shaped store (tests/test_first_hour.py) recorded with the code before the refactor (commit
-# b1b2fd9): sweeps.demo.fit_study with 8 resamples, reports.fits.fit_metric(bootstrap=8), rayder-fit --starts 20
+# b1b2fd9): sweeps.demo.fit_study with 8 resamples (its options now go to fitting.fit_study), reports.fits.fit_metric(bootstrap=8), rayder-fit --starts 20
 # --bootstrap 6; and reports.family_page._fit_family on the two-family store of tests/test_family_compare.py.
 BEFORE = {
     "demo_psnr": {"L_inf": 0.09141856805135508, "A": 0.5271533862043383, "alpha": 0.3085236170055186,
@@ -251,25 +251,25 @@ def demo_store(tmp_path_factory):
     return db, _demo_like_store(db)
 
 
-def test_store_path_laws_identical_to_before_the_refactor(demo_store, tmp_path, monkeypatch, capsys):
+def test_store_path_laws_identical_to_before_the_refactor(demo_store, tmp_path, capsys):
     from fitting import FitOptions, StudyOptions, fit_study
     from reports.common import load_study
     from reports.fits import fit_metric
-    from sweeps import demo
+    from rayder_core.results import ResultsStore
 
     db, pts = demo_store
-    monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
-    fits, _ = demo.fit_study(demo.demo_spec(demo.DEMO_GRID, [f"db={db}"]))
-    assert fits["psnr"].params == pytest.approx(BEFORE["demo_psnr"], rel=1e-12)
-    assert fits["psnr"].ci_high["beta"] == pytest.approx(BEFORE_CI_HIGH_DEMO_BETA, rel=1e-12)
+    # the demo's call (sweeps/demo.py, being redesigned, calls fit_study with these options; 8 resamples here)
+    demo_options = StudyOptions(fit=FitOptions(bootstrap=8, seed=0, n_starts=20, metric="psnr", bench="re10k-synth",
+                                               sweep="demo"), metric="psnr", checkpoints="all", drop_warmup=True)
+    demo_fit = fit_study(ResultsStore(db).eval_points("re10k-synth", "psnr", sweep="demo"), demo_options).fit
+    assert demo_fit.params == pytest.approx(BEFORE["demo_psnr"], rel=1e-12)
+    assert demo_fit.ci_high["beta"] == pytest.approx(BEFORE_CI_HIGH_DEMO_BETA, rel=1e-12)
     report = fit_metric(load_study(db), "re10k-synth", "psnr", bootstrap=8, use_stored=False)
     assert report.params == pytest.approx(BEFORE["report_psnr"], rel=1e-12)
-    capsys.readouterr()  # the demo's printed laws
     assert main(["--metric", "mse", "--bench", "re10k-synth", "--db", str(db), "--no-write", "--json",
                  "--bootstrap", "6", "--starts", "20"]) == 0
     assert json.loads(capsys.readouterr().out)["params"] == pytest.approx(BEFORE["cli_mse"], rel=1e-12)
     # the family page (two-family store of tests/test_family_compare.py)
-    from rayder_core.results import ResultsStore
     from reports.family_page import _fit_family
     from tests.test_family_compare import _write_two_families
 
