@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 NATTEN_SPEC ?= natten==0.21.7
 
-.PHONY: install test test-fast demo validate bench clean system-deps
+.PHONY: install test test-fast demo validate seed-check bench clean system-deps
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: install
 # demo's finished runs).
 validate: install
 	$(PY) -m sweeps.demo --validate $(DEMO_ARGS)
+
+# The demo again with seed 1 (its own store and runs) and the comparison of the two laws (effective exponents).
+seed-check: install
+	$(PY) -m sweeps.seed_check
 
 bench: install
 	$(PY) benchmarks/train_step.py

@@ -417,25 +417,34 @@ def evaluation_views(rng: np.random.Generator, num_views: int, min_gap: int = 6,
     return {"context": [i, i + gap], "target": targets}
 
 
+BENCH_FAMILIES = ("heldout", "train")
+"""Texture families of a synthetic benchmark: 'heldout' (families never in training: a distribution-shift set) or
+'train' (the training families: an in-distribution held-out set)."""
+
+
 def make_synthetic_benchmarks(out: str | os.PathLike = "data/synth/bench", scenes: int = 64, resolution: int = 64,
                               seed: int = 1000, probe_sequences: int | None = None, seconds: float = 5.0,
-                              progress: bool = True) -> dict[str, Any]:
-    """Write ``out/re10k-synth`` (RE10K format + ``evaluation_index.json``) and ``out/probe-synth``.
+                              progress: bool = True, families: str = "heldout") -> dict[str, Any]:
+    """Write ``out/re10k-synth`` (RE10K format + ``evaluation_index.json``) and ``out/probe-synth`` (none when
+    ``probe_sequences`` is 0).
 
-    Scenes are static, use the held-out texture families and their own random streams, so they are disjoint
-    from the training corpus. Cached: same settings and complete output -> nothing is done.
+    Scenes are static and drawn from their own random streams (seed ``seed``, streams 1 and 2; training clips use
+    the corpus seed and stream 0), so no benchmark scene is in any data fraction. ``families``: 'heldout' textures
+    never seen in training, or 'train' for an in-distribution held-out set (`BENCH_FAMILIES`). Cached: same settings
+    and complete output -> nothing is done.
     """
     from tqdm import tqdm
 
-    from rayder_core.data.synth import HELDOUT_FAMILIES, make_clip
+    from rayder_core.data.synth import HELDOUT_FAMILIES, TRAIN_FAMILIES, make_clip
 
     probe_sequences = scenes if probe_sequences is None else probe_sequences
-    if scenes < 1 or probe_sequences < 1 or resolution < 2:
-        raise ValueError(f"bad bench settings: scenes={scenes}, probe_sequences={probe_sequences}, "
-                         f"resolution={resolution}")
+    if scenes < 1 or probe_sequences < 0 or resolution < 2 or families not in BENCH_FAMILIES:
+        raise ValueError(f"bad bench settings: scenes={scenes} (>= 1), probe_sequences={probe_sequences} (>= 0), "
+                         f"resolution={resolution}, families={families!r} (one of {BENCH_FAMILIES})")
+    texture_families = HELDOUT_FAMILIES if families == "heldout" else TRAIN_FAMILIES
     out = Path(out)
     cfg = {"version": 1, "scenes": scenes, "probe_sequences": probe_sequences, "resolution": resolution,
-           "seed": seed, "seconds": seconds, "families": list(HELDOUT_FAMILIES)}
+           "seed": seed, "seconds": seconds, "families": list(texture_families)}
     record = out / "bench.json"
     re10k, probe = out / "re10k-synth", out / "probe-synth"
     info = {"re10k": str(re10k), "probe": str(probe), "scenes": scenes, "probe_sequences": probe_sequences}
@@ -451,7 +460,7 @@ def make_synthetic_benchmarks(out: str | os.PathLike = "data/synth/bench", scene
 
     def nvs_scenes():
         for i in tqdm(range(scenes), desc="bench re10k", unit="scene", disable=not progress):
-            frames, meta = make_clip(i, seed, resolution, seconds, families=HELDOUT_FAMILIES, stream=1)
+            frames, meta = make_clip(i, seed, resolution, seconds, families=texture_families, stream=1)
             key = f"synthbench{i:05d}"
             evaluation[key] = evaluation_views(rng, len(frames))
             yield {"key": key, "images": frames, "cameras": _camera(meta), "url": meta["source"]}
@@ -461,9 +470,10 @@ def make_synthetic_benchmarks(out: str | os.PathLike = "data/synth/bench", scene
 
     def probe_seqs():
         for i in tqdm(range(probe_sequences), desc="bench probe", unit="seq", disable=not progress):
-            frames, meta = make_clip(i, seed, resolution, PROBE_FRAMES / 6.0, families=HELDOUT_FAMILIES, stream=2)
+            frames, meta = make_clip(i, seed, resolution, PROBE_FRAMES / 6.0, families=texture_families, stream=2)
             yield {"key": f"synthprobe{i:05d}", "frames": frames, "cameras": _camera(meta)}
 
-    write_probe_set(probe_seqs(), probe)
+    if probe_sequences:
+        write_probe_set(probe_seqs(), probe)
     record.write_text(json.dumps({"config": cfg, "complete": True}))
     return {**info, "cached": False, "seconds": time.perf_counter() - t0}

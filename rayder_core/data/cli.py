@@ -70,7 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rayder_core.data.benchmarks import make_synthetic_benchmarks
 
     info = make_synthetic_benchmarks(args.out, scenes=args.scenes, resolution=args.resolution, seed=args.seed,
-                                     probe_sequences=args.probe_sequences)
+                                     probe_sequences=args.probe_sequences, families=args.families)
     if info["cached"]:
         print(f"bench: {args.out} already holds these benchmarks; nothing to do")
     else:
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-sequences", type=int, default=None, help="probe sequences (default: = --scenes)")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--families", choices=("heldout", "train"), default="heldout",
+                   help="texture families: 'heldout' (never in training: a distribution-shift set, the default) or "
+                        "'train' (an in-distribution held-out set: new scenes of the training families)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-from", help="convert a DL3DV (nerfstudio), COLMAP or LLFF benchmark to our format")

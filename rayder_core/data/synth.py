@@ -161,6 +161,7 @@ class Scene:
     sky_horizon: np.ndarray
     fog_distance: float
     motion: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+    texture_families: tuple[str, ...] = ()  # the family of each texture (floor, walls, objects)
 
     @property
     def num_objects(self) -> int:
@@ -235,7 +236,7 @@ def random_scene(rng: np.random.Generator, families: tuple[str, ...] = TRAIN_FAM
         box_yaw=np.array(box_y, np.float64), sph_center=np.array(sph_c, np.float64).reshape(-1, 3),
         sph_radius=np.array(sph_r, np.float64), sun=sun, ambient=float(rng.uniform(0.35, 0.6)),
         sky_top=(0.5 * sky[0] + 0.3).clip(0, 1), sky_horizon=(0.5 * sky[1] + 0.5).clip(0, 1),
-        fog_distance=float(rng.uniform(15.0, 40.0)), motion=motion,
+        fog_distance=float(rng.uniform(15.0, 40.0)), motion=motion, texture_families=tuple(fam),
     )
 
 
@@ -498,6 +499,7 @@ def make_clip(index: int, seed: int = 0, resolution: int = 64, seconds: float = 
         "source": f"synth:seed={seed},index={index},stream={stream}",
         "fps": float(fps), "num_frames": n, "duration": n / fps, "width": resolution, "height": resolution,
         "trajectory": kind, "dynamic": bool(dynamic), "indoor": scene.indoor,
+        "texture_families": list(scene.texture_families),
         "cameras": {"R": np.round(R, 7).tolist(), "t": np.round(t, 7).tolist(), "f": np.round(f, 7).tolist()},
     }
     return frames, meta
