@@ -150,3 +150,35 @@ def test_reader_errors_name_the_file(tmp_path):
     B.write_evaluation_index({"a": {"context": [0, 9], "target": [1, 2, 3]}}, tmp_path / "evaluation_index.json")
     with pytest.raises(ValueError, match=r"000000.torch: scene a has 6 views.*\[9\]"):
         list(B.Re10kBenchmark(tmp_path))
+
+
+def test_in_distribution_set_is_new_scenes_of_the_training_families(tmp_path):
+    """`--families train`: scenes of the training texture families that are in no data fraction (checked by brute force
+    against every frame of a small corpus made by the same generator), no probe set; the default stays held out."""
+    from rayder_core.data.cli import main
+    from rayder_core.data.manifest import Manifest
+    from rayder_core.data.shards import decode_mp4, iter_shard
+
+    out = tmp_path / "indist"
+    assert main(["bench", "--out", str(out), "--scenes", "4", "--probe-sequences", "0", "--resolution", "16",
+                 "--families", "train"]) == 0
+    assert not (out / "probe-synth").exists()
+    assert json.loads((out / "bench.json").read_text())["config"]["families"] == list(synth.TRAIN_FAMILIES)
+    scenes = list(B.Re10kBenchmark(out / "re10k-synth", resolution=16))
+    assert len(scenes) == 4
+    for i in range(4):  # the scene generator draws only training families for this set, held-out ones by default
+        _, meta = synth.make_clip(i, 1000, 16, 5.0, families=synth.TRAIN_FAMILIES, stream=1)
+        assert set(meta["texture_families"]) <= set(synth.TRAIN_FAMILIES)
+        _, held = synth.make_clip(i, 1000, 16, 5.0, families=synth.HELDOUT_FAMILIES, stream=1)
+        assert set(held["texture_families"]) <= set(synth.HELDOUT_FAMILIES)
+
+    corpus = tmp_path / "corpus"
+    synth.synthesize(corpus, clips=12, resolution=16, workers=1, shard_size=4, fractions=(0.34, 1.0), progress=False)
+    train_frames = [decode_mp4(sample.files["mp4"]).astype(np.float32)
+                    for shard in Manifest.load(corpus / "manifest.json").shards(1.0) for sample in iter_shard(shard)]
+    assert len(train_frames) == 12
+    for sc_ in scenes:
+        views = ((sc_.context.permute(0, 2, 3, 1).numpy() + 1) * 127.5)
+        for frames in train_frames:
+            diff = np.abs(frames[:, None] - views[None]).mean(axis=(2, 3, 4))
+            assert diff.min() > 5.0  # no benchmark view is (nearly) a training frame
