@@ -180,3 +180,15 @@ def test_train_flops_per_step_convention():
     assert flops.train_flops_per_step(cfg, 256, 8, 2) == pytest.approx(2 * r.train_per_sample)
     with pytest.raises(ValueError, match="unknown FLOP convention"):
         flops.train_flops_per_step(cfg, 256, 8, 2, convention="6ND")
+
+
+def test_cli_lists_the_width_ladder_with_overrides(capsys):
+    """`rayder-flops --set` applies model keys to every preset (the demo's ladder: patch 2, no local layers)."""
+    flops.main(["--presets", "tiny-w16,tiny-w64", "--resolution", "32", "--views", "4", "--set", "patch=2",
+                "--set", "local_layers=false", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    for row, preset in zip(rows, ("tiny-w16", "tiny-w64")):
+        cfg = ModelConfig.from_preset(preset, patch=2, local_layers=False)
+        assert row["params"] == sum(p.numel() for p in RayDer(cfg).parameters())
+        assert row["train_per_sample"] == flops.count_flops(cfg, 32, 4).train_per_sample
+    assert 9 < rows[1]["train_per_sample"] / rows[0]["train_per_sample"] < 12  # two doublings of every width

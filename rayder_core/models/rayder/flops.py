@@ -44,6 +44,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import torch
+import yaml
 
 from . import masks
 from .blocks import FF_EXPAND
@@ -305,9 +306,18 @@ def train_flops_per_step(cfg: ModelConfig, resolution: int, views: int, batch: i
     return batch * count_flops(cfg, resolution, views).train(check_convention(convention))
 
 
+def _si(value: float, unit: str = "") -> str:
+    """3 significant digits with an SI prefix: 20.4k, 1.24M, 0.307G."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix}{unit}"
+    return f"{value:.3g}{unit}"
+
+
 def _table(rows: list[FlopReport], convention: str = "exact") -> str:
+    width = max([6] + [len(r.preset) for r in rows])
     head = (
-        f"{'preset':>8} {'params':>8} {'res':>5} {'V':>2} {'cam fwd':>9} {'NVS fwd':>9} {'attn fwd':>9} "
+        f"{'preset':>{width}} {'params':>8} {'res':>5} {'V':>2} {'cam fwd':>9} {'NVS fwd':>9} {'attn fwd':>9} "
         f"{'train/sample':>13} {'dense extra':>11} {'paper':>8} {'ours/paper':>10}"
     )
     lines = [f"convention: {convention}", head, "-" * len(head)]
@@ -317,9 +327,9 @@ def _table(rows: list[FlopReport], convention: str = "exact") -> str:
         paper_s = f"{paper:8.2f}" if paper else f"{'-':>8}"
         ratio_s = f"{train / 1e12 / paper:10.3f}" if paper else f"{'-':>10}"
         lines.append(
-            f"{r.preset:>8} {r.params / 1e6:7.1f}M {r.resolution:5d} {r.views:2d} "
-            f"{r.camera_forward / 1e9:8.1f}G {r.render_forward / 1e9:8.1f}G {r.attention_forward / 1e9:8.1f}G "
-            f"{train / 1e12:12.3f}T {r.dense_attention_extra / 1e9:10.1f}G {paper_s} {ratio_s}"
+            f"{r.preset:>{width}} {_si(r.params):>8} {r.resolution:5d} {r.views:2d} "
+            f"{_si(r.camera_forward):>9} {_si(r.render_forward):>9} {_si(r.attention_forward):>9} "
+            f"{_si(train):>13} {_si(r.dense_attention_extra):>11} {paper_s} {ratio_s}"
         )
     rule = ("train = 3 x forward (exact)" if convention == "exact"
             else "train = 3 x (3 x M + A), M = transformer-layer matmuls with the decoder on every render view, "
@@ -332,6 +342,14 @@ def _table(rows: list[FlopReport], convention: str = "exact") -> str:
     return "\n".join(lines)
 
 
+def _parse_override(text: str) -> tuple[str, object]:
+    """'key=value' with a YAML value (2, false, [64, 64])."""
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rayder-flops", description="Analytic RayDer training FLOPs per sample.")
     parser.add_argument("--resolution", type=int, default=256, help="square image side in pixels (divisible by 16)")
@@ -342,6 +360,9 @@ def main(argv: list[str] | None = None) -> None:
                              "transformer-layer matmuls (no merges/embeddings) with the decoder on every render view, "
                              "A = attention, which reproduces Table B.3")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="model-config override for every preset, e.g. --set patch=2 --set local_layers=false "
+                             "(the demo's ladder)")
     parser.add_argument("--family", choices=("rayder", "erayzer"), default="rayder",
                         help="model family; erayzer lists its presets (all by default) with parameter counts")
     args = parser.parse_args(argv)
@@ -354,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown preset(s) {unknown}; choose from {list(PRESETS)}")
     try:
-        rows = [count_flops(ModelConfig.from_preset(n), args.resolution, args.views) for n in names]
+        overrides = dict(_parse_override(o) for o in args.overrides)
+        rows = [count_flops(ModelConfig.from_preset(n, **overrides), args.resolution, args.views) for n in names]
     except ValueError as e:
         parser.error(str(e))
     if args.json:
