@@ -208,7 +208,7 @@ def test_inline_eval_under_ddp_matches_single_process_rayder_eval(synth_data, tm
     state = json.loads((run_dir / "state.json").read_text())
     assert state["status"] == "finished" and state["runtime"]["world_size"] == 2
     inline = _evals(run_dir)
-    assert sorted(inline) == [(3, "probe-synth"), (3, "re10k-synth"), (6, "probe-synth"), (6, "re10k-synth")]
+    assert sorted(inline) == [(3, "probe-synth-per-scene"), (3, "re10k-synth"), (6, "probe-synth-per-scene"), (6, "re10k-synth")]
     scenes = read_jsonl(run_dir / "eval_scenes.jsonl")
     assert sorted((r["step"], r["index"]) for r in scenes) == [(s, i) for s in (3, 6) for i in range(4)]
     copy = tmp_path / "copy"
@@ -237,7 +237,7 @@ def test_eval_job_mode_pending_sharded_under_torchrun(synth_data, tmp_path):
     _cli(["rayder_core.evaluate", str(out.run_dir), "--pending", "--db", ""])
     _cli(["rayder_core.evaluate", str(copy), "--pending", "--db", ""], nproc=2)
     one, two = _evals(out.run_dir), _evals(copy)
-    assert sorted(one) == [(3, "probe-synth"), (3, "re10k-synth"), (6, "probe-synth"), (6, "re10k-synth")]
+    assert sorted(one) == [(3, "probe-synth-per-scene"), (3, "re10k-synth"), (6, "probe-synth-per-scene"), (6, "re10k-synth")]
     assert one == two
     again = _cli(["rayder_core.evaluate", str(copy), "--pending", "--db", ""])
     assert "no pending evaluation" in again.stdout and _evals(copy) == two

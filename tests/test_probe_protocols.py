@@ -42,7 +42,7 @@ def test_protocols_reported_and_labelled(tmp_path):
 def test_protocol_names_validated():
     with pytest.raises(ValueError, match="protocols"):
         BenchmarkSpec("p", "x", "probe", protocols=["per-scene"])
-    assert BenchmarkSpec("p", "x", "probe").protocols == ["cross_scene"]
+    assert BenchmarkSpec("p", "x", "probe").protocols == ["per_scene"]  # the paper's protocol
 
 
 def test_unreadable_probe_set_is_missing_under_every_protocol_name(tmp_path):

@@ -127,7 +127,7 @@ def _check_complete_records(spec, cfg, restarted: bool) -> None:
     per_step = ck["compute_gflop"] / ck["step"]
     assert per_step.max() == pytest.approx(per_step.min(), rel=1e-12) and per_step.min() > 0
     ev = store.evals(cfg.run_id)
-    assert sorted(set(ev["step"])) == eval_steps and set(ev["bench"]) == {"re10k-synth", "probe-synth"}
+    assert sorted(set(ev["step"])) == eval_steps and set(ev["bench"]) == {"re10k-synth", "probe-synth-per-scene"}
     assert len(ev) == len(ev.drop_duplicates(["step", "bench", "metric"]))
     assert store.train_log(cfg.run_id)["step"].tolist() == log_steps
     runs = store.runs()

@@ -157,6 +157,6 @@ def test_trainer_and_evaluation_run_three_network(synth_data, tmp_path):
     assert rows[-1]["flops"] == pytest.approx(2 * train_flops_per_step(model_map, 16, 4, 2))
     evals = {r["bench"]: r for r in read_jsonl(out.run_dir / "evals.jsonl")}
     print({k: v["values"] for k, v in evals.items()})
-    assert "psnr" in evals["re10k-synth"]["values"] and evals["probe-synth"]["values"]
+    assert "psnr" in evals["re10k-synth"]["values"] and evals["probe-synth-per-scene"]["values"]
     model = load_model_from_checkpoint(out.run_dir, latest_checkpoint(out.run_dir), torch.device("cpu"))
     assert isinstance(model, ThreeNetworkRayDer)
