@@ -22,27 +22,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sweeps.lr_search import FINAL_WINDOW, SweepPoint, best_lr, mean_losses, run_points  # noqa: E402
 
 
+def _point(args: argparse.Namespace, param: str, width: int, lr: float, seed: int) -> SweepPoint:
+    model = {"preset": f"tiny-w{width}", "patch": 2, "local_layers": False, "parametrization": param}
+    if param == "mup":
+        model["mup_base_width"] = args.base_width
+    mapping = {
+        "model": model,
+        "data": {"manifest": args.manifest, "fraction": args.fraction, "frames": 4, "resolution": 32, "cache_mb": 256},
+        "optim": {"lr": lr, "warmup_steps": args.warmup, "betas": [0.9, args.beta2]},
+        "eval": {"every": 0, "benchmarks": []},
+        "steps": args.steps, "batch_size": args.batch, "precision": args.precision, "device": "cpu", "seed": seed,
+        "checkpoint_every": args.steps, "keep_checkpoints": 1, "log_every": 5, "sweep": "lrtransfer",
+        "out_dir": args.out_dir,
+    }
+    return SweepPoint(str(width), param, lr, seed, mapping)
+
+
 def points(args: argparse.Namespace) -> list[SweepPoint]:
+    """Seed-major (an interrupted benchmark has whole tables for its first seeds); within a seed the base width first
+    (its best LR is the one a study tunes), then the wider rungs, slowest first. muP at the base width is the standard
+    parametrisation (tests/test_mup.py), so those runs are not repeated: `report` reuses the standard rows."""
     out = []
-    for param in args.parametrizations:
-        for width in args.widths:
-            for lr in args.lrs:
-                for seed in args.seeds:
-                    model = {"preset": f"tiny-w{width}", "patch": 2, "local_layers": False, "parametrization": param}
-                    if param == "mup":
-                        model["mup_base_width"] = args.base_width
-                    mapping = {
-                        "model": model,
-                        "data": {"manifest": args.manifest, "fraction": args.fraction, "frames": 4, "resolution": 32,
-                                 "cache_mb": 256},
-                        "optim": {"lr": lr, "warmup_steps": args.warmup, "betas": [0.9, args.beta2]},
-                        "eval": {"every": 0, "benchmarks": []},
-                        "steps": args.steps, "batch_size": args.batch, "precision": args.precision, "device": "cpu",
-                        "seed": seed, "checkpoint_every": args.steps, "keep_checkpoints": 1, "log_every": 5,
-                        "sweep": "lrtransfer", "out_dir": args.out_dir,
-                    }
-                    out.append(SweepPoint(str(width), param, lr, seed, mapping))
+    base = args.widths[0]
+    for seed in args.seeds:
+        out += [_point(args, "standard", base, lr, seed) for lr in args.lrs]
+        for param in args.parametrizations:
+            for width in reversed(args.widths[1:]):
+                out += [_point(args, param, width, lr, seed) for lr in args.lrs]
     return out
+
+
+def with_base_rows(rows: list[dict], args: argparse.Namespace) -> list[dict]:
+    """Copy the base width's standard rows as its muP rows (identical runs)."""
+    base = str(args.widths[0])
+    extra = [{**r, "parametrization": "mup"} for r in rows if r["label"] == base and r["parametrization"] == "standard"
+             and "mup" in args.parametrizations]
+    return rows + extra
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> str:
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.manifest).is_file():
         print(f"lr_transfer: {args.manifest} not found (make it with `rayder-data synth`)", file=sys.stderr)
         return 2
-    rows = run_points(points(args), args.parallel)
+    rows = with_base_rows(run_points(points(args), args.parallel), args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print(report(rows, args))
