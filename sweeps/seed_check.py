@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from rayder_core.results import ResultsStore
 from sweeps import demo
 from sweeps import study_checks as sc
@@ -67,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     for seed, c in zip((0, 1), size):
         print(f"  size matters, seed {seed}: {'yes' if c.ok else 'no'} ({c.measured})")
     print(f"  same answer on size: {'yes' if same else 'NO'}")
+    both = pd.concat([sc.final_mse_by_preset(ResultsStore(s.db_path), s.name, bench) for s in (spec0, spec1)])
+    means = both.groupby(["preset", "params"])["mean"].mean().reset_index().sort_values("params")
+    falls = bool((means["mean"].diff().dropna() < 0).all())
+    print("  final MSE at the largest D, mean of seeds 0 and 1: " + ", ".join(
+        f"{p} {m:.5f}" for p, m in zip(means["preset"], means["mean"]))
+        + f" ({'falls' if falls else 'does NOT fall'} monotonically with width)")
     print(f"seed check: {'met' if ok and same else 'NOT met'}")
     return 0 if ok and same else 1
 
