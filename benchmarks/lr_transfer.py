@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.lr_search import FINAL_WINDOW, SweepPoint, best_lr, mean_losses, run_points  # noqa: E402
+from rayder_core.train_config import load_train_config  # noqa: E402
+from sweeps.lr_search import FINAL_WINDOW, SweepPoint, best_lr, final_loss, mean_losses, run_points  # noqa: E402
 
 
 def _point(args: argparse.Namespace, param: str, width: int, lr: float, seed: int) -> SweepPoint:
@@ -60,6 +61,18 @@ def with_base_rows(rows: list[dict], args: argparse.Namespace) -> list[dict]:
     return rows + extra
 
 
+def finished_rows(pts: list[SweepPoint]) -> list[dict]:
+    """Rows of the points whose runs have finished (no training): the table of an interrupted benchmark."""
+    rows = []
+    for point in pts:
+        cfg = load_train_config(point.config)
+        state = cfg.run_dir / "state.json"
+        if state.exists() and json.loads(state.read_text()).get("status") == "finished":
+            rows.append({"label": point.label, "parametrization": point.parametrization, "lr": point.lr,
+                         "seed": point.seed, "loss": final_loss(cfg.run_dir, cfg.steps), "seconds": 0.0})
+    return rows
+
+
 def report(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [f"final training loss (mean over the last {FINAL_WINDOW:.0%} of {args.steps} steps; mean of seeds "
              f"{args.seeds}); batch {args.batch}, warmup {args.warmup}, beta2 {args.beta2}, data fraction "
@@ -70,6 +83,10 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
     for param in args.parametrizations:
         for width in args.widths:
             means = mean_losses(rows, str(width), param)
+            if set(means) != set(args.lrs):
+                lines.append(f"| {param} | {width} | " + " | ".join(f"{means[v]:.5f}" if v in means else "not run"
+                                                                  for v in args.lrs) + " | - |")
+                continue
             lr, _ = best_lr(rows, str(width), param)
             summary[(param, width)] = lr
             cells = " | ".join(f"**{means[v]:.5f}**" if v == lr else f"{means[v]:.5f}" for v in args.lrs)
@@ -77,12 +94,15 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
     lines.append("")
     base = args.widths[0]
     for param in args.parametrizations:
-        best = [summary[(param, w)] for w in args.widths]
+        widths = [w for w in args.widths if (param, w) in summary]
+        if base not in widths or len(widths) < 2:
+            continue
+        best = [summary[(param, w)] for w in widths]
         shift = max(best) / min(best)
         lr0 = summary[(param, base)]
-        at_base = [mean_losses(rows, str(w), param)[lr0] for w in args.widths]
+        at_base = [mean_losses(rows, str(w), param)[lr0] for w in widths]
         falls = all(b < a for a, b in zip(at_base, at_base[1:]))
-        lines.append(f"{param}: best LR moves {shift:.2g}x over widths {args.widths[0]}-{args.widths[-1]}; loss at "
+        lines.append(f"{param}: best LR moves {shift:.2g}x over widths {', '.join(map(str, widths))}; loss at "
                      f"width {base}'s best LR {lr0:g}: " + ", ".join(f"{v:.5f}" for v in at_base)
                      + f" ({'falls monotonically' if falls else 'does NOT fall monotonically'} with width)")
     return "\n".join(lines)
@@ -105,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--out-dir", default="runs/lr_transfer")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--from-runs", action="store_true", help="no training: the table of the finished runs in --out-dir")
     args = p.parse_args(argv)
     args.widths = [int(v) for v in args.widths.split(",")]
     args.lrs = [float(v) for v in args.lrs.split(",")]
@@ -113,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.manifest).is_file():
         print(f"lr_transfer: {args.manifest} not found (make it with `rayder-data synth`)", file=sys.stderr)
         return 2
-    rows = with_base_rows(run_points(points(args), args.parallel), args)
+    pts = points(args)
+    rows = with_base_rows(finished_rows(pts) if args.from_runs else run_points(pts, args.parallel), args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print(report(rows, args))
