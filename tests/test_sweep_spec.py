@@ -45,20 +45,23 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_three_tiny_presets_by_three_fractions_plus_a_holdout():
+def test_demo_grid_is_the_mup_ladder_by_three_fractions_plus_a_holdout():
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
     runs = [r for r in spec.runs() if r.sweep == "demo"]
     held = [r for r in spec.runs() if r.sweep == "demo-holdout"]
-    assert len(runs) == 9 and {r.model["preset"] for r in runs} == {"tiny-xs", "tiny-2x128", "tiny-2x192"}
-    assert len({r.data.fraction for r in runs}) == 3
+    assert len(runs) == 9 and {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
+    assert all(r.model["parametrization"] == "mup" and r.model["mup_base_width"] == 16 for r in runs)
+    assert sorted({r.data.fraction for r in runs}) == [1 / 64, 1 / 8, 1.0]  # D = 16 / 128 / 1024 of 1024 clips
     assert all(r.model["preset"] in PRESETS for r in runs)
+    # the primary (first) NVS benchmark is the in-distribution set; the held-out families get their own law
+    assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "re10k-synth"]
+    assert [b.protocols for b in runs[0].eval.benchmarks if b.kind == "probe"] == [["per_scene"]]
     for r in runs:  # >= 6 log-spaced evaluated checkpoints per run, all after warmup
         steps = r.eval.steps_for(r.steps)
         assert len(steps) >= 6 and min(steps) > r.optim.warmup_steps, r.run_id
         assert r.optim.skip_grad_factor is None  # the grad-spike rule is off
-    # the held-out run goes beyond the grid: the largest preset, more steps (so more compute), the largest D
-    assert len(held) == 1 and held[0].model["preset"] == "tiny-2x192"
-    assert held[0].steps > max(r.steps for r in runs if r.model["preset"] == "tiny-2x192")
+    # the held-out run goes beyond the grid: the next width (more compute per step), the largest D
+    assert len(held) == 1 and held[0].model["preset"] == "tiny-w128"
     assert held[0].data.fraction == max(r.data.fraction for r in runs)
 
 
