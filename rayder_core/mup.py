@@ -29,8 +29,8 @@ With m = 1 everything equals the standard parametrisation. Rules per parameter g
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -137,11 +137,6 @@ def build_base(build: Callable[[Any], nn.Module], scale_width: Callable[[Any, in
         torch.set_rng_state(state)
 
 
-def table(rules: dict[str, ParamRule]) -> list[dict[str, Any]]:
-    """The rules as plain rows (for run state, docs and tests)."""
-    return [asdict(r) for r in rules.values()]
-
-
 def summary(rules: dict[str, ParamRule]) -> dict[str, Any]:
     """Per role: parameter count and the LR/init multipliers seen (run state and the coordinate-check table)."""
     out: dict[str, Any] = {}
@@ -152,10 +147,3 @@ def summary(rules: dict[str, ParamRule]) -> dict[str, Any]:
         row["init_mult"].add(round(rule.init_mult, 6))
     return {role: {"tensors": r["tensors"], "lr_mult": sorted(r["lr_mult"]), "init_mult": sorted(r["init_mult"])}
             for role, r in out.items()}
-
-
-def iter_named_blocks(model: nn.Module, types: tuple[type, ...]) -> Iterator[tuple[str, nn.Module]]:
-    """Modules of `types` in definition order (the blocks whose outputs a coordinate check records)."""
-    for name, mod in model.named_modules():
-        if isinstance(mod, types):
-            yield name, mod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import statistics
@@ -67,7 +68,7 @@ def _train_one(point: SweepPoint) -> tuple[SweepPoint, float, float]:
         print(f"lr_search: {cfg.run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         loss = math.inf
     state = cfg.run_dir / "state.json"
-    elapsed = float(yaml.safe_load(state.read_text()).get("elapsed_s", 0.0)) if state.exists() else 0.0
+    elapsed = float(json.loads(state.read_text()).get("elapsed_s", 0.0)) if state.exists() else 0.0
     return point, loss, elapsed
 
 
