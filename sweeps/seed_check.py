@@ -50,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         status = ResultsStore(spec0.db_path).runs(spec0.name) if Path(spec0.db_path).exists() else None
         if status is None or int((status["status"] == "finished").sum()) < len(spec0.runs()):
             print("seed-check: the seed-0 demo first", flush=True)
-            demo.main(["--grid", args.grid])
+            if demo.main(["--grid", args.grid]):
+                print("seed-check: the seed-0 demo had failed runs (see above)", file=sys.stderr)
+                return 1
         print("seed-check: the demo with seed 1", flush=True)
-        demo.main(["--grid", args.grid, *sum((["--set", s] for s in SEED1_SETS), []),
-                   "--pdf", "reports/out/study-seed1.pdf"])
+        if demo.main(["--grid", args.grid, *sum((["--set", s] for s in SEED1_SETS), []),
+                      "--pdf", "reports/out/study-seed1.pdf"]):
+            print("seed-check: the seed-1 demo had failed runs (see above)", file=sys.stderr)
+            return 1
     bench = demo.nvs_benches(spec0)[0]
     fits = []
     for spec in (spec0, spec1):
