@@ -29,7 +29,8 @@ def _point(args: argparse.Namespace, param: str, width: int, lr: float, seed: in
         model["mup_base_width"] = args.base_width
     mapping = {
         "model": model,
-        "data": {"manifest": args.manifest, "fraction": args.fraction, "frames": 4, "resolution": 32, "cache_mb": 256},
+        "data": {"manifest": args.manifest, "fraction": args.fraction, "frames": 4, "resolution": args.resolution,
+                 "cache_mb": 256},
         "optim": {"lr": lr, "warmup_steps": args.warmup, "betas": [0.9, args.beta2]},
         "eval": {"every": 0, "benchmarks": []},
         "steps": args.steps, "batch_size": args.batch, "precision": args.precision, "device": "cpu", "seed": seed,
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--beta2", type=float, default=0.95)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--resolution", type=int, default=32, help="training frame side in pixels (the corpus is resized)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--out-dir", default="runs/lr_transfer")

@@ -20,6 +20,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 DEFAULT_FPS = 6.0
 SHARD_PATTERN = "shard-{index:06d}.tar"
@@ -86,7 +87,10 @@ def decode_mp4(data: bytes, indices: Sequence[int] | None = None, fps: float | N
     With ``indices`` (frame numbers at the stream's constant rate ``fps``; repeats allowed, any order) only
     those frames are returned, in the order asked, and decoding stops after the last one needed; the decoder
     seeks to the key frame before the first needed frame. Raises ``VideoDecodeError`` on any decoder failure.
+    One colour converter serves every frame of the video: ``frame.to_ndarray(format="rgb24")`` sets one up per
+    frame, 5-10x the cost of decoding a 32^2 clip (benchmarks/RESULTS.md, loader); the pixels are identical.
     """
+    to_rgb = VideoReformatter()
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
@@ -94,7 +98,7 @@ def decode_mp4(data: bytes, indices: Sequence[int] | None = None, fps: float | N
             stream = container.streams.video[0]
             stream.thread_type = "AUTO" if indices is None else "SLICE"
             if indices is None:
-                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+                frames = [to_rgb.reformat(f, format="rgb24").to_ndarray() for f in container.decode(stream)]
                 if not frames:
                     raise VideoDecodeError("video has no frames")
                 return np.stack(frames)
@@ -114,7 +118,7 @@ def decode_mp4(data: bytes, indices: Sequence[int] | None = None, fps: float | N
                     raise VideoDecodeError("frame without timestamp")
                 idx = int(round(float(frame.pts * frame.time_base) * rate))
                 if idx in need:
-                    got[idx] = frame.to_ndarray(format="rgb24")
+                    got[idx] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
                 if idx >= last:
                     break
             missing = need - got.keys()
