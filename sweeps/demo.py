@@ -27,6 +27,13 @@ from sweeps.spec import SweepSpec, load_spec
 DEMO_GRID = Path(__file__).with_name("demo.yaml")
 FIT_METRICS = ("psnr", "ssim", "lpips")  # each quantity once: PSNR is fitted as MSE (no second MSE law)
 FIT_BOOTSTRAP = 100  # bootstrap resamples per fit (CIs) in the demo; rayder-fit defaults to 1000
+FIT_MIN_STEP = 300
+"""The laws ignore checkpoints before this step (`rayder-fit --min-step`, the paper's B.2.1 uses 50,000): at step 200
+the runs are still in their take-off, where two runs of one width differ by up to 0.018 in MSE at the same compute
+(docs/benchmarks.md, design v4)."""
+SUPERSAMPLE = 2
+"""The corpus and benchmarks are rendered at this multiple of the training side and downsampled (antialiased) by the
+loaders: the ray caster shoots one ray per pixel, so a clip rendered at 16^2 would alias."""
 INDIST_SUFFIX = "-indist"  # benchmark roots named so are made of the training families (in-distribution)
 
 
@@ -50,7 +57,7 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
     manifest = Path(cfg.data.manifest)
     root = manifest.parent
     fractions = ",".join(f"{f:g}" for f in sorted(spec.grid.fractions))
-    res = str(cfg.data.resolution)
+    res = str(SUPERSAMPLE * cfg.data.resolution)
     if _run_tool("rayder_core.data.cli", ["synth", "--out", str(root), "--clips", str(clips), "--resolution", res,
                                           "--seconds", f"{seconds:g}", "--workers", str(workers),
                                           "--shard-size", str(shard_size),
@@ -82,7 +89,7 @@ def demo_spec(grid: str | Path = DEMO_GRID, overrides: list[str] | None = None, 
 
 def fit_one(store, spec: SweepSpec, bench: str, metric: str):
     """Fit `metric` on `bench` over the grid's sweep (as `rayder-fit --metric METRIC --bench BENCH --sweep NAME
-    --bootstrap FIT_BOOTSTRAP` would), store and print the law. Returns (FitResult or None, frontier points)."""
+    --bootstrap FIT_BOOTSTRAP --min-step FIT_MIN_STEP` would), store and print the law. Returns (FitResult or None, frontier points)."""
     from fitting import FitOptions, StudyOptions
     from fitting import fit_study as fit_points
     from fitting.study import format_selection
@@ -92,7 +99,7 @@ def fit_one(store, spec: SweepSpec, bench: str, metric: str):
         return None, 0
     options = StudyOptions(fit=FitOptions(bootstrap=FIT_BOOTSTRAP, seed=0, n_starts=20, progress=True,
                                           metric=metric, bench=bench, sweep=spec.name),
-                           metric=metric, checkpoints="all", drop_warmup=True)
+                           metric=metric, checkpoints="all", drop_warmup=True, min_step=FIT_MIN_STEP)
     study = fit_points(raw, options)  # FitWarnings are kept in the result's warnings (the checks read them)
     print(f"demo: {metric} on {bench}: " + format_selection(study), flush=True)
     n_frontier = int(study.table["on_frontier_d"].sum()) if "on_frontier_d" in study.table else 0
@@ -130,7 +137,7 @@ def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
     """`rayder-report` the store to `pdf`; returns the path, or None when the report failed."""
     pdf.parent.mkdir(parents=True, exist_ok=True)
     if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf),
-                                 "--bootstrap", str(FIT_BOOTSTRAP)]) != 0 or not pdf.is_file():
+                                 "--bootstrap", str(FIT_BOOTSTRAP), "--min-step", str(FIT_MIN_STEP)]) != 0 or not pdf.is_file():
         print("demo: rayder-report failed (see above)", file=sys.stderr)
         return None
     return pdf

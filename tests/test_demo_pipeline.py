@@ -66,3 +66,17 @@ def test_local_runs_start_largest_first() -> None:
                                              c.batch_size) for c in ordered]
     assert flops == sorted(flops, reverse=True)
     assert ordered[0].model["preset"] == "tiny-w64" and ordered[-1].model["preset"] == "tiny-w16"
+
+
+def test_demo_renders_data_at_twice_the_training_side(monkeypatch) -> None:
+    """The corpus and both benchmark roots are rendered at SUPERSAMPLE x the training resolution (the ray caster
+    shoots one ray per pixel; the loaders downsample with antialiasing)."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(demo, "_run_tool", lambda module, args: calls.append(args) or 0)
+    monkeypatch.setattr(Path, "is_file", lambda self: True)
+    spec = demo.demo_spec()
+    demo.prepare_data(spec, clips=16, bench_scenes=2, workers=1, seconds=5.0)
+    train_side = spec.runs()[0].data.resolution
+    sides = [int(a[a.index("--resolution") + 1]) for a in calls]
+    assert [a[0] for a in calls] == ["synth", "bench", "bench"]
+    assert sides == [demo.SUPERSAMPLE * train_side] * 3 and demo.SUPERSAMPLE == 2
