@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from rayder_core.models import flops_cli
 from rayder_core.models.rayder import flops as rayder_flops
 from rayder_core.data.synth import make_clip
 from rayder_core.geometry import Camera
@@ -98,7 +99,7 @@ def test_both_families_evaluate(family, synth_data):
 
 
 def test_rayder_flops_cli_lists_erayzer_presets(capsys):
-    rayder_flops.main(["--family", "erayzer", "--json", "--views", "10"])
+    flops_cli.main(["--family", "erayzer", "--json", "--views", "10"])
     rows = json.loads(capsys.readouterr().out)
     by = {r["preset"]: r for r in rows}
     assert set(by) == set(presets("erayzer"))
@@ -107,11 +108,14 @@ def test_rayder_flops_cli_lists_erayzer_presets(capsys):
     assert by["base"]["views"] == 10 and by["base"]["n_ref"] == 5
     assert by["base"]["train_per_sample"] == pytest.approx(3 * by["base"]["forward_per_sample"])
     assert by["base"]["raster_forward"] > 0
-    rayder_flops.main(["--family", "erayzer", "--presets", "tiny-xs,tiny-s", "--resolution", "32", "--views", "4"])
+    flops_cli.main(["--family", "erayzer", "--presets", "tiny-xs,tiny-s", "--resolution", "32", "--views", "4"])
     text = capsys.readouterr().out
     assert "tiny-xs" in text and "raster fwd" in text
     with pytest.raises(SystemExit):
-        rayder_flops.main(["--family", "erayzer", "--presets", "huge"])
+        flops_cli.main(["--family", "erayzer", "--presets", "huge"])
+    capsys.readouterr()
+    flops_cli.main(["--family", "erayzer", "--presets", "XS,S,B,L", "--json"])  # the list named, no special case
+    assert [r["preset"] for r in json.loads(capsys.readouterr().out)] == ["XS", "S", "B", "L"]
 
 
 @pytest.mark.slow

@@ -211,7 +211,3 @@ class ERayZer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"preset={self.cfg.preset!r}, renderer={self.backend!r}, perceptual={self.perceptual_status!r}"
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rayder_core.models.rayder import masks  # the neighbourhood mask of the dense fallback
 
 D_HEAD = 64
 # On CPU, attention over at most this many query x key pairs runs as explicit matmuls + softmax instead of SDPA:
@@ -101,12 +100,39 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Neighbourhood attention within each frame
+# Neighbourhood attention within each frame: the NATTEN window (dilation 1) as a boolean mask for the exact CPU path
+
+
+def neighborhood_window(length: int, kernel: int, device: torch.device | str | None = None) -> Tensor:
+    """1D NATTEN window (dilation 1, odd kernel): query i sees keys start(i)..start(i)+kernel-1 with
+    start(i) = clamp(i - kernel//2, 0, length - kernel). Returns (length, length) bool."""
+    if kernel % 2 == 0 or not 1 <= kernel <= length:
+        raise ValueError(f"neighbourhood kernel {kernel} must be odd and in [1, {length}]")
+    i = torch.arange(length, device=device)
+    centre = i.clamp(kernel // 2, length - 1 - kernel // 2)
+    return (centre[:, None] - i[None, :]).abs() <= kernel // 2
+
+
+def neighborhood_mask(
+    height: int, width: int, kernel_h: int, kernel_w: int, device: torch.device | str | None = None
+) -> Tensor:
+    """2D neighbourhood mask over a row-major (height, width) token grid, rows and columns each with their own
+    kernel (correct for non-square grids). Returns (height*width, height*width) bool."""
+    rows = neighborhood_window(height, kernel_h, device)
+    cols = neighborhood_window(width, kernel_w, device)
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(height * width, height * width)
+
+
+def fit_kernel(kernel: int, side: int) -> int:
+    """Largest odd kernel <= min(kernel, side): grids smaller than the kernel get a smaller window."""
+    k = min(kernel, side)
+    return k if k % 2 else k - 1
+
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_na_mask(height: int, width: int, kh: int, kw: int, device: torch.device) -> Tensor:
-    return masks.neighborhood_mask(height, width, kh, kw, device)
+    return neighborhood_mask(height, width, kh, kw, device)
 
 
 def neighborhood_attention(q: Tensor, k: Tensor, v: Tensor, kernel: tuple[int, int], backend: str) -> Tensor:
