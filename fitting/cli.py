@@ -21,7 +21,7 @@ from .cli_analyses import (add_arguments, parse_constraints, run_analysis, run_i
                            wants_analysis)
 from .fit import FitOptions
 from .laws import DEFAULT_LAW, LAWS
-from .pareto import TRANSFORMS, transform_metric
+from .frontier import TRANSFORMS, transform_metric
 from .study import StudyFit, StudyOptions, filter_rows, fit_study, format_selection, prepare_points
 
 

@@ -146,7 +146,7 @@ def run_analysis(args: argparse.Namespace, df: pd.DataFrame, x: list[str], y: st
                  bench: str | None, store, fix: dict, tie: dict) -> int:
     """--compare, --two-stage, --validate prefix or --holdout-above on the fit points `df`."""
     from .compare import compare_laws, format_comparison
-    from .validate import growing_prefix, holdout_above
+    from .extrapolation import growing_prefix, holdout_above
 
     sub = df[df["on_frontier_d"].astype(bool)] if "on_frontier_d" in df.columns else df
     write = store is not None and not args.no_write

@@ -23,7 +23,7 @@ import pandas as pd
 from .checkpoints import select_checkpoints
 from .fit import FitOptions, FitResult, FitWarning, fit_with_options
 from .laws import get_law
-from .pareto import frontier, running_frontier
+from .frontier import frontier, running_frontier
 
 
 @dataclass(frozen=True)

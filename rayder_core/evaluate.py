@@ -136,7 +136,7 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
     row per scene: {"scene", "index", and the per-scene mean of each metric}. A rank that fails reports its error to
     all ranks, which then raise the same error (no rank is left waiting in a collective).
     """
-    from rayder_core.data.benchmarks import Re10kBenchmark
+    from rayder_core.data.evalsets import Re10kBenchmark
     from rayder_core.metrics import aggregate_scenes, mse_pm1, psnr, ssim
 
     if rank is None or world is None:
@@ -203,7 +203,7 @@ def _probe_tokens(model: torch.nn.Module, spec: BenchmarkSpec, resolution: int, 
     predicted cameras (S, T) (float64, CPU; for RPA, which needs no probe).
 
     Distributed: rank r extracts the tokens of its contiguous block of sequences; every rank gets all of them."""
-    from rayder_core.data.benchmarks import ProbeSet
+    from rayder_core.data.evalsets import ProbeSet
     from rayder_core.geometry import Camera
 
     local: dict[str, Any] = {"tokens": [], "cams": [], "pred": []}
@@ -309,7 +309,7 @@ def _transfer_values(model: torch.nn.Module, spec: BenchmarkSpec, resolution: in
                      rank: int, world: int) -> tuple[dict[str, float], int, int]:
     """XFactor TPS over the pairs (s, s+1 mod S) of the probe set; pairs sharded over the ranks. Returns the
     metrics, the number of pairs evaluated and the number skipped (a sequence of the pair unreadable)."""
-    from rayder_core.data.benchmarks import ProbeSet
+    from rayder_core.data.evalsets import ProbeSet
     from rayder_core.geometry import Camera
     from rayder_core.probe import transfer_errors, transfer_trajectory
 

@@ -337,7 +337,7 @@ class ResultsStore:
 
     def write_extrapolation(self, rows: list[dict], *, kind: str, law: str, metric: str | None, bench: str | None,
                             sweep: str | None, x_cols: list[str], y_col: str, data_hash: str) -> str:
-        """Store extrapolation-validation rows (kind 'prefix': `fitting.validate.growing_prefix` rows; 'holdout':
+        """Store extrapolation-validation rows (kind 'prefix': `fitting.extrapolation.growing_prefix` rows; 'holdout':
         one summary row of `holdout_above`, per-point table in `detail`). Same inputs replace older rows."""
         import hashlib
 

@@ -19,7 +19,7 @@ class CurriculumConfig:
     """How a clip's frames are drawn (`data.curriculum`): `none` = by `data.fps` (RayDer's sampling, the default);
     `frame_interval` (RayZer-style: the frame gap anneals from 1 to its maximum) and `overlap` (E-RayZer: the gap
     whose visual overlap matches a target drawn from a range annealed from `start` to `end` over the first
-    `anneal_fraction` of the run) use `rayder_core.models.erayzer.curriculum.CurriculumSampler`; see
+    `anneal_fraction` of the run) use `rayder_core.data.curriculum.CurriculumSampler`; see
     `rayder_core.data.loader` for the overlap sources. Switchable for either family (the paper's ablation)."""
 
     mode: Literal["none", "frame_interval", "overlap"] = "none"
@@ -44,7 +44,7 @@ class CurriculumConfig:
         """The `CurriculumSampler` of this config, or None for mode `none`."""
         if self.mode == "none":
             return None
-        from rayder_core.models.erayzer.curriculum import CurriculumSampler
+        from rayder_core.data.curriculum import CurriculumSampler
 
         return CurriculumSampler(self.mode, tuple(self.start), tuple(self.end), self.anneal_fraction, self.span_views)
 

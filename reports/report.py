@@ -36,9 +36,9 @@ from reports.common import (DEFAULT_BOOTSTRAP, PAGE_STYLE, ReportError, Study, _
                             load_study, plt)
 from reports.fits import MetricFit, _stored_fit_row, fit_all, fit_metric, format_holdout  # noqa: F401
 from reports import family_page  # families overlaid (only for a store with two model families)
-from reports.pages import allocation, camera, fit_tables, frontier, holdout, isoflop, scaling, summary, training
+from reports.pages import allocation, fit_tables, frontier, holdout, isoflop, pose_errors, scaling, summary, training
 from reports.pages.allocation import allocation_budgets, allocation_page, allocation_table, flops_per_sample  # noqa: F401
-from reports.pages.camera import camera_page  # noqa: F401
+from reports.pages.pose_errors import camera_page  # noqa: F401
 from reports.pages.fit_tables import _num, parameters_page, residuals_page  # noqa: F401
 from reports.pages.frontier import _compute_grid, _frontier_panel, frontier_page  # noqa: F401
 from reports.pages.holdout import holdout_page  # noqa: F401
@@ -57,7 +57,7 @@ PAGES = [
     scaling,
     frontier,
     fit_tables,
-    camera,
+    pose_errors,
     training,
     allocation,
     isoflop,

@@ -139,7 +139,7 @@ def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
 def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[list, pd.DataFrame | None]:
     """Predict the held-out runs (if any were trained) with the MSE law fitted on the grid alone (stored as an
     `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
-    from fitting.holdout_run import format_holdout, holdout_points, store_holdout_validation, validate_holdout
+    from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
     from rayder_core.results import ResultsStore
     from sweeps import study_checks as sc
 

@@ -198,7 +198,7 @@ def _benchmark_problem(bench: Any, key: str) -> str | None:
         return f"{key}: {bench.path} does not exist ({what}; {hint})"
     try:
         if bench.kind == "re10k":
-            from rayder_core.data.benchmarks import Re10kBenchmark
+            from rayder_core.data.evalsets import Re10kBenchmark
 
             index = getattr(bench, "index_path", None)
             b = Re10kBenchmark(path, index_path=index) if index else Re10kBenchmark(path)
@@ -208,7 +208,7 @@ def _benchmark_problem(bench: Any, key: str) -> str | None:
             if missing:
                 return f"{key}: {bench.path}: {len(missing)} chunk file(s) of {what} are missing, e.g. {missing[0]}"
         elif bench.kind == "probe":
-            from rayder_core.data.benchmarks import ProbeSet
+            from rayder_core.data.evalsets import ProbeSet
 
             ps = ProbeSet(path)
             if len(ps) == 0:

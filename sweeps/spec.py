@@ -170,7 +170,7 @@ class LocalSpec:
 class HoldoutRun:
     """One run beyond the grid (a larger preset, or longer training): trained with the grid's `base` (plus its
     preset's overrides and `set`), recorded under the sweep `<name>-holdout` so that fits of the grid exclude it,
-    then compared with the law's prediction (`fitting.validate.predict_holdout`, `python -m sweeps.demo`)."""
+    then compared with the law's prediction (`fitting.extrapolation.predict_holdout`, `python -m sweeps.demo`)."""
 
     preset: str
     fraction: float = 1.0

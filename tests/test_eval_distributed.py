@@ -136,7 +136,7 @@ def test_sharded_eval_matches_one_process(synth_data, weights, tmp_path, world):
 def test_failing_rank_does_not_hang(synth_data, weights, tmp_path):
     """Rank 1 alone fails while extracting probe tokens: both ranks record the probe as missing with rank 1's error
     (nobody is left waiting in a collective), and the NVS benchmark is still evaluated exactly."""
-    from rayder_core.data.benchmarks import Re10kBenchmark
+    from rayder_core.data.evalsets import Re10kBenchmark
 
     assert list(Re10kBenchmark(synth_data.re10k, resolution=32).scenes(1, 1)) == []  # an empty shard reads nothing
     torch.set_num_threads(1)

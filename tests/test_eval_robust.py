@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from rayder_core.data import benchmarks as B
+from rayder_core.data import evalsets as B
 from rayder_core.evaluate import evaluate_nvs
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.results import ResultsStore
 from rayder_core.train_config import BenchmarkSpec
-from test_data_benchmarks import scene
+from test_data_evalsets import scene
 
 INDEX = {"context": [0, 4], "target": [1, 2, 3]}
 

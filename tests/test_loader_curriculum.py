@@ -10,7 +10,7 @@ import torch
 
 from rayder_core.data.loader import VideoClipLoader
 from rayder_core.data.manifest import Manifest
-from rayder_core.models.erayzer.curriculum import CurriculumSampler
+from rayder_core.data.curriculum import CurriculumSampler
 from rayder_core.train_config import load_train_config
 
 STEPS = 12
@@ -111,7 +111,7 @@ def test_loaded_clips_have_distinct_frames_and_their_poses_overlap_as_targeted(s
     annealed lower bound 0.5 later."""
     from rayder_core.data.loader import _Stream
     from rayder_core.geometry import Camera
-    from rayder_core.models.erayzer.curriculum import pairwise_covisibility
+    from rayder_core.data.curriculum import pairwise_covisibility
 
     drawn = []
     real = _Stream.curriculum_indices

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rayder_core.data.benchmarks import write_probe_set
+from rayder_core.data.evalsets import write_probe_set
 from rayder_core.evaluate import evaluate_model
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig

@@ -67,7 +67,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rayder_core.data.benchmarks import make_synthetic_benchmarks
+    from rayder_core.data.evalsets import make_synthetic_benchmarks
 
     info = make_synthetic_benchmarks(args.out, scenes=args.scenes, resolution=args.resolution, seed=args.seed,
                                      probe_sequences=args.probe_sequences, families=args.families)

@@ -1,5 +1,5 @@
 """Readers of published multi-view benchmark formats, converted into the toolkit's one internal format (pixelSplat
-RE10K chunks + an evaluation index, see `rayder_core.data.benchmarks`).
+RE10K chunks + an evaluation index, see `rayder_core.data.evalsets`).
 
 Every reader returns `SceneRecord`s: image files plus per-view pinhole intrinsics in pixels (fx, fy, cx, cy, for the
 image size on disk) and camera-to-world poses in OpenCV axes (x right, y down, z forward), float64.
@@ -307,7 +307,7 @@ def write_benchmark(records: Iterable[SceneRecord], out: str | os.PathLike, rule
     `out/evaluation_index.json` by `rule`. Returns {"scenes", "indexed", "views"}."""
     from tqdm import tqdm
 
-    from rayder_core.data.benchmarks import write_evaluation_index, write_re10k_chunks
+    from rayder_core.data.evalsets import write_evaluation_index, write_re10k_chunks
 
     if rule not in RULES:
         raise ValueError(f"unknown view-selection rule {rule!r}; choose from {RULES}")

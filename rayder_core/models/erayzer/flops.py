@@ -28,7 +28,7 @@ import torch
 
 from rayder_core.models.base import count_parameters
 
-from .camera import rotation_size
+from .pose_network import rotation_size
 from .config import PRESETS, ERayZerConfig
 from .model import ERayZer
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from rayder_core.geometry import Camera
 
-from .camera import CameraPrediction, CameraTransformer
+from .pose_network import CameraPrediction, CameraTransformer
 from .config import ERayZerConfig
 from .render import render_views
 from .scene import SceneTransformer

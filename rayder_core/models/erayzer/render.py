@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rayder_core.geometry import Camera
 
-from .camera import rotation_from_quat  # (w, x, y, z) -> R, one definition for the family
+from .pose_network import rotation_from_quat  # (w, x, y, z) -> R, one definition for the family
 
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0

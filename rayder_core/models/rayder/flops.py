@@ -50,7 +50,7 @@ from rayder_core.models import attention
 from rayder_core.models.base import count_parameters
 
 from . import build, masks
-from .blocks import FF_EXPAND
+from .layers import FF_EXPAND
 from .config import PRESETS, ModelConfig
 from .three_network import forward_flops as three_network_flops
 from .tokens import INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM

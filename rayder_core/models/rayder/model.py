@@ -23,7 +23,7 @@ from rayder_core.models.attention import resolve_backend
 from rayder_core.geometry import Camera, camera_from_params, plucker_rays
 
 from . import masks
-from .blocks import GlobalContext, GlobalLocalLayer, MLPHead, NeighborhoodLayer, PixelOutput, TokenMerge, TokenSplit
+from .layers import GlobalContext, GlobalLocalLayer, MLPHead, NeighborhoodLayer, PixelOutput, TokenMerge, TokenSplit
 from .config import ModelConfig
 from .tokens import (
     INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT, ROLE_NVS_TARGET, TOKEN_CAMERA,

@@ -37,7 +37,7 @@ from rayder_core.models import attention
 from rayder_core.models.attention import resolve_backend
 from rayder_core.geometry import Camera, camera_from_params, plucker_rays
 
-from .blocks import (
+from .layers import (
     FF_EXPAND, AdaRMSNorm, CosineAttentionWeights, GlobalContext, GlobalLocalLayer, MLPHead, PixelOutput, SwiGLU,
     TokenMerge,
 )

@@ -1,12 +1,12 @@
 """Held-out runs: a grid's `holdout:` runs are expanded under their own sweep, kept out of the grid's fits, and
-predicted by the law fitted on the grid alone (`fitting.holdout_run`) -- checked on a store with known values."""
+predicted by the law fitted on the grid alone (`fitting.holdout_runs`) -- checked on a store with known values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from fitting import fit_law, frontier
-from fitting.holdout_run import holdout_points, store_holdout_validation, validate_holdout
+from fitting.holdout_runs import holdout_points, store_holdout_validation, validate_holdout
 from rayder_core.results import ResultsStore
 from rayder_core.yamlconf import ConfigError
 from sweeps.spec import spec_from_mapping

@@ -2,7 +2,7 @@
 
 The law is fitted on the grid's frontier alone (`--sweep <name>`); every evaluated checkpoint of the held-out runs
 (`<name>-holdout`) is then a prediction problem: the law's value at the checkpoint's (C, D) against the measured
-target (e.g. MSE), with the bootstrap band and the Student-t lack-of-fit interval of `fitting.validate`. The summary
+target (e.g. MSE), with the bootstrap band and the Student-t lack-of-fit interval of `fitting.extrapolation`. The summary
 is the relative error at each held-out run's final checkpoint (the issue-10 target: |error| <= 5% of MSE).
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .fit import FitResult
-from .pareto import transform_metric
-from .validate import predict_holdout
+from .frontier import transform_metric
+from .extrapolation import predict_holdout
 
 
 def holdout_points(store, bench: str, metric: str, sweep: str) -> pd.DataFrame:
