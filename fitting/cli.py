@@ -202,7 +202,7 @@ def _store_points(args: argparse.Namespace):
     why not (no store, unknown benchmark, no evaluations)."""
     from pathlib import Path
 
-    from rayder_core.results import BenchLookupError, ResultsStore
+    from rayder_core.store import BenchLookupError, ResultsStore
 
     if not Path(args.db).is_file():  # never create an empty store from a mistyped path
         print(f"rayder-fit: results store {args.db} does not exist (run a sweep first, or pass --db)",

@@ -417,8 +417,8 @@ def due_steps(cfg: Any, steps: list[int]) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     from rayder_core.distributed import init_distributed
     from rayder_core.fileio import read_jsonl
-    from rayder_core.record import record_run_dir
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import record_run_dir
+    from rayder_core.store import ResultsStore
     from rayder_core.train_config import load_train_config
 
     parser = argparse.ArgumentParser(

@@ -44,8 +44,8 @@ from rayder_core import mup
 from rayder_core.distributed import init_distributed
 from rayder_core.evaluate import evaluate_model, write_eval_records
 from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
-from rayder_core.record import record_run_dir
-from rayder_core.results import ResultsStore
+from rayder_core.store import record_run_dir
+from rayder_core.store import ResultsStore
 from rayder_core.train_config import TrainConfig, load_train_config
 
 CHECKPOINT_DIR = "checkpoints"

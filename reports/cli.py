@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rayder_core.results import DEFAULT_DB, StoreError
+from rayder_core.store import DEFAULT_DB, StoreError
 
 DEFAULT_OUT = "reports/out/study.pdf"
 

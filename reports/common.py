@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from rayder_core.results import ResultsStore  # noqa: E402
+from rayder_core.store import ResultsStore  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------------------------
 # Constants: what the report plots and how
@@ -81,7 +81,7 @@ class ReportError(RuntimeError):
 # ------------------------------------------------------------------------------------------------------------------
 @dataclass
 class Study:
-    """Everything the report reads from a results store, as DataFrames (see rayder_core.results for columns)."""
+    """Everything the report reads from a results store, as DataFrames (see rayder_core.store for columns)."""
 
     db_path: Path
     runs: pd.DataFrame

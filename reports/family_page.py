@@ -127,7 +127,7 @@ def _wrap(lines: list[str], width: int = 62) -> list[str]:
 def figures(study: Study, fits: dict) -> Iterable[tuple[str, Figure]]:
     if "family" not in study.runs or study.runs["family"].nunique() < 2:
         return
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     store = ResultsStore(study.db_path)
     for bench in study.nvs_benches:

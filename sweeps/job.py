@@ -96,7 +96,7 @@ def mark_cancelled(cfg: Any, db: str | None) -> None:
     if state is not None and state.get("status") == "preempted":
         write_json_atomic(cfg.run_dir / "state.json", {**state, "status": "cancelled"})
     if db and getattr(cfg, "store_mode", "direct") == "direct":
-        from rayder_core.results import ResultsStore
+        from rayder_core.store import ResultsStore
 
         try:
             ResultsStore(db, lock_timeout_s=3).set_run_status(cfg.run_id, "cancelled")

@@ -494,9 +494,9 @@ def cancel(spec: SweepSpec) -> list[str]:
 
 def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = False) -> list[str]:
     """Write each run directory's records into the store at `db` (idempotent upserts; a run whose record files
-    did not change since the last collect is not read again, see `rayder_core.results.collect_runs`). Directories
+    did not change since the last collect is not read again, see `rayder_core.store.collect_runs`). Directories
     that cannot be read are reported on stderr and left out. Returns the run ids now in the store."""
-    from rayder_core.results import ResultsStore, collect_runs
+    from rayder_core.store import ResultsStore, collect_runs
 
     report = collect_runs(run_dirs, ResultsStore(db), progress=progress)
     for run_dir, reason in report.errors:
@@ -506,7 +506,7 @@ def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = Fal
 
 def _collect_missing(spec: SweepSpec, cfgs: list[TrainConfig]) -> None:
     """Collect runs whose state file says finished but whose store row does not (e.g. written elsewhere)."""
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     finished = [c for c in cfgs if (read_state(c.run_dir) or {}).get("status") == "finished"]
     if not finished and not any(c.store_mode == "index" for c in cfgs):

@@ -230,7 +230,7 @@ def _check_store(db: Path, problems: list[str]) -> None:
         if not os.access(db, os.R_OK | os.W_OK):
             problems.append(f"db: {db}: the store exists but is not readable and writable by this user")
             return
-        from rayder_core.results import ResultsStore
+        from rayder_core.store import ResultsStore
 
         try:
             ResultsStore(db, lock_timeout_s=30).table_counts()

@@ -158,7 +158,7 @@ def add_store_metrics(rows: list[RunStatus], db: str | os.PathLike, bench_for: d
     """Fill `evaluated_checkpoints` and `eval_psnr` from the results store, if it exists and can be read."""
     if not Path(db).exists() or not rows:
         return
-    from rayder_core.results import ResultsStore, StoreError
+    from rayder_core.store import ResultsStore, StoreError
 
     try:
         store = ResultsStore(db, lock_timeout_s=10)

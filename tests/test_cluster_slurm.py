@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 def test_two_task_index_mode_run_sharded_eval_then_collect(slurm_cluster, synth_data, tiny_sweep, tmp_path):
     from rayder_core.fileio import read_jsonl
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
     from sweeps import launcher
 
     spec = tiny_sweep(synth_data, fractions=(1.0,), store_mode="index", dist_timeout_min=5,

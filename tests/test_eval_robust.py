@@ -10,7 +10,7 @@ from rayder_core.data import evalsets as B
 from rayder_core.evaluate import evaluate_nvs
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 from rayder_core.train_config import BenchmarkSpec
 from test_data_evalsets import scene
 

@@ -15,7 +15,7 @@ from test_train import tiny_config  # noqa: E402
 
 from fitting.checkpoints import format_report, select_checkpoints  # noqa: E402
 from rayder_core.fileio import read_jsonl  # noqa: E402
-from rayder_core.results import ResultsStore  # noqa: E402
+from rayder_core.store import ResultsStore  # noqa: E402
 from rayder_core.train import cooldown_config, lr_at, lr_phase, main as train_main, run_training  # noqa: E402
 from rayder_core.train_config import load_train_config  # noqa: E402
 

@@ -7,7 +7,7 @@ import pytest
 
 from fitting import fit_law, frontier
 from fitting.holdout_runs import holdout_points, store_holdout_validation, validate_holdout
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 from rayder_core.yamlconf import ConfigError
 from sweeps.spec import spec_from_mapping
 

@@ -107,7 +107,7 @@ def test_executor_auto_follows_sbatch_on_path(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ real training
 def _check_complete_records(spec, cfg, restarted: bool) -> None:
     """The run finished and its records are complete and not duplicated, in the run dir and in the store."""
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     state = read_state(cfg.run_dir)
     assert state["status"] == "finished" and state["step"] == cfg.steps, state
@@ -136,7 +136,7 @@ def _check_complete_records(spec, cfg, restarted: bool) -> None:
 
 @pytest.mark.slow
 def test_local_sweep_trains_and_relaunch_is_idempotent(tmp_path, tiny_sweep, synth_data):
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     spec = tiny_sweep(synth_data)
     t0 = time.monotonic()

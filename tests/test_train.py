@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.multiprocessing as tmp_mp
 
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 from rayder_core.fileio import read_jsonl as _read_jsonl
-from rayder_core.record import record_run_dir
+from rayder_core.store import record_run_dir
 from rayder_core.train import TrainingDiverged, latest_checkpoint, lr_at, run_training
 from rayder_core.train_config import load_train_config
 from rayder_core.yamlconf import ConfigError

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rayder_core import mup
+from rayder_core.family import DEFAULT_FAMILY
 from rayder_core.mup import PARAMETRIZATIONS
 
 from . import erayzer, rayder
@@ -28,7 +29,6 @@ from .erayzer import flops as erayzer_flops
 from .rayder import config as rayder_config
 from .rayder import flops as rayder_flops
 
-DEFAULT_FAMILY = "rayder"
 # Keys of a model mapping that choose how the network is parametrised for training, not its architecture: the
 # registry takes them out before the family's config sees the mapping (`parametrization_of`).
 PARAMETRIZATION_KEYS = ("parametrization", "mup_base_width")
