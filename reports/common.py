@@ -41,7 +41,7 @@ def camera_metrics(bench: str) -> tuple[str, str]:
 
 
 def camera_protocol(bench: str) -> str:
-    """Human label of the protocol a camera benchmark name carries (see rayder_core.evaluate.PROBE_BENCH_SUFFIX)."""
+    """Human label of the protocol a camera benchmark name carries (see rayder_core.evaluation.probe_protocols.PROBE_BENCH_SUFFIX)."""
     if bench.endswith("-transfer"):
         return "pose transfer (XFactor TPS)"
     if bench.endswith("-per-scene"):

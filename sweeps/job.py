@@ -2,7 +2,7 @@
 
 `TrainJob()(config, db)` rebuilds the run's TrainConfig from its plain mapping (so a requeued job does not depend on
 pickled classes), sets up torch.distributed from the SLURM environment when the job has several tasks, and calls
-`rayder_core.train.run_training`, which resumes from the run directory's last checkpoint.
+`rayder_core.training.trainer.run_training`, which resumes from the run directory's last checkpoint.
 
 Checkpointing: submitit calls `checkpoint()` when the job gets USR2 (preemption, or the time limit approaching) and
 requeues the same call; because the run directory holds the checkpoint, re-running the same arguments resumes.
@@ -115,7 +115,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         fails. A run stopped by the user's cancel (scancel, `rayder-sweep cancel`) is labelled "cancelled"."""
         import torch
 
-        from rayder_core.train import run_training
+        from rayder_core.training.trainer import run_training
         from rayder_core.train_config import load_train_config
 
         if self.threads > 0:

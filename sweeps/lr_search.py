@@ -57,7 +57,7 @@ def final_loss(run_dir: Path, steps: int) -> float:
 def _train_one(point: SweepPoint) -> tuple[SweepPoint, float, float]:
     import torch
 
-    from rayder_core.train import run_training
+    from rayder_core.training.trainer import run_training
 
     torch.set_num_threads(int(os.environ.get("RAYDER_LR_SEARCH_THREADS", "1")))
     cfg = load_train_config(point.config)

@@ -70,8 +70,8 @@ def test_both_families_train_one_step_and_count_flops(family):
 def test_both_families_evaluate(family, synth_data):
     """NVS on the synthetic RE10K-format benchmark (evaluate.py calls only predict_cameras / predict_views) and RPA of
     the predicted cameras of a synthetic clip against its exact poses."""
-    from rayder_core.evaluate import evaluate_nvs
-    from rayder_core.train_config import BenchmarkSpec
+    from rayder_core.evaluation.nvs import evaluate_nvs
+    from rayder_core.eval_config import BenchmarkSpec
 
     torch.manual_seed(0)
     model = build_model(MAPPINGS[family]).eval()
@@ -89,7 +89,7 @@ def test_both_families_evaluate(family, synth_data):
     rpa = relative_pose_accuracy(est.camera[0], gt)
     assert rpa["rpa_pairs"] == 6 and all(0 <= rpa[k] <= 100 for k in ("rpa@5", "rpa@15", "rpa@30"))
     # the probe evaluation reports RPA of the model's own cameras next to the probe's metrics
-    from rayder_core.evaluate import evaluate_probe
+    from rayder_core.evaluation.probe_protocols import evaluate_probe
 
     rec = evaluate_probe(model, BenchmarkSpec("probe-synth", str(synth_data.probe), kind="probe"), resolution=32,
                          device=torch.device("cpu"), iters=5, rank=0, world=1)
@@ -122,10 +122,11 @@ def test_rayder_flops_cli_lists_erayzer_presets(capsys):
 def test_trainer_and_evaluation_run_the_erayzer_family(synth_data, tmp_path):
     """rayder-train with `model.family: erayzer`: model and FLOPs through the registry, checkpoint, evaluation (NVS
     + camera probe on its camera tokens), and the checkpoint reloads through evaluate.load_model_from_checkpoint."""
-    from rayder_core.evaluate import load_model_from_checkpoint
+    from rayder_core.evaluation.checkpoint import load_model_from_checkpoint
     from rayder_core.fileio import read_jsonl
     from rayder_core.models.erayzer import ERayZer
-    from rayder_core.train import latest_checkpoint, run_training
+    from rayder_core.training.checkpoints import latest_checkpoint
+    from rayder_core.training.trainer import run_training
     from rayder_core.train_config import load_train_config
 
     cfg = load_train_config({

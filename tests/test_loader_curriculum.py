@@ -163,7 +163,7 @@ def test_erayzer_training_with_the_overlap_curriculum_resumes_bit_exact(synth_da
     run logs exactly the losses of an uninterrupted run (the loader's batch count is in the checkpoint)."""
     import json
 
-    from rayder_core.train import run_training
+    from rayder_core.training.trainer import run_training
 
     def cfg(out):
         return load_train_config({

@@ -190,10 +190,10 @@ def test_index_mode_run_collected_equals_direct_mode_and_copy_is_collectable(syn
     import pandas as pd
     import torch
 
-    from rayder_core.evaluate import main as eval_main
+    from rayder_core.evaluation.cli import main as eval_main
     from rayder_core.fileio import read_jsonl
     from rayder_core.store import ResultsStore, collect_runs
-    from rayder_core.train import run_training
+    from rayder_core.training.trainer import run_training
     from rayder_core.train_config import load_train_config
 
     torch.set_num_threads(1)

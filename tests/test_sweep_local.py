@@ -16,7 +16,7 @@ from sweeps.state import STALE_AFTER_S, classify, format_table, read_state, run_
 
 
 def _state(run_id: str, status: str, step: int, heartbeat: float, **extra) -> dict:
-    """A state.json as the training loop writes it (the contract in rayder_core/train.py)."""
+    """A state.json as the training loop writes it (the contract in rayder_core/training/trainer.py)."""
     return {"run_id": run_id, "sweep": "t", "preset": "tiny-xs", "fraction": 0.1, "status": status, "step": step,
             "steps": 100, "samples": 4 * step, "flops": 1e9 * step, "compute_gflop": 1.0 * step,
             "last_checkpoint": step - step % 10 or None, "heartbeat": heartbeat, "started": heartbeat - 60,
