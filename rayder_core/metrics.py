@@ -149,7 +149,7 @@ class LpipsMetric:
         If neither works, return `MissingMetric("lpips", reason)`; never a substitute network."""
         device = torch.device(device)
         try:
-            import lpips  # noqa: PLC0415  (imports torchvision, which may raise RuntimeError, not ImportError)
+            import lpips  # optional dependency; imports torchvision, which may raise RuntimeError, not ImportError
 
             network = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False).to(device)
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rayder_core.data.curriculum import CurriculumSampler
 from rayder_core.eval_config import EvalConfig
+from rayder_core.models import model_config
 from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml, to_mapping
 
 
@@ -45,8 +47,6 @@ class CurriculumConfig:
         """The `CurriculumSampler` of this config, or None for mode `none`."""
         if self.mode == "none":
             return None
-        from rayder_core.data.curriculum import CurriculumSampler
-
         return CurriculumSampler(self.mode, tuple(self.start), tuple(self.end), self.anneal_fraction, self.span_views)
 
 
@@ -182,8 +182,6 @@ def load_train_config(source: str | Path | dict, overrides: list[str] | None = N
         name += " (with --set overrides)"
     cfg = from_mapping(TrainConfig, data, source=name)
     try:
-        from rayder_core.models import model_config
-
         model_config(dict(cfg.model), source=f"{name}: model")  # validates with the family's config (model.family)
     except ImportError:  # pragma: no cover - model module always present in a complete install
         pass

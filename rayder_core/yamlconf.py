@@ -6,6 +6,7 @@ mapping read with `yaml.safe_load`, rejecting unknown keys, wrong types and miss
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -165,8 +166,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the nested mapping `data` with `key.sub=value` overrides applied."""
-    import copy
-
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)

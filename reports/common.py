@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from fitting import select_checkpoints
 from rayder_core.store import ResultsStore  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -66,8 +67,6 @@ def _fit_points(points: pd.DataFrame) -> pd.DataFrame:
         return points
     points = points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)].reset_index(drop=True)
     if "lr_phase" in points and len(points):
-        from fitting import select_checkpoints
-
         points = select_checkpoints(points, "all", drop_warmup=True)[0].reset_index(drop=True)
     return points
 

@@ -31,12 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import submitit
+from tqdm import tqdm
+
+from rayder_core.store import collect_runs, ResultsStore
+from rayder_core.store import ResultsStore
 from rayder_core.train_config import TrainConfig
 from rayder_core.yamlconf import ConfigError
-from sweeps.preflight import PreflightError
+from sweeps.job import TrainJob
+from sweeps.preflight import (
+    ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight, run_train_flops, slurm_max_array_size,
+)
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, format_table,
-                          job_active, read_launch, read_state, run_status, slurm_queue, write_json_atomic)
+from sweeps.state import (
+    LAUNCH_FILE, RunStatus, STALE_AFTER_S, STATE_FILE, add_store_metrics, format_table, job_active, local_job_alive,
+    read_launch, read_state, run_status, slurm_queue, write_json_atomic,
+)
 
 EXECUTORS = ("auto", "slurm", "local")
 SUBMITIT_DIR = ".submitit"
@@ -164,11 +174,6 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
     """Submit the runs as job arrays, one array per distinct resource set (e.g. nodes per preset), split at the
     cluster's MaxArraySize. An array that sbatch rejects is reported with SLURM's message; the other arrays are
     still submitted, and SubmissionError names the runs that were not (they keep no launch record)."""
-    import submitit
-
-    from sweeps.job import TrainJob
-    from sweeps.preflight import slurm_max_array_size
-
     groups: dict[str, list[TrainConfig]] = {}
     resources: dict[str, Any] = {}
     for p in plans:
@@ -224,8 +229,6 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
 def _longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
     """Runs ordered by training FLOPs, largest first (longest-processing-time-first: with `parallel` slots the
     sweep ends sooner than in grid order, where the largest runs came last and ran alone). Ties keep grid order."""
-    from sweeps.preflight import run_train_flops
-
     cache: dict = {}
     try:
         cost = {c.run_id: run_train_flops(c, cache) for c in cfgs}
@@ -237,11 +240,6 @@ def _longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
 def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *, progress: bool,
                poll_s: float) -> None:
     """Run the runs as submitit local jobs, `spec.local.parallel` at a time, with a step progress bar."""
-    import submitit
-    from tqdm import tqdm
-
-    from sweeps.job import TrainJob
-
     cfgs = [p.cfg for p in plans]
     if not cfgs:
         return
@@ -317,8 +315,6 @@ def _last_error_line(text: str) -> str:
 
 def _terminate_local(job_id: str) -> bool:
     """SIGTERM a submitit local controller (it forwards the signal to the training process, which saves)."""
-    from sweeps.state import local_job_alive
-
     if not local_job_alive({"executor": "local", "job_id": job_id, "host": os.uname().nodename}):
         return False
     os.kill(int(job_id), signal.SIGTERM)
@@ -329,8 +325,6 @@ def wait_for_runs(cfgs: list[TrainConfig], *, timeout_s: float | None = None, st
                   poll_s: float = 5.0, progress: bool = True) -> list[RunStatus]:
     """Poll the runs' state files (never submitit's `result()`, which blocks forever on a hard-killed job without
     SLURM accounting) until every run is finished, failed, STALE or lost, or `timeout_s` passes."""
-    from tqdm import tqdm
-
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     total = sum(c.steps for c in cfgs)
     bar = tqdm(total=total, desc="waiting", unit="step", disable=not progress, dynamic_ncols=True, mininterval=2.0)
@@ -364,8 +358,6 @@ def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wa
     The local executor always waits for its runs; SLURM returns after submission unless `wait` is True.
     Afterwards finished runs missing from the store are collected into it (idempotent).
     """
-    from sweeps.preflight import ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight
-
     kind = resolve_executor(executor)
     cfgs = spec.runs()
     queue = slurm_queue() if kind == "slurm" else None
@@ -496,8 +488,6 @@ def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = Fal
     """Write each run directory's records into the store at `db` (idempotent upserts; a run whose record files
     did not change since the last collect is not read again, see `rayder_core.store.collect_runs`). Directories
     that cannot be read are reported on stderr and left out. Returns the run ids now in the store."""
-    from rayder_core.store import ResultsStore, collect_runs
-
     report = collect_runs(run_dirs, ResultsStore(db), progress=progress)
     for run_dir, reason in report.errors:
         print(f"collect: {run_dir}: not collected: {reason}", file=sys.stderr)
@@ -506,8 +496,6 @@ def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = Fal
 
 def _collect_missing(spec: SweepSpec, cfgs: list[TrainConfig]) -> None:
     """Collect runs whose state file says finished but whose store row does not (e.g. written elsewhere)."""
-    from rayder_core.store import ResultsStore
-
     finished = [c for c in cfgs if (read_state(c.run_dir) or {}).get("status") == "finished"]
     if not finished and not any(c.store_mode == "index" for c in cfgs):
         return

@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayder_core.models import family_of
+import torch
+
+from rayder_core.data.evalsets import Re10kBenchmark
+from rayder_core.data.evalsets import ProbeSet
+from rayder_core.data.manifest import Manifest
+from rayder_core.models import family_of, model_config, train_flops_per_step
+from rayder_core.store import ResultsStore
 from rayder_core.train_config import TrainConfig
 from sweeps.spec import SlurmSpec, SweepSpec
 
@@ -134,8 +140,6 @@ def _writable_dir(path: Path) -> tuple[bool, Path]:
 
 
 def _check_manifest(path: str, fraction: float, key: str, problems: list[str], cache: dict) -> None:
-    from rayder_core.data.manifest import Manifest
-
     if path not in cache:
         p = Path(path)
         if not p.is_file():
@@ -198,8 +202,6 @@ def _benchmark_problem(bench: Any, key: str) -> str | None:
         return f"{key}: {bench.path} does not exist ({what}; {hint})"
     try:
         if bench.kind == "re10k":
-            from rayder_core.data.evalsets import Re10kBenchmark
-
             index = getattr(bench, "index_path", None)
             b = Re10kBenchmark(path, index_path=index) if index else Re10kBenchmark(path)
             if len(b) == 0:
@@ -208,8 +210,6 @@ def _benchmark_problem(bench: Any, key: str) -> str | None:
             if missing:
                 return f"{key}: {bench.path}: {len(missing)} chunk file(s) of {what} are missing, e.g. {missing[0]}"
         elif bench.kind == "probe":
-            from rayder_core.data.evalsets import ProbeSet
-
             ps = ProbeSet(path)
             if len(ps) == 0:
                 return f"{key}: {bench.path}: {what} has no sequences"
@@ -230,8 +230,6 @@ def _check_store(db: Path, problems: list[str]) -> None:
         if not os.access(db, os.R_OK | os.W_OK):
             problems.append(f"db: {db}: the store exists but is not readable and writable by this user")
             return
-        from rayder_core.store import ResultsStore
-
         try:
             ResultsStore(db, lock_timeout_s=30).table_counts()
         except Exception as exc:  # newer schema, foreign file, lock timeout ...
@@ -380,8 +378,6 @@ def check_slurm_resources(spec: SweepSpec, presets: list[str], partitions: dict[
 # ------------------------------------------------------------------------------------------------ compute
 def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
     """Training FLOPs of one run: analytic FLOPs per step (rayder_core.models, exact convention) x steps."""
-    from rayder_core.models import model_config, train_flops_per_step  # the run's model.family
-
     cache = {} if cache is None else cache
     key = (repr(sorted(cfg.model.items())), cfg.data.resolution, cfg.data.frames, cfg.batch_size)
     if key not in cache:
@@ -443,8 +439,6 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
                 problems.append(f"{_slurm_origin(spec, preset, 'gpus_per_node')}: 0, but {_origin(spec, preset, 'device')} "
                                 f"is cuda (preset {preset}): the job would get no GPU")
     elif any(c.device == "cuda" for c in cfgs):
-        import torch
-
         if not torch.cuda.is_available():
             cuda_preset = next(c.model["preset"] for c in cfgs if c.device == "cuda")
             problems.append(f"{_origin(spec, cuda_preset, 'device')}: cuda, but the local executor has no CUDA GPU "

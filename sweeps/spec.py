@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import copy
 import itertools
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rayder_core.models import model_config
+from rayder_core.models import family_of, presets
+from rayder_core.models import FAMILIES
 from rayder_core.train_config import TrainConfig
-from rayder_core.yamlconf import ConfigError, from_mapping, load_yaml
+from rayder_core.yamlconf import apply_overrides, from_mapping, load_yaml, ConfigError
 
 
 @dataclass
@@ -51,8 +55,6 @@ class GridAxes:
     family_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> TrainConfig keys
 
     def __post_init__(self) -> None:
-        from rayder_core.models import FAMILIES
-
         if self.families is not None:
             if not self.families or len(set(self.families)) != len(self.families):
                 raise ValueError(f"families must list distinct families, got {self.families}")
@@ -201,8 +203,6 @@ class SweepSpec:
 
     def cli_args(self) -> str:
         """The grid file and its --set overrides as command-line arguments (to print follow-up commands)."""
-        import shlex
-
         if self.path is None:
             return "<grid.yaml>"
         return shlex.quote(self.path) + "".join(f" --set {shlex.quote(o)}" for o in self.overrides)
@@ -287,8 +287,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _train_config(mapping: dict[str, Any], source: str, prefix: str = "") -> TrainConfig:
     """Validate a TrainConfig mapping, including its model section; errors name `source` and the key."""
     cfg = from_mapping(TrainConfig, mapping, source=source, prefix=prefix)
-    from rayder_core.models import model_config
-
     try:
         model_config(dict(cfg.model), source=f"{source}: {prefix}model")  # the config of its model.family
     except ValueError as exc:
@@ -322,8 +320,6 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
     spec = from_mapping(SweepSpec, data, source=source)
     spec.source = source
-    from rayder_core.models import family_of, presets
-
     base_model = spec.base.get("model", {}) if isinstance(spec.base, dict) else {}
     if spec.grid.families is not None and isinstance(base_model, dict) and "family" in base_model:
         raise ConfigError(f"{source}: base.model.family: set by the grid (grid.families), not here")
@@ -362,8 +358,6 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
     for name, overrides in spec.grid.ablations.items():
         if with_families and "family" in overrides:
             raise ConfigError(f"{source}: grid.ablations.{name}.family: set by the grid (grid.families), not here")
-        from rayder_core.models import model_config
-
         for _fam, fam_over in spec.family_models():
             model = {**_deep_merge(spec.base, fam_over).get("model", {}), "preset": spec.grid.presets[0], **overrides}
             try:
@@ -391,8 +385,6 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     """Read and validate a grid file; `overrides` are `key.sub=value` strings (e.g. `base.steps=100`)."""
-    from rayder_core.yamlconf import apply_overrides
-
     data = load_yaml(path)
     source = str(path)
     if overrides:

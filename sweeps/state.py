@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rayder_core.fileio import atomic_write_text, read_json
+from rayder_core.store import ResultsStore, StoreError
 
 STALE_AFTER_S = 300.0
 STATE_FILE = "state.json"
@@ -158,8 +159,6 @@ def add_store_metrics(rows: list[RunStatus], db: str | os.PathLike, bench_for: d
     """Fill `evaluated_checkpoints` and `eval_psnr` from the results store, if it exists and can be read."""
     if not Path(db).exists() or not rows:
         return
-    from rayder_core.store import ResultsStore, StoreError
-
     try:
         store = ResultsStore(db, lock_timeout_s=10)
         counts = store.query("SELECT run_id, count(DISTINCT step) AS n FROM evals WHERE value IS NOT NULL "

@@ -51,7 +51,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rayder_core.data import curriculum as cur
+from rayder_core.data.manifest import Manifest
 from rayder_core.data.shards import VideoDecodeError, check_member, decode_mp4, split_member_name
+from rayder_core.geometry import Camera
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +232,6 @@ class _Stream:
 
     def overlap_profile(self, ref: SampleRef, fh: Any) -> np.ndarray:
         """The clip's overlap profile (computed once per process; see the module docstring for the sources)."""
-        from rayder_core.data import curriculum as cur
-
         key = (ref.shard, ref.offset)
         prof = self._profiles.get(key)
         if prof is not None:
@@ -239,8 +240,6 @@ class _Stream:
         if self.overlap_source == "geometric" and not cams:
             raise VideoDecodeError(f"overlap_source 'geometric' but clip {ref.key} has no cameras in its JSON")
         if cams and self.overlap_source in ("auto", "geometric"):
-            from rayder_core.geometry import Camera
-
             f64 = torch.float64
             camera = Camera(R=torch.tensor(cams["R"], dtype=f64), t=torch.tensor(cams["t"], dtype=f64),
                             f=torch.tensor(cams["f"], dtype=f64))
@@ -387,8 +386,6 @@ class VideoClipLoader:
     @classmethod
     def from_manifest(cls, manifest_path: str, fraction: float, **kwargs: Any) -> "VideoClipLoader":
         """Loader over the shards of one data ``fraction`` of a manifest file."""
-        from rayder_core.data.manifest import Manifest
-
         return cls(Manifest.load(manifest_path).shards(fraction), **kwargs)
 
     @property

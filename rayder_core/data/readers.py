@@ -33,6 +33,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
+
+from rayder_core.data.evalsets import write_evaluation_index, write_re10k_chunks
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
@@ -76,8 +80,6 @@ class SceneRecord:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(path) as im:
         return im.height, im.width
 
@@ -295,8 +297,6 @@ def view_selection(n_views: int, rule: str, views: int = 24, max_context: int = 
 
 
 def _decode(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -305,10 +305,6 @@ def write_benchmark(records: Iterable[SceneRecord], out: str | os.PathLike, rule
                     max_context: int = 8, split: str = "test", progress: bool = True) -> dict[str, int]:
     """Write scenes as pixelSplat chunks (`out/{split}/`) with the exact intrinsics of each file, and
     `out/evaluation_index.json` by `rule`. Returns {"scenes", "indexed", "views"}."""
-    from tqdm import tqdm
-
-    from rayder_core.data.evalsets import write_evaluation_index, write_re10k_chunks
-
     if rule not in RULES:
         raise ValueError(f"unknown view-selection rule {rule!r}; choose from {RULES}")
     index: dict[str, dict[str, list[int]] | None] = {}

@@ -20,6 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention.flex_attention import flex_attention
 
 
 D_HEAD = 64
@@ -142,7 +143,7 @@ def neighborhood_attention(q: Tensor, k: Tensor, v: Tensor, kernel: tuple[int, i
     """
     b, h, w, nh, d = q.shape
     if backend == "natten":
-        import natten
+        import natten  # optional dependency: the fused CUDA kernels (the 'natten' backend only)
 
         return natten.na2d(q.contiguous(), k.contiguous(), v.contiguous(), kernel_size=kernel, scale=1.0)
     mask = _cached_na_mask(h, w, kernel[0], kernel[1], q.device)
@@ -160,8 +161,6 @@ _compiled_flex = None
 def _flex_attention():
     global _compiled_flex
     if _compiled_flex is None:
-        from torch.nn.attention.flex_attention import flex_attention
-
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
 
@@ -174,7 +173,5 @@ def global_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, block
     if block_mask is not None:
         if q.device.type == "cuda":
             return _flex_attention()(q, k, v, block_mask=block_mask, scale=1.0)
-        from torch.nn.attention.flex_attention import flex_attention  # eager: forward only, dense scores
-
         return flex_attention(q, k, v, block_mask=block_mask, scale=1.0)
     return dense_attention(q, k, v, mask)

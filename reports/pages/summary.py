@@ -1,6 +1,7 @@
 """Page 1: study summary (sweeps, runs by state, the preset x fraction grid, totals, what is missing)."""
 from __future__ import annotations
 
+import textwrap
 import time
 from typing import Iterable
 
@@ -74,8 +75,6 @@ def summary_page(study: Study) -> Figure:
     # Bottom: what is missing.
     missing_lines = missing_summary(study)
     fig.text(0.03, 0.33, "What is missing", fontsize=11, fontweight="bold", va="top")
-    import textwrap
-
     wrapped = [w for line in missing_lines
                for w in textwrap.wrap(line, width=135, subsequent_indent="    ", break_on_hyphens=False)]
     shown = wrapped[:16]

@@ -256,7 +256,7 @@ def means_on_cuda(gaussians: dict[str, Tensor]) -> bool:
 
 def _gsplat_available() -> bool:
     try:
-        import gsplat  # noqa: F401
+        import gsplat  # noqa: F401  (optional dependency: CUDA rasteriser)
     except Exception:  # noqa: BLE001  (gsplat raises various errors without a CUDA toolchain)
         return False
     return True
@@ -265,7 +265,7 @@ def _gsplat_available() -> bool:
 def _render_gsplat(gaussians: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, height: int, width: int,
                    near_plane: float, background: float) -> Tensor:  # pragma: no cover - needs CUDA + gsplat
     """gsplat path (per batch element, fp32): the focal is folded into the view matrices (see `fold_focal`)."""
-    from gsplat import rasterization
+    from gsplat import rasterization  # optional dependency: CUDA rasteriser
 
     sh = gaussians["sh"]
     degree = int(math.isqrt(sh.shape[-2])) - 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn.attention.flex_attention import create_block_mask
 
 
 def inference_view_mask(n_in: int, n_target: int, device: torch.device | str | None = None) -> Tensor:
@@ -91,8 +92,6 @@ _BLOCK_MASKS: dict = {}
 def flex_block_mask(view_mask: Tensor, tokens_per_view: int, n_prefix: int = 0):
     """A flex-attention BlockMask with the same pattern as `token_mask` (used by the CUDA backend); cached by
     pattern, sequence layout and device."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     pattern = tuple(view_mask.flatten().tolist())
     key = (tuple(view_mask.shape), pattern, tokens_per_view, n_prefix, str(view_mask.device))
     if key in _BLOCK_MASKS:
