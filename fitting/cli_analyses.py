@@ -108,11 +108,6 @@ def wants_analysis(args: argparse.Namespace) -> bool:
     return bool(args.compare or args.isoflop or args.two_stage or args.validate or args.holdout_above is not None)
 
 
-def _write(store, fn, *a, **kw) -> None:
-    if store is not None:
-        fn(*a, **kw)
-
-
 def run_isoflop(args: argparse.Namespace, df: pd.DataFrame, *, n_col: str, c_col: str, y_col: str, run_col: str,
                 metric: str | None, bench: str | None, store, d_col: str | None = None) -> int:
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .extrapolation import predict_holdout
 from .fit import FitResult
 from .frontier import transform_metric
-from .extrapolation import predict_holdout
+
+HOLDOUT_SUFFIX = "-holdout"  # the sweep of a grid's held-out runs is the grid's name + this suffix
 
 
 def holdout_points(store, bench: str, metric: str, sweep: str) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from rayder_core.store import DEFAULT_DB, StoreError
-from reports.report import build_report, ReportError
+from reports.report import ReportError, build_report
 
 DEFAULT_OUT = "reports/out/study.pdf"
 

@@ -22,13 +22,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from fitting import select_checkpoints
+from fitting.holdout_runs import HOLDOUT_SUFFIX
 from rayder_core.store import ResultsStore  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------------------------
 # Constants: what the report plots and how
 # ------------------------------------------------------------------------------------------------------------------
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
-NVS_METRICS = ("psnr", "lpips", "ssim")  # evaluated names; fitted as MSE, LPIPS, 1-SSIM (lower is better)
+FITTED_NVS_METRICS = ("psnr", "lpips", "ssim")  # evaluated names; fitted as MSE, LPIPS, 1-SSIM (lower is better)
 PROBE_METRICS = ("rot_err_deg", "trans_err")
 TRANSFER_METRICS = ("rot_err_deg", "trans_err_deg")  # XFactor pose transfer (bench '<probe set>-transfer')
 METRIC_LABEL = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS ↓", "ssim": "SSIM ↑",
@@ -57,7 +58,6 @@ PAGE_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend
               "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5}
 
 
-HOLDOUT_SUFFIX = "-holdout"  # sweep name of a grid's held-out runs (sweeps.spec.SweepSpec.holdout_sweep)
 
 
 def _fit_points(points: pd.DataFrame) -> pd.DataFrame:
@@ -110,7 +110,7 @@ class Study:
     @property
     def nvs_benches(self) -> list[str]:
         """Benchmarks with novel-view metrics (PSNR/LPIPS/SSIM)."""
-        return self._benches_with(NVS_METRICS)
+        return self._benches_with(FITTED_NVS_METRICS)
 
     @property
     def probe_benches(self) -> list[str]:
@@ -151,7 +151,7 @@ def load_study(db_path: str | Path) -> Study:
     study = Study(db_path=db_path, runs=runs, checkpoints=store.checkpoints(), evals=store.evals(),
                   train_log=store.train_log(), fits=store.fits(), holdouts=store.extrapolations("holdout_run"))
     for bench in study.nvs_benches:
-        for metric in NVS_METRICS:  # frontiers and fits of the grid: held-out runs are validated, not fitted
+        for metric in FITTED_NVS_METRICS:  # frontiers and fits of the grid: held-out runs are validated, not fitted
             study.points[(bench, metric)] = _fit_points(store.eval_points(bench, metric))
     for bench in study.probe_benches:
         for metric in camera_metrics(bench):

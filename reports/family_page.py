@@ -14,10 +14,9 @@ from typing import Iterable
 import numpy as np
 from matplotlib.figure import Figure
 
-from fitting import DEFAULT_LAW, fit_study, FitOptions, StudyOptions
-from fitting import target_label
+from fitting import DEFAULT_LAW, FitOptions, StudyOptions, fit_study, target_label
 from rayder_core.store import ResultsStore
-from reports.common import HOLDOUT_SUFFIX, NVS_METRICS, Study, new_page, sci
+from reports.common import FITTED_NVS_METRICS, HOLDOUT_SUFFIX, Study, new_page, sci
 
 FAMILY_BOOTSTRAP = 100  # resamples per family for the exponents' CIs (each family is fitted on its own frontier)
 
@@ -127,7 +126,7 @@ def figures(study: Study, fits: dict) -> Iterable[tuple[str, Figure]]:
         return
     store = ResultsStore(study.db_path)
     for bench in study.nvs_benches:
-        for metric in [m for m in NVS_METRICS if len(study.eval_points(bench, m))][:1]:
+        for metric in [m for m in FITTED_NVS_METRICS if len(study.eval_points(bench, m))][:1]:
             fig = family_page(store, bench, metric, bootstrap=FAMILY_BOOTSTRAP)
             if fig is not None:
                 yield f"09_families_{bench}", fig

@@ -24,8 +24,7 @@ import submitit
 import torch
 
 from sweeps.preflight import parse_slurm_time
-from sweeps.state import read_launch
-from sweeps.state import read_state, write_json_atomic
+from sweeps.state import read_launch, read_state, write_json_atomic
 from rayder_core.store import ResultsStore
 from rayder_core.training.trainer import run_training
 from rayder_core.train_config import load_train_config

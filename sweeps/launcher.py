@@ -34,19 +34,16 @@ from typing import Any
 import submitit
 from tqdm import tqdm
 
-from rayder_core.store import collect_runs, ResultsStore
-from rayder_core.store import ResultsStore
+from rayder_core.store import ResultsStore, collect_runs
 from rayder_core.train_config import TrainConfig
 from rayder_core.yamlconf import ConfigError
 from sweeps.job import TrainJob
-from sweeps.preflight import (
-    ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight, run_train_flops, slurm_max_array_size,
-)
+from sweeps.preflight import (ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight, run_train_flops,
+                              slurm_max_array_size)
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.state import (
-    LAUNCH_FILE, RunStatus, STALE_AFTER_S, STATE_FILE, add_store_metrics, format_table, job_active, local_job_alive,
-    read_launch, read_state, run_status, slurm_queue, write_json_atomic,
-)
+from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, format_table,
+                          job_active, local_job_alive, read_launch, read_state, run_status, slurm_queue,
+                          write_json_atomic)
 
 EXECUTORS = ("auto", "slurm", "local")
 SUBMITIT_DIR = ".submitit"

@@ -32,8 +32,7 @@ from typing import Any
 
 import torch
 
-from rayder_core.data.evalsets import Re10kBenchmark
-from rayder_core.data.evalsets import ProbeSet
+from rayder_core.data.evalsets import ProbeSet, Re10kBenchmark
 from rayder_core.data.manifest import Manifest
 from rayder_core.models import family_of, model_config, train_flops_per_step
 from rayder_core.store import ResultsStore

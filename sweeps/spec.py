@@ -35,11 +35,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rayder_core.models import model_config
-from rayder_core.models import family_of, presets
-from rayder_core.models import FAMILIES
+from fitting.holdout_runs import HOLDOUT_SUFFIX
+from rayder_core.models import FAMILIES, family_of, model_config, presets
 from rayder_core.train_config import TrainConfig
-from rayder_core.yamlconf import apply_overrides, from_mapping, load_yaml, ConfigError
+from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml
 
 
 @dataclass
@@ -260,7 +259,7 @@ class SweepSpec:
     @property
     def holdout_sweep(self) -> str:
         """Sweep name of the held-out runs (fits of the grid use `--sweep <name>`, which excludes them)."""
-        return f"{self.name}-holdout"
+        return f"{self.name}{HOLDOUT_SUFFIX}"
 
     def slurm_for(self, preset: str) -> SlurmSpec:
         return self.slurm.for_preset(preset, source=self.source)

@@ -8,16 +8,14 @@ import json
 import pytest
 import torch
 
-from rayder_core.models import flops_cli
+from rayder_core.models import (FAMILIES, TRAINING_LOSS_KEYS, build_model, count_flops, family_of, flops_cli,
+                                model_config, param_count, presets, train_flops_per_step)
 from rayder_core.models.rayder import flops as rayder_flops
 from rayder_core.data.synth import make_clip
 from rayder_core.geometry import Camera
 from rayder_core.metrics import relative_pose_accuracy
 from rayder_core.models.rayder.config import ModelConfig
-from rayder_core.models import (FAMILIES, TRAINING_LOSS_KEYS, build_model, count_flops, family_of, model_config,
-                                param_count, presets, train_flops_per_step)
-from rayder_core.models.erayzer import ERayZerConfig
-from rayder_core.models.erayzer import flops as erayzer_flops
+from rayder_core.models.erayzer import ERayZerConfig, flops as erayzer_flops
 
 MAPPINGS = {"rayder": {"preset": "tiny-xs"}, "erayzer": {"family": "erayzer", "preset": "tiny-xs"}}
 

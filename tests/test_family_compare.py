@@ -9,9 +9,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from rayder_core.store import schema
+from rayder_core.store import ResultsStore, schema
 from rayder_core.models import family_of
-from rayder_core.store import ResultsStore
 from rayder_core.yamlconf import ConfigError
 from sweeps.spec import spec_from_mapping
 

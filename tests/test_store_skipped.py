@@ -3,8 +3,7 @@ a schema-1 store stays readable and migrates on its first write."""
 
 import duckdb
 
-from rayder_core.store import schema
-from rayder_core.store import ResultsStore
+from rayder_core.store import ResultsStore, schema
 
 
 def _v1_store(path):

@@ -11,9 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as tmp_mp
 
-from rayder_core.store import ResultsStore
+from rayder_core.store import ResultsStore, record_run_dir
 from rayder_core.fileio import read_jsonl as _read_jsonl
-from rayder_core.store import record_run_dir
 from rayder_core.training.checkpoints import latest_checkpoint
 from rayder_core.training.schedule import lr_at
 from rayder_core.training.trainer import TrainingDiverged, run_training

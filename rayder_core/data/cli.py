@@ -13,9 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rayder_core.data.manifest import Manifest
+from rayder_core.data.manifest import Manifest, build_manifest
 from rayder_core.data.synth import synthesize
-from rayder_core.data.manifest import build_manifest
 from rayder_core.data.ingest import ingest
 from rayder_core.data.evalsets import make_synthetic_benchmarks
 from rayder_core.data import readers

@@ -131,11 +131,6 @@ def read_nerfstudio(scene_dir: str | os.PathLike, key: str | None = None,
     return SceneRecord(key or scene_dir.name, images, np.array(intr), np.array(c2w), np.array(sizes))
 
 
-def find_nerfstudio_scenes(root: str | os.PathLike) -> list[Path]:
-    """Directories under `root` holding a transforms.json (DL3DV: <hash>/nerfstudio/transforms.json), sorted."""
-    return sorted({p.parent for p in Path(root).rglob("transforms.json")})
-
-
 # ------------------------------------------------------------------------------------------ COLMAP
 
 

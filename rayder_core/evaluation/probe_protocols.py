@@ -14,8 +14,8 @@ from rayder_core.eval_config import BenchmarkSpec
 from rayder_core.evaluation.nvs import resize_square
 from rayder_core.geometry import Camera
 from rayder_core.metrics import relative_pose_accuracy
-from rayder_core.probe import (evaluate_pose_probe, per_scene_probe, split_sequences, train_pose_probe, transfer_errors,
-                               transfer_trajectory)
+from rayder_core.probe import (evaluate_pose_probe, per_scene_probe, split_sequences, train_pose_probe,
+                               transfer_errors, transfer_trajectory)
 
 PROBE_TEST_FRACTION = 0.25
 

@@ -24,10 +24,8 @@ from rayder_core.mup import PARAMETRIZATIONS
 
 from . import erayzer, rayder
 from .base import TRAINING_LOSS_KEYS, Family
-from .erayzer import config as erayzer_config
-from .erayzer import flops as erayzer_flops
-from .rayder import config as rayder_config
-from .rayder import flops as rayder_flops
+from .erayzer import config as erayzer_config, flops as erayzer_flops
+from .rayder import config as rayder_config, flops as rayder_flops
 
 # Keys of a model mapping that choose how the network is parametrised for training, not its architecture: the
 # registry takes them out before the family's config sees the mapping (`parametrization_of`).

@@ -27,22 +27,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
-import torch
-from torch import Tensor, nn
-
-
-class FamilyModel(Protocol):
-    """Structural type of a family's model (see the module docstring)."""
-
-    cfg: Any
-
-    def training_loss(self, frames: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]: ...
-
-    def predict_cameras(self, frames: Tensor) -> Any: ...
-
-    def predict_views(self, inputs: Tensor, cams_in: Any, cams_target: Any, *args: Any, **kw: Any) -> Tensor: ...
+from torch import nn
 
 
 def config_from_preset(cls: type, presets: Mapping[str, Mapping[str, Any]], name: str, overrides: Mapping[str, Any],

@@ -16,9 +16,8 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 
-from rayder_core.store.schema import (
-    DEFAULT_FAMILY, FAMILY_FROM_CONFIG, FLOPS_CONVENTION, LR_PHASES, RUN_STATUSES, SCHEMA_VERSION, create_or_migrate,
-)
+from rayder_core.store.schema import (DEFAULT_FAMILY, FAMILY_FROM_CONFIG, FLOPS_CONVENTION, LR_PHASES, RUN_STATUSES,
+                                      SCHEMA_VERSION, create_or_migrate)
 
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from fitting import inverse_transform
-from reports.common import (FRACTION_CMAP, METRIC_LABEL, NO_NVS, NVS_METRICS, Study, count_label, message_page,
+from reports.common import (FITTED_NVS_METRICS, FRACTION_CMAP, METRIC_LABEL, NO_NVS, Study, count_label, message_page,
                             new_page, shades)
 from reports.fits import MetricFit, format_holdout
 
@@ -31,7 +31,7 @@ def frontier_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFi
                                            "hspace": 0.35, "wspace": 0.18}).flat
     d_values = sorted(study.runs["D"].unique())
     d_colour = dict(zip(d_values, shades(FRACTION_CMAP, len(d_values))))
-    for ax, metric in zip(axes, NVS_METRICS):
+    for ax, metric in zip(axes, FITTED_NVS_METRICS):
         _frontier_panel(ax, fits[(bench, metric)], d_colour)
     info = axes[3]
     info.axis("off")
@@ -40,11 +40,11 @@ def frontier_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFi
     handles.append(Line2D([], [], color="0.6", marker=".", ls="", label="all checkpoints"))
     info.legend(handles=handles, loc="upper left", frameon=False, title="data size")
     lines = ["Held-out extrapolation error (mean |relative error| of refits without the held-out points):"]
-    for metric in NVS_METRICS:
+    for metric in FITTED_NVS_METRICS:
         fit = fits[(bench, metric)]
         lines.append(f"  {fit.target}: " + (format_holdout(fit.holdout) if fit.ok else "no fit"))
     lines.append("")
-    for metric in NVS_METRICS:
+    for metric in FITTED_NVS_METRICS:
         fit = fits[(bench, metric)]
         lines.append(f"{fit.target}: {fit.source if fit.ok else fit.problem}")
         lines += [f"    note: {n}" for n in fit.notes[:2]]

@@ -5,7 +5,7 @@ from typing import Iterable
 
 from matplotlib.figure import Figure
 
-from reports.common import (METRIC_LABEL, NO_NVS, NVS_METRICS, Study, _run_curves, _run_styles,
+from reports.common import (FITTED_NVS_METRICS, METRIC_LABEL, NO_NVS, Study, _run_curves, _run_styles,
                             _size_fraction_legends, message_page, new_page)
 
 def scaling_page(study: Study, bench: str) -> Figure:
@@ -15,10 +15,10 @@ def scaling_page(study: Study, bench: str) -> Figure:
                    "size. Bottom: colour = model size (greens), marker = data fraction. Log compute axis.")
     presets, fractions = study.presets, study.fractions
     frac_colour, size_colour, size_marker, frac_marker = _run_styles(presets, fractions)
-    axes = fig.subplots(2, len(NVS_METRICS), squeeze=False,
+    axes = fig.subplots(2, len(FITTED_NVS_METRICS), squeeze=False,
                         gridspec_kw={"left": 0.06, "right": 0.83, "top": 0.88, "bottom": 0.08,
                                      "hspace": 0.3, "wspace": 0.25})
-    for col, metric in enumerate(NVS_METRICS):
+    for col, metric in enumerate(FITTED_NVS_METRICS):
         pts = study.eval_points(bench, metric)
         for row in range(2):
             ax = axes[row, col]

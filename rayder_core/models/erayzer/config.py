@@ -90,11 +90,6 @@ class ERayZerConfig:
         return self.width // self.head_dim
 
     @property
-    def downsample(self) -> int:
-        """Pixels per token side (= patch)."""
-        return self.patch
-
-    @property
     def gaussian_channels(self) -> int:
         """Decoder outputs per pixel: 3 (ray distance, averaged) + 3 (sh+1)^2 colour + 3 scale + 4 quat + 1 opacity."""
         return 3 + 3 * (self.sh_degree + 1) ** 2 + 3 + 4 + 1

@@ -33,7 +33,7 @@ from . import perceptual
 from .perceptual import perceptual_distance
 from .pose_network import CameraPrediction, CameraTransformer
 from .config import ERayZerConfig
-from .render import _gsplat_available, render_views
+from .render import choose_renderer, render_views
 from .scene import SceneTransformer
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,7 @@ class ERayZer(nn.Module):
     @property
     def backend(self) -> str:
         """Renderer used on the parameters' device: 'gsplat' (CUDA + gsplat importable, or forced) or 'torch'."""
-        if self.cfg.renderer != "auto":
-            return self.cfg.renderer
-        cuda = self.camera_net.camera_token.device.type == "cuda"
-        return "gsplat" if cuda and _gsplat_available() else "torch"
+        return choose_renderer(self.cfg.renderer, self.camera_net.camera_token.device)
 
     def _check_frames(self, frames: Tensor, name: str) -> None:
         if frames.ndim != 5 or frames.shape[2] != 3:

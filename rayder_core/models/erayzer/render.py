@@ -229,7 +229,7 @@ def render_views(
     background `background`). backend: 'auto' (gsplat on CUDA when importable), 'torch' or 'gsplat'.
     memory_checkpoint: recompute each sample's compositing in the backward pass instead of storing it."""
     b, v = cams.shape
-    use_gsplat = backend == "gsplat" or (backend == "auto" and means_on_cuda(gaussians) and _gsplat_available())
+    use_gsplat = choose_renderer(backend, gaussians["means"].device) == "gsplat"
     viewmats, Ks = camera_to_viewmat_K(cams.to(dtype=torch.float32), height, width)
     if use_gsplat:
         return _render_gsplat(gaussians, viewmats, Ks, height, width, near_plane, background)
@@ -250,8 +250,12 @@ def render_views(
     return torch.stack(out)
 
 
-def means_on_cuda(gaussians: dict[str, Tensor]) -> bool:
-    return gaussians["means"].device.type == "cuda"
+def choose_renderer(requested: str, device: torch.device) -> str:
+    """The renderer of `requested` ('auto' | 'torch' | 'gsplat') for tensors on `device`: 'auto' is gsplat on CUDA
+    when gsplat imports, the dense torch rasteriser otherwise."""
+    if requested != "auto":
+        return requested
+    return "gsplat" if device.type == "cuda" and _gsplat_available() else "torch"
 
 
 def _gsplat_available() -> bool:

@@ -25,10 +25,8 @@ from rayder_core.geometry import Camera, camera_from_params, plucker_rays
 from . import masks
 from .layers import GlobalContext, GlobalLocalLayer, MLPHead, NeighborhoodLayer, PixelOutput, TokenMerge, TokenSplit
 from .config import ModelConfig
-from .tokens import (
-    INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT, ROLE_NVS_TARGET, TOKEN_CAMERA,
-    TOKEN_REGISTER, TOKEN_VIEW, CameraEstimate,
-)
+from .tokens import (INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT,
+                     ROLE_NVS_TARGET, TOKEN_CAMERA, TOKEN_REGISTER, TOKEN_VIEW, CameraEstimate)
 
 class RayDer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:

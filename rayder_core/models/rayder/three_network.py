@@ -37,14 +37,10 @@ from rayder_core.models import attention
 from rayder_core.models.attention import resolve_backend
 from rayder_core.geometry import Camera, camera_from_params, plucker_rays
 
-from .layers import (
-    FF_EXPAND, AdaRMSNorm, CosineAttentionWeights, GlobalContext, GlobalLocalLayer, MLPHead, PixelOutput, SwiGLU,
-    TokenMerge,
-)
-from .tokens import (
-    INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT, ROLE_NVS_TARGET, TOKEN_CAMERA,
-    TOKEN_REGISTER, TOKEN_VIEW, CameraEstimate,
-)
+from .layers import (FF_EXPAND, AdaRMSNorm, CosineAttentionWeights, GlobalContext, GlobalLocalLayer, MLPHead,
+                     PixelOutput, SwiGLU, TokenMerge)
+from .tokens import (INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT,
+                     ROLE_NVS_TARGET, TOKEN_CAMERA, TOKEN_REGISTER, TOKEN_VIEW, CameraEstimate)
 
 
 class SceneLayer(nn.Module):
