@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+_KEY_PATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*: ")  # 'fractions[0]: ...'
 
 T = TypeVar("T")
 
@@ -135,7 +138,10 @@ def from_mapping(cls: type[T], data: dict[str, Any], *, source: str = "<config>"
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from None
+        message = str(exc)
+        if prefix and _KEY_PATH.match(message):  # the error names a key below prefix: one dotted path
+            raise ConfigError(f"{source}: {prefix}{message}") from None
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {message}") from None
     return obj
 
 

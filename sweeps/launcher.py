@@ -41,9 +41,9 @@ from sweeps.job import TrainJob
 from sweeps.preflight import (ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight, run_train_flops,
                               slurm_max_array_size)
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, format_table,
-                          job_active, local_job_alive, read_launch, read_state, run_status, slurm_queue,
-                          write_json_atomic)
+from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, classify,
+                          exception_line, format_table, job_active, job_gone, local_job_alive, read_launch, read_state,
+                          run_status, slurm_queue, startup_error, write_json_atomic)
 
 EXECUTORS = ("auto", "slurm", "local")
 SUBMITIT_DIR = ".submitit"
@@ -78,33 +78,39 @@ def plan_launch(cfgs: list[TrainConfig], *, queue: dict[str, str] | None, retry_
                 only_failed: bool = False) -> list[PlannedRun]:
     """Decide for each run whether to submit it. Finished runs and runs whose job is alive are skipped.
 
-    `only_failed` (`launch --retry-failed-only`): submit only runs whose last attempt failed: state failed, a
-    stale 'running' heartbeat (killed), or a recorded job that vanished before its first heartbeat (lost)."""
+    `only_failed` (`launch --retry-failed-only`): submit only runs whose last attempt failed: state failed, STALE
+    (killed; `classify`, the same definition `rayder-sweep status` shows), or a recorded job that ended before its
+    first heartbeat (lost, or failed at start-up)."""
     now = time.time() if now is None else now
     plans = []
     for cfg in cfgs:
         state, launch = read_state(cfg.run_dir), read_launch(cfg.run_dir)
         alive = job_active(launch, queue)
+        queue_known = queue is not None or (launch or {}).get("executor") == "local"
         status = (state or {}).get("status")
         step = int((state or {}).get("step", 0))
+        error = startup_error(launch) if state is None and job_gone(launch, alive, queue_known) else None
+        shown = classify(state, launch, alive, queue_known, now, stale_after_s, error=error)  # as `status` shows it
         if status == "finished":
             plans.append(PlannedRun(cfg, "skip", "finished"))
         elif alive is not None:
             plans.append(PlannedRun(cfg, "skip", f"{alive.lower()} as job {launch['job_id']}"))
-        elif status == "running" and now - float(state.get("heartbeat", 0)) <= stale_after_s and (
-                launch is None or (launch.get("executor") == "slurm" and queue is None)):
+        elif shown == "running":
             # started outside this launcher (rayder-train) or the queue cannot be asked: trust the heartbeat
             plans.append(PlannedRun(cfg, "skip", "running (fresh heartbeat)"))
         elif status == "failed" and not retry_failed:
             plans.append(PlannedRun(cfg, "skip", f"failed at step {step} (--no-retry-failed)"))
         elif state is None:
-            lost = launch is not None and (queue is not None or launch.get("executor") == "local")
-            if only_failed and not lost:
+            if only_failed and shown not in ("lost", "failed"):
                 plans.append(PlannedRun(cfg, "skip", "not failed (--retry-failed-only)"))
+            elif shown == "failed" and not retry_failed:
+                plans.append(PlannedRun(cfg, "skip", f"failed at start-up: {error} (--no-retry-failed)"))
             else:
-                plans.append(PlannedRun(cfg, "submit", "lost job, start again" if lost else "new"))
+                plans.append(PlannedRun(cfg, "submit", {"lost": "lost job, start again",
+                                                         "failed": f"failed at start-up ({error}), start again"}
+                                        .get(shown, "new")))
         else:
-            why = "stale heartbeat" if status == "running" else status
+            why = "stale heartbeat" if shown == "STALE" else status
             if only_failed and why not in ("failed", "stale heartbeat"):
                 plans.append(PlannedRun(cfg, "skip", f"{why} at step {step}, not failed (--retry-failed-only)"))
             else:
@@ -280,7 +286,7 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
                         result.outcomes[run_id] = job.result()["status"]
                     except Exception as exc:  # the run failed; the others go on
                         result.outcomes[run_id] = "failed"
-                        result.errors[run_id] = _last_error_line(str(exc))
+                        result.errors[run_id] = exception_line(str(exc))
                 if result.outcomes[run_id] in ("preempted", "cancelled") and pending:
                     # stopped by a signal (`rayder-sweep cancel`, SIGTERM): start no more runs
                     tqdm.write(f"run {run_id} was stopped (checkpoint saved); not starting the {len(pending)} "
@@ -303,11 +309,6 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
         bar.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _last_error_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else text[:500]
 
 
 def _terminate_local(job_id: str) -> bool:

@@ -138,7 +138,7 @@ def _writable_dir(path: Path) -> tuple[bool, Path]:
     return (p.is_dir() and os.access(p, os.W_OK | os.X_OK)), p
 
 
-def _check_manifest(path: str, fraction: float, key: str, problems: list[str], cache: dict) -> None:
+def _check_manifest(path: str, fraction: float, key: str, fraction_key: str, problems: list[str], cache: dict) -> None:
     if path not in cache:
         p = Path(path)
         if not p.is_file():
@@ -157,7 +157,9 @@ def _check_manifest(path: str, fraction: float, key: str, problems: list[str], c
     try:
         m.shards(fraction)
     except KeyError as exc:
-        problems.append(f"grid.fractions: {fraction:g} is not a fraction of {path} ({exc.args[0]})")
+        line = f"{fraction_key}: {fraction:g} is not a fraction of {path} ({exc.args[0]})"
+        if line not in problems:  # once, not once per preset
+            problems.append(line)
         return
     shards = [str((m.root / rel).resolve()) for rel in m.shard_counts]  # every fraction is a prefix of these
     missing = [s for s in shards if not Path(s).is_file()]
@@ -166,6 +168,12 @@ def _check_manifest(path: str, fraction: float, key: str, problems: list[str], c
                 f"e.g. {missing[0]}")
         if line not in problems:
             problems.append(line)
+
+
+def _fraction_key(spec: SweepSpec, fraction: float) -> str:
+    """The key path of a run's data fraction: `grid.fractions[i]` for a grid fraction, `data.fraction` otherwise."""
+    fractions = list(spec.grid.fractions)
+    return f"grid.fractions[{fractions.index(fraction)}]" if fraction in fractions else "data.fraction"
 
 
 def _check_batch_fits(cfg: TrainConfig, manifest: Any, key: str, problems: list[str]) -> None:
@@ -405,7 +413,7 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
         preset = cfg.model["preset"]
         family = family_of(dict(cfg.model)) if spec.grid.families else None
         _check_manifest(cfg.data.manifest, cfg.data.fraction, _origin(spec, preset, "data.manifest", family),
-                        problems, manifests)
+                        _fraction_key(spec, cfg.data.fraction), problems, manifests)
         _check_batch_fits(cfg, manifests.get(cfg.data.manifest), _origin(spec, preset, "batch_size", family),
                           problems)
         where = _origin(spec, preset, "eval.benchmarks", family)
