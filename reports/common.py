@@ -236,6 +236,43 @@ def plain_log_ticks(axis: matplotlib.axis.Axis) -> None:
         lambda v, _: f"{v:.2g}" if f"{v:.2g}"[0] in "2346" else ""))
 
 
+def tidy_log_axes(fig: Figure) -> None:
+    """Readable ticks on every log axis of `fig` that still has matplotlib's default formatter: labels at decades
+    (10^k) when the axis spans two decades or more, else at 1-2-5 (or 1-1.5-2-3-5-7) x 10^k as plain numbers; minor
+    ticks are never labelled (they overlapped: '2x10^2 3x10^2 4x10^2 ...')."""
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale != "log" or not isinstance(axis.get_major_formatter(), matplotlib.ticker.LogFormatter):
+                continue
+            lo, hi = sorted(axis.get_view_interval())
+            if not (lo > 0 and np.isfinite(hi)):
+                continue
+            decades = np.log10(hi) - np.log10(lo)
+            if decades >= 2:
+                axis.set_major_locator(matplotlib.ticker.LogLocator(base=10))
+            else:
+                subs = (1.0, 2.0, 5.0) if decades >= 0.7 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+                axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
+                axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def split_by_data(study: "Study", bench: str, metrics: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(metrics with evaluated values on `bench`, metrics without): pages draw the first and name the second."""
+    metrics = list(metrics)
+    have = [m for m in metrics if not study.eval_points(bench, m).empty]
+    return have, [m for m in metrics if m not in have]
+
+
+def left_out_line(bench: str, missing: list[str]) -> str:
+    """One line for the panels a page leaves out because their metric has no values."""
+    if not missing:
+        return ""
+    names = ", ".join(METRIC_LABEL[m].split(" ")[0] for m in missing)
+    return (f" {names}: no {'/'.join(missing)} values on {bench} (reason on the summary page); "
+            f"{'its panels are' if len(missing) == 1 else 'their panels are'} left out.")
+
+
 def run_label(run: pd.Series) -> str:
     return f"{run['preset']} · {fraction_label(run['fraction'])}"
 
