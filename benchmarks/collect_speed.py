@@ -15,7 +15,7 @@ import yaml
 from tqdm import tqdm
 
 from rayder_core.fileio import append_jsonl, atomic_write_text
-from rayder_core.results import ResultsStore, collect_runs
+from rayder_core.store import ResultsStore, collect_runs
 
 
 def write_run(run: Path, i: int, steps: int, every: int) -> None:

@@ -46,7 +46,7 @@ def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, ba
     torch.manual_seed(0)
     model = RayDer(cfg).to(device).train()
     if compiled:
-        from rayder_core.train import compile_layers
+        from rayder_core.training.trainer import compile_layers
 
         compile_layers(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

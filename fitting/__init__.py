@@ -19,9 +19,9 @@ from .data_constrained import fit_data_constrained
 from .fit import FitOptions, FitResult, FitWarning, fit_law, fit_with_options, score_law
 from .isoflop import isoflop
 from .laws import DEFAULT_LAW, LAWS, Law, constrain, get_law
-from .pareto import frontier, inverse_transform, running_frontier, target_label, transform_metric
+from .frontier import frontier, inverse_transform, running_frontier, target_label, transform_metric
 from .study import StudyFit, StudyOptions, fit_study
-from .validate import growing_prefix, holdout_above, predict_holdout, prediction_interval
+from .extrapolation import growing_prefix, holdout_above, predict_holdout, prediction_interval
 
 __all__ = ["DEFAULT_LAW", "LAWS", "FitOptions", "FitResult", "FitWarning", "Law", "StudyFit", "StudyOptions",
            "compare_laws", "constrain", "fit_data_constrained", "fit_law", "fit_study", "fit_with_options", "frontier", "get_law", "growing_prefix", "holdout_above", "inverse_transform", "isoflop",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -147,8 +148,6 @@ def refit_resamples(problem: FitProblem, starts: list[np.ndarray], n: int, seed:
             chunks.append(_refit_chunk(*args, batch, starts, restarts))
             bar.update(len(batch))
     else:
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
             for f in [pool.submit(_refit_chunk, *args, batch, starts, restarts) for batch in batches]:
                 chunks.append(f.result())

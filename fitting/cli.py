@@ -14,14 +14,18 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 
+from rayder_core.store import BenchLookupError, ResultsStore
+
+from .checkpoints import format_report
 from .cli_analyses import (add_arguments, parse_constraints, run_analysis, run_isoflop, select_store_points,
                            wants_analysis)
 from .fit import FitOptions
 from .laws import DEFAULT_LAW, LAWS
-from .pareto import TRANSFORMS, transform_metric
+from .frontier import TRANSFORMS, transform_metric
 from .study import StudyFit, StudyOptions, filter_rows, fit_study, format_selection, prepare_points
 
 
@@ -200,10 +204,6 @@ def main(argv: list[str] | None = None) -> int:
 def _store_points(args: argparse.Namespace):
     """(store, eval_points with S = samples seen and U = D) of --metric on --bench, or (None, None) after printing
     why not (no store, unknown benchmark, no evaluations)."""
-    from pathlib import Path
-
-    from rayder_core.results import BenchLookupError, ResultsStore
-
     if not Path(args.db).is_file():  # never create an empty store from a mistyped path
         print(f"rayder-fit: results store {args.db} does not exist (run a sweep first, or pass --db)",
               file=sys.stderr)
@@ -236,8 +236,6 @@ def _run_analysis(args: argparse.Namespace, points: pd.DataFrame, options: Study
         print(f"rayder-fit: {exc}", file=sys.stderr)
         return 2
     if store is not None:
-        from .checkpoints import format_report
-
         print("rayder-fit: " + format_report(selection, len(points), len(table)), file=sys.stderr)
     for note in notes:
         print(f"rayder-fit: WARNING: {note}", file=sys.stderr)

@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 
 from .checkpoints import CHECKPOINT_MODES, format_report, select_checkpoints
+from .compare import compare_laws, format_comparison
+from .data_constrained import fit_data_constrained
+from .extrapolation import growing_prefix, holdout_above
 from .fit import FitWarning, _data_hash
+from .isoflop import isoflop, plot_isoflop
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -104,15 +108,8 @@ def wants_analysis(args: argparse.Namespace) -> bool:
     return bool(args.compare or args.isoflop or args.two_stage or args.validate or args.holdout_above is not None)
 
 
-def _write(store, fn, *a, **kw) -> None:
-    if store is not None:
-        fn(*a, **kw)
-
-
 def run_isoflop(args: argparse.Namespace, df: pd.DataFrame, *, n_col: str, c_col: str, y_col: str, run_col: str,
                 metric: str | None, bench: str | None, store, d_col: str | None = None) -> int:
-    from .isoflop import isoflop, plot_isoflop
-
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
     if run_col not in df.columns:
         df = df.assign(**{run_col: np.arange(len(df))})
@@ -145,9 +142,6 @@ def run_isoflop(args: argparse.Namespace, df: pd.DataFrame, *, n_col: str, c_col
 def run_analysis(args: argparse.Namespace, df: pd.DataFrame, x: list[str], y: str, *, metric: str | None,
                  bench: str | None, store, fix: dict, tie: dict) -> int:
     """--compare, --two-stage, --validate prefix or --holdout-above on the fit points `df`."""
-    from .compare import compare_laws, format_comparison
-    from .validate import growing_prefix, holdout_above
-
     sub = df[df["on_frontier_d"].astype(bool)] if "on_frontier_d" in df.columns else df
     write = store is not None and not args.no_write
     try:
@@ -168,8 +162,6 @@ def run_analysis(args: argparse.Namespace, df: pd.DataFrame, x: list[str], y: st
                 if write:
                     store.write_law_comparison(table, **meta)
             if args.two_stage:
-                from .data_constrained import fit_data_constrained
-
                 res = fit_data_constrained(df, x, y, bootstrap=args.bootstrap, seed=args.seed,
                                            objective=args.objective, delta=args.delta, n_starts=args.starts,
                                            param_repetition=args.param_repetition, ci=args.ci)

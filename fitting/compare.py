@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .fit import FitWarning, fit_law
 from .laws import get_law
@@ -37,8 +38,6 @@ def compare_laws(df: pd.DataFrame, laws: Sequence[str], x: Sequence[str] = ("C",
     d_aic / d_bic (difference to the best), akaike_weight, loo_err / lodo_err (cross-validated mean |relative
     error| in %, NaN when not computed), r2, formula, params (dict). `fix`/`tie` map a law name to its constraints.
     """
-    from tqdm.auto import tqdm
-
     x = list(x)
     if not laws:
         raise ValueError("compare_laws: give at least one law")

@@ -29,10 +29,9 @@ import pandas as pd
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
-from .bootstrap import (CI_METHODS, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band,
-                        refit_resamples)
+from .bootstrap import CI_METHODS, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band, refit_resamples
 from .laws import DEFAULT_LAW, Law, constrain, expand_params, get_law
-from .pareto import target_label
+from .frontier import target_label
 from .problem import DEFAULT_TOL, FitProblem, best_of, one_blas_thread
 
 OBJECTIVES = ("huber", "lsq")
@@ -127,7 +126,7 @@ class FitResult:
         1e-12, at 3-20x less time).
 
         Used for leave-one-out style cross-validation; for honest extrapolation tests use fresh fits instead
-        (fitting.validate), since the full-data optimum has seen the held-out points.
+        (fitting.extrapolation), since the full-data optimum has seen the held-out points.
         """
         if self._problem is None:
             raise ValueError("refit_predict needs a FitResult made by fit_law in this process")

@@ -264,10 +264,10 @@ def isoflop(df: pd.DataFrame, budgets: Sequence[float] | None = None, *, n_budge
 
 def plot_isoflop(res: IsoflopResult, path: str, *, x_label: str = "N (parameters)", y_label: str = "target") -> None:
     """Report page figure: the profiles with their parabolas and minima (left) and N*(C) with the fit (right)."""
-    import matplotlib
+    import matplotlib  # optional plotting (rayder-fit --isoflop --plot, the report); Agg before pyplot
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional plotting, after choosing the Agg backend
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     cmap = plt.get_cmap("viridis")

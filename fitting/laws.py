@@ -289,40 +289,46 @@ def _grid(exps: list[tuple[str, np.ndarray]], offsets: tuple[str, ...] = ()):
     return lambda X: _product(*exps, *_offset_grid(X, offsets))
 
 
-_AB = {"A": [(0, "alpha")], "B": [(1, "beta")]}
-LAWS: dict[str, Law] = {}
-for _off in (False, True):
-    _sfx = "_offset" if _off else ""
-    _c = "({x0} + {C0})" if _off else "{x0}"
-    _d = "({x1} + {D0})" if _off else "{x1}"
-    _cd = ("C0", "D0") if _off else ("", "")
-    _extra = ("C0", "D0") if _off else ()
-    LAWS["single" + _sfx] = _make(
-        "single" + _sfx, "B.8", 1, ("L_inf", "A", "alpha") + (("C0",) if _off else ()), {"A": [(0, "alpha")]},
-        "{L_inf} + {A} " + _c + "^-{alpha}", _single, _single_basis,
-        _grid([("alpha", np.linspace(0.05, 2.0, 14))], ("C0",) if _off else ()))
-    LAWS["kaplan" + _sfx] = _make(
-        "kaplan" + _sfx, "B.9", 2, ("L_inf", "A", "alpha", "B", "beta", "gamma") + _extra, _AB,
-        "{L_inf} + ({A} " + _c + "^-{alpha} + {B} " + _d + "^-{beta})^{gamma}", _kaplan, _kaplan_basis,
-        _kaplan_grid_factory(_off))
-    LAWS["additive" + _sfx] = _make(
-        "additive" + _sfx, "B.13", 2, ("L_inf", "A", "alpha", "B", "beta") + _extra, _AB,
-        "{L_inf} + {A} " + _c + "^-{alpha} + {B} " + _d + "^-{beta}", _additive, _additive_basis,
-        _grid([("alpha", _EXPONENTS), ("beta", _EXPONENTS)], _cd))
-    LAWS["cross" + _sfx] = _make(
-        "cross" + _sfx, "B.14", 2, ("L_inf", "A", "alpha", "B", "beta", "E", "alpha2", "beta2") + _extra,
-        {**_AB, "E": [(0, "alpha2"), (1, "beta2")]},
-        "{L_inf} + {A} " + _c + "^-{alpha} + {B} " + _d + "^-{beta} + {E} " + _c + "^-{alpha2} " + _d + "^-{beta2}",
+def _power_laws(offset: bool) -> dict[str, Law]:
+    """The laws B.8, B.9, B.13, B.14 and B.15 in C and D, or with `offset` in (C + C0) and (D + D0) (names
+    suffixed "_offset", two more free parameters)."""
+    suffix = "_offset" if offset else ""
+    c = "({x0} + {C0})" if offset else "{x0}"   # the compute term of a template
+    d = "({x1} + {D0})" if offset else "{x1}"   # the data term
+    grid_offsets = ("C0", "D0") if offset else ("", "")
+    extra = ("C0", "D0") if offset else ()
+    powers_ab = {"A": [(0, "alpha")], "B": [(1, "beta")]}
+    laws = {}
+    laws["single" + suffix] = _make(
+        "single" + suffix, "B.8", 1, ("L_inf", "A", "alpha") + (("C0",) if offset else ()), {"A": [(0, "alpha")]},
+        "{L_inf} + {A} " + c + "^-{alpha}", _single, _single_basis,
+        _grid([("alpha", np.linspace(0.05, 2.0, 14))], ("C0",) if offset else ()))
+    laws["kaplan" + suffix] = _make(
+        "kaplan" + suffix, "B.9", 2, ("L_inf", "A", "alpha", "B", "beta", "gamma") + extra, powers_ab,
+        "{L_inf} + ({A} " + c + "^-{alpha} + {B} " + d + "^-{beta})^{gamma}", _kaplan, _kaplan_basis,
+        _kaplan_grid_factory(offset))
+    laws["additive" + suffix] = _make(
+        "additive" + suffix, "B.13", 2, ("L_inf", "A", "alpha", "B", "beta") + extra, powers_ab,
+        "{L_inf} + {A} " + c + "^-{alpha} + {B} " + d + "^-{beta}", _additive, _additive_basis,
+        _grid([("alpha", _EXPONENTS), ("beta", _EXPONENTS)], grid_offsets))
+    laws["cross" + suffix] = _make(
+        "cross" + suffix, "B.14", 2, ("L_inf", "A", "alpha", "B", "beta", "E", "alpha2", "beta2") + extra,
+        {**powers_ab, "E": [(0, "alpha2"), (1, "beta2")]},
+        "{L_inf} + {A} " + c + "^-{alpha} + {B} " + d + "^-{beta} + {E} " + c + "^-{alpha2} " + d + "^-{beta2}",
         _cross, _cross_basis,
         _grid([("alpha", _EXPONENTS_SMALL), ("beta", _EXPONENTS_SMALL), ("alpha2", _EXPONENTS_SMALL),
-               ("beta2", _EXPONENTS_SMALL)], _cd))
-    LAWS["modulated" + _sfx] = _make(
-        "modulated" + _sfx, "B.15", 2, ("L_inf", "B", "beta", "A", "alpha", "delta") + _extra,
+               ("beta2", _EXPONENTS_SMALL)], grid_offsets))
+    laws["modulated" + suffix] = _make(
+        "modulated" + suffix, "B.15", 2, ("L_inf", "B", "beta", "A", "alpha", "delta") + extra,
         {"B": [(1, "beta")], "A": [(0, "alpha"), (1, "delta")]},
-        "{L_inf} + {B} " + _d + "^-{beta} + {A} " + _c + "^-{alpha} " + _d + "^-{delta}", _modulated,
+        "{L_inf} + {B} " + d + "^-{beta} + {A} " + c + "^-{alpha} " + d + "^-{delta}", _modulated,
         _modulated_basis,
         _grid([("beta", _EXPONENTS_SMALL), ("alpha", _EXPONENTS_SMALL), ("delta", np.array([0.0, 0.1, 0.3, 0.6]))],
-              _cd))
+              grid_offsets))
+    return laws
+
+
+LAWS: dict[str, Law] = {**_power_laws(offset=False), **_power_laws(offset=True)}
 LAWS["gated"] = _make(
     "gated", "B.16", 2, ("L_inf", "B", "beta", "A", "alpha", "kappa", "D1"), {"B": [(1, "beta")], "A": [(0, "alpha")]},
     "{L_inf} + {B} {x1}^-{beta} + {A} {x0}^-{alpha} ({x1} / ({x1} + {D1}))^{kappa}", _gated, _gated_basis,

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from .checkpoints import select_checkpoints
+from .checkpoints import format_report, select_checkpoints
 from .fit import FitOptions, FitResult, FitWarning, fit_with_options
 from .laws import get_law
-from .pareto import frontier, running_frontier
+from .frontier import frontier, running_frontier
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,6 @@ def fit_study(points: pd.DataFrame, options: StudyOptions) -> StudyFit:
 
 def format_selection(study: StudyFit) -> str:
     """One line: 'points: 120 -> 84 (warmup checkpoints: -12, --checkpoints final: -24)'."""
-    from .checkpoints import format_report
-
     n_after = len(study.table) if study.table is not None else 0
     return format_report(study.selection, study.n_input_rows, n_after)
 

@@ -1,10 +1,13 @@
-"""Process-group setup shared by training (`rayder_core.train`) and evaluation (`rayder_core.evaluate`).
-
-Its own module so that neither of the two imports the other."""
+"""Process groups, shared by training (`rayder_core.training`) and evaluation (`rayder_core.evaluation`): setup from
+the torchrun/SLURM environment, and the helpers evaluation shards its work with (rank/world, contiguous blocks,
+gather/broadcast of Python objects, one error raised alike on every rank). Without a process group every helper is
+the one-process identity."""
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,8 +28,46 @@ def init_distributed(device_pref: str, timeout_min: float | None = None) -> tupl
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        from datetime import timedelta
-
         timeout = None if timeout_min is None else timedelta(minutes=float(timeout_min))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world, timeout=timeout)
     return rank, world, device
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_range(total: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous block [start, stop) of `total` items owned by `rank` of `world` (sizes differ by at most 1)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    return total * rank // world, total * (rank + 1) // world
+
+
+def all_gather(obj: Any, world: int) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank; [obj] without a process group."""
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any, world: int) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def raise_first_error(parts: list[dict], where: str) -> None:
+    """Re-raise (on every rank alike) the first error a rank reported, so all ranks take the same path."""
+    for rank, part in enumerate(parts):
+        if "error" in part:
+            kind = FileNotFoundError if part["error_type"] == "FileNotFoundError" else ValueError
+            raise kind(f"{part['error']} (rank {rank}, {where})")

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from rayder_core.geometry import Camera, rotation_angle_deg
-from rayder_core.lpips_vgg import (LPIPS_WEIGHTS_ENV, load_lpips_vgg, lpips_weights_candidates,
-                                   vgg16_checkpoint_path)
+from rayder_core.lpips_vgg import LPIPS_WEIGHTS_ENV, load_lpips_vgg, lpips_weights_candidates, vgg16_checkpoint_path
 
 SSIM_WIN_SIZE = 11
 SSIM_SIGMA = 1.5
@@ -149,7 +148,7 @@ class LpipsMetric:
         If neither works, return `MissingMetric("lpips", reason)`; never a substitute network."""
         device = torch.device(device)
         try:
-            import lpips  # noqa: PLC0415  (imports torchvision, which may raise RuntimeError, not ImportError)
+            import lpips  # optional dependency; imports torchvision, which may raise RuntimeError, not ImportError
 
             network = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False).to(device)
 

@@ -18,7 +18,7 @@ Protocol implemented here:
   "rot_err_deg" and "trans_err" are the mean errors. Train on some sequences and evaluate on held-out ones
   (`split_sequences`).
 
-Two probe protocols (`rayder_core.evaluate` records them under separate benchmark names):
+Two probe protocols (`rayder_core.evaluation.probe_protocols` records them under separate benchmark names):
 - cross-scene (`train_pose_probe` on some sequences, `evaluate_pose_probe` on held-out sequences; the toolkit's
   first protocol, kept as the option `cross_scene`; targets aligned with `alignment="camera"` as above);
 - per-scene, as Appendix B.2.3 describes it (`per_scene_probe`): one probe per sequence, fit on the frames of that

@@ -19,7 +19,7 @@ def natten_status() -> dict[str, Any]:
 
     NATTEN >= 0.20 only has fused kernels; 0.17-0.19 report `is_fused_na_enabled()`."""
     try:
-        import natten
+        import natten  # optional dependency
     except Exception:  # noqa: BLE001 - not installed, or built for another torch/CUDA
         return {"natten_version": None, "natten_fused": None}
     version = str(getattr(natten, "__version__", "unknown"))
@@ -50,7 +50,7 @@ def apply_gpu_settings(tf32: bool, device: torch.device) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
     torch.backends.cudnn.allow_tf32 = bool(tf32)
     try:
-        import natten
+        import natten  # optional dependency
 
         use_fused = getattr(natten, "use_fused_na", None)
         if callable(use_fused):

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rayder_core.data.curriculum import CurriculumSampler
+from rayder_core.eval_config import EvalConfig
+from rayder_core.models import model_config
 from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml, to_mapping
 
 
@@ -19,7 +22,7 @@ class CurriculumConfig:
     """How a clip's frames are drawn (`data.curriculum`): `none` = by `data.fps` (RayDer's sampling, the default);
     `frame_interval` (RayZer-style: the frame gap anneals from 1 to its maximum) and `overlap` (E-RayZer: the gap
     whose visual overlap matches a target drawn from a range annealed from `start` to `end` over the first
-    `anneal_fraction` of the run) use `rayder_core.models.erayzer.curriculum.CurriculumSampler`; see
+    `anneal_fraction` of the run) use `rayder_core.data.curriculum.CurriculumSampler`; see
     `rayder_core.data.loader` for the overlap sources. Switchable for either family (the paper's ablation)."""
 
     mode: Literal["none", "frame_interval", "overlap"] = "none"
@@ -44,8 +47,6 @@ class CurriculumConfig:
         """The `CurriculumSampler` of this config, or None for mode `none`."""
         if self.mode == "none":
             return None
-        from rayder_core.models.erayzer.curriculum import CurriculumSampler
-
         return CurriculumSampler(self.mode, tuple(self.start), tuple(self.end), self.anneal_fraction, self.span_views)
 
 
@@ -98,70 +99,6 @@ class OptimConfig:
             raise ValueError("optim.decay_halve_every must be > 0")
         if self.skip_grad_factor is not None and not self.skip_grad_factor > 0:
             raise ValueError(f"optim.skip_grad_factor must be > 0 or null (off), got {self.skip_grad_factor}")
-
-
-@dataclass
-class BenchmarkSpec:
-    """One evaluation set: `kind` re10k (NVS, pixelSplat format) or probe (camera probe sequences)."""
-
-    name: str
-    path: str
-    kind: Literal["re10k", "probe"] = "re10k"
-    max_scenes: int | None = None
-    index: str | None = None  # re10k: evaluation-index JSON (default: path/evaluation_index.json)
-    # probe: which protocols to report (rayder_core.probe), each under its own benchmark name: per_scene (the
-    # paper's, Appendix B.2.3; the default) -> <name>-per-scene, cross_scene -> <name>, transfer (XFactor TPS) ->
-    # <name>-transfer
-    protocols: list[str] = field(default_factory=lambda: ["per_scene"])
-
-    def __post_init__(self) -> None:
-        bad = [p for p in self.protocols if p not in PROBE_PROTOCOLS]
-        if bad or not self.protocols:
-            raise ValueError(f"benchmark {self.name}: protocols {self.protocols!r} must be a non-empty list from "
-                             f"{list(PROBE_PROTOCOLS)}")
-
-
-PROBE_PROTOCOLS = ("cross_scene", "per_scene", "transfer")
-
-
-@dataclass
-class EvalConfig:
-    """Zero-shot evaluation of checkpoints, run automatically every `every` steps from `from_step`, or, with
-    `log_points` > 0, at `log_points` log-spaced steps from `from_step` to the last step (see `eval_steps`), so
-    that every run contributes frontier points across its whole compute range. The last step is always evaluated."""
-
-    every: int = 1000
-    from_step: int = 0
-    log_points: int = 0
-    benchmarks: list[BenchmarkSpec] = field(default_factory=lambda: [
-        BenchmarkSpec("re10k-synth", "data/synth/bench/re10k-synth", "re10k"),
-        BenchmarkSpec("probe-synth", "data/synth/bench/probe-synth", "probe"),
-    ])
-    probe_iters: int = 10000
-    lpips: bool = True
-    # inline: the training job evaluates its checkpoints itself, sharded over its ranks; job: training only saves
-    # the checkpoints and `rayder-eval RUN_DIR --pending` (a separate job, also sharded) evaluates them.
-    mode: Literal["inline", "job"] = "inline"
-
-    def __post_init__(self) -> None:
-        if self.log_points < 0 or self.every < 0 or self.from_step < 0:
-            raise ValueError("eval.every, eval.from_step and eval.log_points must be >= 0")
-
-    def steps_for(self, steps: int) -> list[int]:
-        """The steps (1..steps) this schedule evaluates for a run of `steps` optimizer steps, ascending.
-
-        log_points > 0: round(geomspace(max(from_step, 1), steps, log_points)), duplicates removed (so short runs get
-        fewer points); otherwise every multiple of `every` from `from_step`. Both include `steps` itself."""
-        start = max(self.from_step, 1)
-        if start > steps:
-            return []
-        if self.log_points > 0:
-            import numpy as np
-
-            due = {int(round(s)) for s in np.geomspace(start, steps, self.log_points)}
-        else:
-            due = {s for s in range(start, steps + 1) if self.every > 0 and s % self.every == 0}
-        return sorted(due | {steps})
 
 
 @dataclass
@@ -245,8 +182,6 @@ def load_train_config(source: str | Path | dict, overrides: list[str] | None = N
         name += " (with --set overrides)"
     cfg = from_mapping(TrainConfig, data, source=name)
     try:
-        from rayder_core.models import model_config
-
         model_config(dict(cfg.model), source=f"{name}: model")  # validates with the family's config (model.family)
     except ImportError:  # pragma: no cover - model module always present in a complete install
         pass

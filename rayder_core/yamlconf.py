@@ -6,13 +6,17 @@ mapping read with `yaml.safe_load`, rejecting unknown keys, wrong types and miss
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+_KEY_PATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*: ")  # 'fractions[0]: ...'
 
 T = TypeVar("T")
 
@@ -134,7 +138,10 @@ def from_mapping(cls: type[T], data: dict[str, Any], *, source: str = "<config>"
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from None
+        message = str(exc)
+        if prefix and _KEY_PATH.match(message):  # the error names a key below prefix: one dotted path
+            raise ConfigError(f"{source}: {prefix}{message}") from None
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {message}") from None
     return obj
 
 
@@ -165,8 +172,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the nested mapping `data` with `key.sub=value` overrides applied."""
-    import copy
-
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rayder_core.results import DEFAULT_DB, StoreError
+from rayder_core.store import DEFAULT_DB, StoreError
+from reports.report import ReportError, build_report
 
 DEFAULT_OUT = "reports/out/study.pdf"
 
@@ -28,8 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the per-figure PNGs")
     args = parser.parse_args(argv)
-
-    from reports.report import ReportError, build_report  # matplotlib is slow to import; keep --help fast
 
     formats = tuple(f.strip().lstrip(".") for f in args.formats.split(",") if f.strip())
     try:

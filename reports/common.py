@@ -21,13 +21,15 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from rayder_core.results import ResultsStore  # noqa: E402
+from fitting import select_checkpoints
+from fitting.holdout_runs import HOLDOUT_SUFFIX
+from rayder_core.store import ResultsStore  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------------------------
 # Constants: what the report plots and how
 # ------------------------------------------------------------------------------------------------------------------
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
-NVS_METRICS = ("psnr", "lpips", "ssim")  # evaluated names; fitted as MSE, LPIPS, 1-SSIM (lower is better)
+FITTED_NVS_METRICS = ("psnr", "lpips", "ssim")  # evaluated names; fitted as MSE, LPIPS, 1-SSIM (lower is better)
 PROBE_METRICS = ("rot_err_deg", "trans_err")
 TRANSFER_METRICS = ("rot_err_deg", "trans_err_deg")  # XFactor pose transfer (bench '<probe set>-transfer')
 METRIC_LABEL = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS ↓", "ssim": "SSIM ↑",
@@ -41,7 +43,7 @@ def camera_metrics(bench: str) -> tuple[str, str]:
 
 
 def camera_protocol(bench: str) -> str:
-    """Human label of the protocol a camera benchmark name carries (see rayder_core.evaluate.PROBE_BENCH_SUFFIX)."""
+    """Human label of the protocol a camera benchmark name carries (see rayder_core.evaluation.probe_protocols.PROBE_BENCH_SUFFIX)."""
     if bench.endswith("-transfer"):
         return "pose transfer (XFactor TPS)"
     if bench.endswith("-per-scene"):
@@ -56,7 +58,6 @@ PAGE_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend
               "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5}
 
 
-HOLDOUT_SUFFIX = "-holdout"  # sweep name of a grid's held-out runs (sweeps.spec.SweepSpec.holdout_sweep)
 
 
 def _fit_points(points: pd.DataFrame) -> pd.DataFrame:
@@ -66,8 +67,6 @@ def _fit_points(points: pd.DataFrame) -> pd.DataFrame:
         return points
     points = points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)].reset_index(drop=True)
     if "lr_phase" in points and len(points):
-        from fitting import select_checkpoints
-
         points = select_checkpoints(points, "all", drop_warmup=True)[0].reset_index(drop=True)
     return points
 
@@ -81,7 +80,7 @@ class ReportError(RuntimeError):
 # ------------------------------------------------------------------------------------------------------------------
 @dataclass
 class Study:
-    """Everything the report reads from a results store, as DataFrames (see rayder_core.results for columns)."""
+    """Everything the report reads from a results store, as DataFrames (see rayder_core.store for columns)."""
 
     db_path: Path
     runs: pd.DataFrame
@@ -111,7 +110,7 @@ class Study:
     @property
     def nvs_benches(self) -> list[str]:
         """Benchmarks with novel-view metrics (PSNR/LPIPS/SSIM)."""
-        return self._benches_with(NVS_METRICS)
+        return self._benches_with(FITTED_NVS_METRICS)
 
     @property
     def probe_benches(self) -> list[str]:
@@ -152,7 +151,7 @@ def load_study(db_path: str | Path) -> Study:
     study = Study(db_path=db_path, runs=runs, checkpoints=store.checkpoints(), evals=store.evals(),
                   train_log=store.train_log(), fits=store.fits(), holdouts=store.extrapolations("holdout_run"))
     for bench in study.nvs_benches:
-        for metric in NVS_METRICS:  # frontiers and fits of the grid: held-out runs are validated, not fitted
+        for metric in FITTED_NVS_METRICS:  # frontiers and fits of the grid: held-out runs are validated, not fitted
             study.points[(bench, metric)] = _fit_points(store.eval_points(bench, metric))
     for bench in study.probe_benches:
         for metric in camera_metrics(bench):
@@ -235,6 +234,43 @@ def plain_log_ticks(axis: matplotlib.axis.Axis) -> None:
     axis.set_major_formatter(fmt)
     axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
         lambda v, _: f"{v:.2g}" if f"{v:.2g}"[0] in "2346" else ""))
+
+
+def tidy_log_axes(fig: Figure) -> None:
+    """Readable ticks on every log axis of `fig` that still has matplotlib's default formatter: labels at decades
+    (10^k) when the axis spans two decades or more, else at 1-2-5 (or 1-1.5-2-3-5-7) x 10^k as plain numbers; minor
+    ticks are never labelled (they overlapped: '2x10^2 3x10^2 4x10^2 ...')."""
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale != "log" or not isinstance(axis.get_major_formatter(), matplotlib.ticker.LogFormatter):
+                continue
+            lo, hi = sorted(axis.get_view_interval())
+            if not (lo > 0 and np.isfinite(hi)):
+                continue
+            decades = np.log10(hi) - np.log10(lo)
+            if decades >= 2:
+                axis.set_major_locator(matplotlib.ticker.LogLocator(base=10))
+            else:
+                subs = (1.0, 2.0, 5.0) if decades >= 0.7 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+                axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
+                axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def split_by_data(study: "Study", bench: str, metrics: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(metrics with evaluated values on `bench`, metrics without): pages draw the first and name the second."""
+    metrics = list(metrics)
+    have = [m for m in metrics if not study.eval_points(bench, m).empty]
+    return have, [m for m in metrics if m not in have]
+
+
+def left_out_line(bench: str, missing: list[str]) -> str:
+    """One line for the panels a page leaves out because their metric has no values."""
+    if not missing:
+        return ""
+    names = ", ".join(METRIC_LABEL[m].split(" ")[0] for m in missing)
+    return (f" {names}: no {'/'.join(missing)} values on {bench} (reason on the summary page); "
+            f"{'its panels are' if len(missing) == 1 else 'their panels are'} left out.")
 
 
 def run_label(run: pd.Series) -> str:

@@ -8,12 +8,15 @@ one more than `expected_page_count` says, which cannot see families).
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Iterable
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports.common import HOLDOUT_SUFFIX, NVS_METRICS, Study, new_page, sci
+from fitting import DEFAULT_LAW, FitOptions, StudyOptions, fit_study, target_label
+from rayder_core.store import ResultsStore
+from reports.common import FITTED_NVS_METRICS, HOLDOUT_SUFFIX, Study, new_page, sci
 
 FAMILY_BOOTSTRAP = 100  # resamples per family for the exponents' CIs (each family is fitted on its own frontier)
 
@@ -21,8 +24,6 @@ FAMILY_BOOTSTRAP = 100  # resamples per family for the exponents' CIs (each fami
 def _fit_family(points, metric: str, bench: str, bootstrap: int, seed: int):
     """(frontier, FitResult or None, why not) of one family's evaluated checkpoints (held-out runs excluded; warmup
     checkpoints dropped when the store records LR phases), through `fitting.fit_study` as rayder-fit fits."""
-    from fitting import DEFAULT_LAW, FitOptions, StudyOptions, fit_study
-
     points = points[~points["sweep"].astype(str).str.endswith(HOLDOUT_SUFFIX)]
     if points.empty:
         return None, None, "no evaluated checkpoints"
@@ -45,8 +46,6 @@ def family_page(store, bench: str | None = None, metric: str = "psnr", *, bootst
     """Overlay of the families' compute-optimal frontiers (target vs C, GFLOP) on `bench` (default: the first
     benchmark with PSNR) and `metric`, each family's law along its frontier, and a table of both laws with their
     exponents' 95% bootstrap CIs. None when the store holds fewer than two families."""
-    from fitting import target_label
-
     families = store.families()
     if len(families) < 2:
         return None
@@ -116,8 +115,6 @@ def family_page(store, bench: str | None = None, metric: str = "psnr", *, bootst
 
 
 def _wrap(lines: list[str], width: int = 62) -> list[str]:
-    import textwrap
-
     out = []
     for line in lines:
         out += textwrap.wrap(line, width, subsequent_indent="    ") or [""]
@@ -127,11 +124,9 @@ def _wrap(lines: list[str], width: int = 62) -> list[str]:
 def figures(study: Study, fits: dict) -> Iterable[tuple[str, Figure]]:
     if "family" not in study.runs or study.runs["family"].nunique() < 2:
         return
-    from rayder_core.results import ResultsStore
-
     store = ResultsStore(study.db_path)
     for bench in study.nvs_benches:
-        for metric in [m for m in NVS_METRICS if len(study.eval_points(bench, m))][:1]:
+        for metric in [m for m in FITTED_NVS_METRICS if len(study.eval_points(bench, m))][:1]:
             fig = family_page(store, bench, metric, bootstrap=FAMILY_BOOTSTRAP)
             if fig is not None:
                 yield f"09_families_{bench}", fig

@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fitting import DEFAULT_LAW, FitOptions, FitResult, StudyOptions, fit_study, get_law, target_label
-from reports.common import DEFAULT_BOOTSTRAP, NVS_METRICS, Study, count_label
+from reports.common import DEFAULT_BOOTSTRAP, FITTED_NVS_METRICS, Study, count_label
 
 @dataclass
 class MetricFit:
@@ -118,7 +118,7 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
 def fit_all(study: Study, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, min_step: int = 0,
             use_stored: bool = True) -> dict[tuple[str, str], MetricFit]:
     """MetricFit for every NVS benchmark x metric (with a progress bar)."""
-    keys = [(b, m) for b in study.nvs_benches for m in NVS_METRICS]
+    keys = [(b, m) for b in study.nvs_benches for m in FITTED_NVS_METRICS]
     return {k: fit_metric(study, *k, bootstrap=bootstrap, seed=seed, min_step=min_step, use_stored=use_stored)
             for k in tqdm(keys, desc="fitting laws", disable=not keys, leave=False)}
 

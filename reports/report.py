@@ -33,12 +33,12 @@ from typing import Iterable
 
 from reports.common import *  # noqa: F401,F403  (public names callers import from reports.report)
 from reports.common import (DEFAULT_BOOTSTRAP, PAGE_STYLE, ReportError, Study, _fit_points,  # noqa: F401
-                            load_study, plt)
+                            load_study, plt, tidy_log_axes)
 from reports.fits import MetricFit, _stored_fit_row, fit_all, fit_metric, format_holdout  # noqa: F401
 from reports import family_page  # families overlaid (only for a store with two model families)
-from reports.pages import allocation, camera, fit_tables, frontier, holdout, isoflop, scaling, summary, training
+from reports.pages import allocation, fit_tables, frontier, holdout, isoflop, pose_errors, scaling, summary, training
 from reports.pages.allocation import allocation_budgets, allocation_page, allocation_table, flops_per_sample  # noqa: F401
-from reports.pages.camera import camera_page  # noqa: F401
+from reports.pages.pose_errors import camera_page  # noqa: F401
 from reports.pages.fit_tables import _num, parameters_page, residuals_page  # noqa: F401
 from reports.pages.frontier import _compute_grid, _frontier_panel, frontier_page  # noqa: F401
 from reports.pages.holdout import holdout_page  # noqa: F401
@@ -57,7 +57,7 @@ PAGES = [
     scaling,
     frontier,
     fit_tables,
-    camera,
+    pose_errors,
     training,
     allocation,
     isoflop,
@@ -116,6 +116,7 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
         n_pages = expected_page_count(len(study.nvs_benches), len(study.probe_benches), len(study.runs),
                                       study.has_holdout_runs)
         for name, fig in tqdm(report_figures(study, fits), total=n_pages, desc="rendering pages", leave=False):
+            tidy_log_axes(fig)
             number = fig.text(0.97, 0.015, f"{len(pages) + 1}", ha="right", fontsize=8, color="0.5")
             pdf.savefig(fig)
             number.remove()  # page numbers belong to the report, not to the per-figure files

@@ -116,7 +116,7 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     from PSNR, 1-SSIM, and LPIPS where it was computed; on every other NVS benchmark the MSE law (key
     'psnr@<bench>'). Each law is stored as `rayder-fit` stores it and printed once. Returns ({key: FitResult or
     None}, MSE frontier points of the primary benchmark)."""
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     store = ResultsStore(spec.db_path)
     benches = nvs_benches(spec)
@@ -146,8 +146,8 @@ def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
 def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[list, pd.DataFrame | None]:
     """Predict the held-out runs (if any were trained) with the MSE law fitted on the grid alone (stored as an
     `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
-    from fitting.holdout_run import format_holdout, holdout_points, store_holdout_validation, validate_holdout
-    from rayder_core.results import ResultsStore
+    from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
+    from rayder_core.store import ResultsStore
     from sweeps import study_checks as sc
 
     store = ResultsStore(spec.db_path)
@@ -175,7 +175,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
 
 
 def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     store = ResultsStore(spec.db_path)
     ids = [c.run_id for c in spec.runs()]

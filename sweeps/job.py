@@ -2,7 +2,7 @@
 
 `TrainJob()(config, db)` rebuilds the run's TrainConfig from its plain mapping (so a requeued job does not depend on
 pickled classes), sets up torch.distributed from the SLURM environment when the job has several tasks, and calls
-`rayder_core.train.run_training`, which resumes from the run directory's last checkpoint.
+`rayder_core.training.trainer.run_training`, which resumes from the run directory's last checkpoint.
 
 Checkpointing: submitit calls `checkpoint()` when the job gets USR2 (preemption, or the time limit approaching) and
 requeues the same call; because the run directory holds the checkpoint, re-running the same arguments resumes.
@@ -14,11 +14,20 @@ SLURM restarts the job, which resumes the same way.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from typing import Any
 
 import submitit
+import torch
+
+from sweeps.preflight import parse_slurm_time
+from sweeps.state import read_launch, read_state, write_json_atomic
+from rayder_core.store import ResultsStore
+from rayder_core.training.trainer import run_training
+from rayder_core.train_config import load_train_config
 
 
 def setup_distributed() -> dict[str, str]:
@@ -38,9 +47,6 @@ def setup_distributed() -> dict[str, str]:
 
 def slurm_job_fields(job_id: str | None = None) -> dict[str, str]:
     """This job's record as slurmctld sees it (`scontrol show job -o`) as {field: value}; {} if unknown."""
-    import shutil
-    import subprocess
-
     job_id = job_id or os.environ.get("SLURM_JOB_ID")
     if not job_id or shutil.which("scontrol") is None:
         return {}
@@ -60,8 +66,6 @@ def cancelled_by_user(fields: dict[str, str], restart_count: int) -> bool:
     incremented past the job's SLURM_RESTART_COUNT and EndTime=Unknown, the cancelled one keeps Restarts and has an
     EndTime. A job at its time limit also ends without a restart: RunTime >= TimeLimit is not a cancellation.
     """
-    from sweeps.preflight import parse_slurm_time
-
     state = fields.get("JobState", "")
     if state == "CANCELLED":
         return True
@@ -80,8 +84,6 @@ def cancelled_by_user(fields: dict[str, str], restart_count: int) -> bool:
 def was_cancelled(run_dir: str | os.PathLike) -> bool:
     """Whether the user cancelled this run (rather than SLURM preempting or requeueing it): `rayder-sweep cancel`
     marks the run's launch.json before signalling; a plain `scancel` is read from slurmctld (`cancelled_by_user`)."""
-    from sweeps.state import read_launch
-
     if (read_launch(run_dir) or {}).get("cancelled_at"):
         return True
     fields = slurm_job_fields()
@@ -90,14 +92,10 @@ def was_cancelled(run_dir: str | os.PathLike) -> bool:
 
 def mark_cancelled(cfg: Any, db: str | None) -> None:
     """Relabel a run that stopped on the user's cancel as `cancelled` (resumable) in state.json and the store."""
-    from sweeps.state import read_state, write_json_atomic
-
     state = read_state(cfg.run_dir)
     if state is not None and state.get("status") == "preempted":
         write_json_atomic(cfg.run_dir / "state.json", {**state, "status": "cancelled"})
     if db and getattr(cfg, "store_mode", "direct") == "direct":
-        from rayder_core.results import ResultsStore
-
         try:
             ResultsStore(db, lock_timeout_s=3).set_run_status(cfg.run_id, "cancelled")
         except Exception as exc:  # the state file is the source of truth; `collect` syncs the store later
@@ -113,11 +111,6 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, config: dict[str, Any], db: str | None) -> dict[str, Any]:
         """Returns {"run_id", "status" ("finished"|"preempted"|"cancelled"), "step", "run_dir"}; raises if training
         fails. A run stopped by the user's cancel (scancel, `rayder-sweep cancel`) is labelled "cancelled"."""
-        import torch
-
-        from rayder_core.train import run_training
-        from rayder_core.train_config import load_train_config
-
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         env = submitit.JobEnvironment()

@@ -31,12 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import submitit
+from tqdm import tqdm
+
+from rayder_core.store import ResultsStore, collect_runs
 from rayder_core.train_config import TrainConfig
 from rayder_core.yamlconf import ConfigError
-from sweeps.preflight import PreflightError
+from sweeps.job import TrainJob
+from sweeps.preflight import (ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight, run_train_flops,
+                              slurm_max_array_size)
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, format_table,
-                          job_active, read_launch, read_state, run_status, slurm_queue, write_json_atomic)
+from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, classify,
+                          exception_line, format_table, job_active, job_gone, local_job_alive, read_launch, read_state,
+                          run_status, slurm_queue, startup_error, write_json_atomic)
 
 EXECUTORS = ("auto", "slurm", "local")
 SUBMITIT_DIR = ".submitit"
@@ -71,33 +78,39 @@ def plan_launch(cfgs: list[TrainConfig], *, queue: dict[str, str] | None, retry_
                 only_failed: bool = False) -> list[PlannedRun]:
     """Decide for each run whether to submit it. Finished runs and runs whose job is alive are skipped.
 
-    `only_failed` (`launch --retry-failed-only`): submit only runs whose last attempt failed: state failed, a
-    stale 'running' heartbeat (killed), or a recorded job that vanished before its first heartbeat (lost)."""
+    `only_failed` (`launch --retry-failed-only`): submit only runs whose last attempt failed: state failed, STALE
+    (killed; `classify`, the same definition `rayder-sweep status` shows), or a recorded job that ended before its
+    first heartbeat (lost, or failed at start-up)."""
     now = time.time() if now is None else now
     plans = []
     for cfg in cfgs:
         state, launch = read_state(cfg.run_dir), read_launch(cfg.run_dir)
         alive = job_active(launch, queue)
+        queue_known = queue is not None or (launch or {}).get("executor") == "local"
         status = (state or {}).get("status")
         step = int((state or {}).get("step", 0))
+        error = startup_error(launch) if state is None and job_gone(launch, alive, queue_known) else None
+        shown = classify(state, launch, alive, queue_known, now, stale_after_s, error=error)  # as `status` shows it
         if status == "finished":
             plans.append(PlannedRun(cfg, "skip", "finished"))
         elif alive is not None:
             plans.append(PlannedRun(cfg, "skip", f"{alive.lower()} as job {launch['job_id']}"))
-        elif status == "running" and now - float(state.get("heartbeat", 0)) <= stale_after_s and (
-                launch is None or (launch.get("executor") == "slurm" and queue is None)):
+        elif shown == "running":
             # started outside this launcher (rayder-train) or the queue cannot be asked: trust the heartbeat
             plans.append(PlannedRun(cfg, "skip", "running (fresh heartbeat)"))
         elif status == "failed" and not retry_failed:
             plans.append(PlannedRun(cfg, "skip", f"failed at step {step} (--no-retry-failed)"))
         elif state is None:
-            lost = launch is not None and (queue is not None or launch.get("executor") == "local")
-            if only_failed and not lost:
+            if only_failed and shown not in ("lost", "failed"):
                 plans.append(PlannedRun(cfg, "skip", "not failed (--retry-failed-only)"))
+            elif shown == "failed" and not retry_failed:
+                plans.append(PlannedRun(cfg, "skip", f"failed at start-up: {error} (--no-retry-failed)"))
             else:
-                plans.append(PlannedRun(cfg, "submit", "lost job, start again" if lost else "new"))
+                plans.append(PlannedRun(cfg, "submit", {"lost": "lost job, start again",
+                                                         "failed": f"failed at start-up ({error}), start again"}
+                                        .get(shown, "new")))
         else:
-            why = "stale heartbeat" if status == "running" else status
+            why = "stale heartbeat" if shown == "STALE" else status
             if only_failed and why not in ("failed", "stale heartbeat"):
                 plans.append(PlannedRun(cfg, "skip", f"{why} at step {step}, not failed (--retry-failed-only)"))
             else:
@@ -164,11 +177,6 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
     """Submit the runs as job arrays, one array per distinct resource set (e.g. nodes per preset), split at the
     cluster's MaxArraySize. An array that sbatch rejects is reported with SLURM's message; the other arrays are
     still submitted, and SubmissionError names the runs that were not (they keep no launch record)."""
-    import submitit
-
-    from sweeps.job import TrainJob
-    from sweeps.preflight import slurm_max_array_size
-
     groups: dict[str, list[TrainConfig]] = {}
     resources: dict[str, Any] = {}
     for p in plans:
@@ -224,8 +232,6 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
 def _longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
     """Runs ordered by training FLOPs, largest first (longest-processing-time-first: with `parallel` slots the
     sweep ends sooner than in grid order, where the largest runs came last and ran alone). Ties keep grid order."""
-    from sweeps.preflight import run_train_flops
-
     cache: dict = {}
     try:
         cost = {c.run_id: run_train_flops(c, cache) for c in cfgs}
@@ -237,11 +243,6 @@ def _longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
 def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *, progress: bool,
                poll_s: float) -> None:
     """Run the runs as submitit local jobs, `spec.local.parallel` at a time, with a step progress bar."""
-    import submitit
-    from tqdm import tqdm
-
-    from sweeps.job import TrainJob
-
     cfgs = [p.cfg for p in plans]
     if not cfgs:
         return
@@ -285,7 +286,7 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
                         result.outcomes[run_id] = job.result()["status"]
                     except Exception as exc:  # the run failed; the others go on
                         result.outcomes[run_id] = "failed"
-                        result.errors[run_id] = _last_error_line(str(exc))
+                        result.errors[run_id] = exception_line(str(exc))
                 if result.outcomes[run_id] in ("preempted", "cancelled") and pending:
                     # stopped by a signal (`rayder-sweep cancel`, SIGTERM): start no more runs
                     tqdm.write(f"run {run_id} was stopped (checkpoint saved); not starting the {len(pending)} "
@@ -310,15 +311,8 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
             signal.signal(signal.SIGTERM, previous)
 
 
-def _last_error_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else text[:500]
-
-
 def _terminate_local(job_id: str) -> bool:
     """SIGTERM a submitit local controller (it forwards the signal to the training process, which saves)."""
-    from sweeps.state import local_job_alive
-
     if not local_job_alive({"executor": "local", "job_id": job_id, "host": os.uname().nodename}):
         return False
     os.kill(int(job_id), signal.SIGTERM)
@@ -329,8 +323,6 @@ def wait_for_runs(cfgs: list[TrainConfig], *, timeout_s: float | None = None, st
                   poll_s: float = 5.0, progress: bool = True) -> list[RunStatus]:
     """Poll the runs' state files (never submitit's `result()`, which blocks forever on a hard-killed job without
     SLURM accounting) until every run is finished, failed, STALE or lost, or `timeout_s` passes."""
-    from tqdm import tqdm
-
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     total = sum(c.steps for c in cfgs)
     bar = tqdm(total=total, desc="waiting", unit="step", disable=not progress, dynamic_ncols=True, mininterval=2.0)
@@ -364,8 +356,6 @@ def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wa
     The local executor always waits for its runs; SLURM returns after submission unless `wait` is True.
     Afterwards finished runs missing from the store are collected into it (idempotent).
     """
-    from sweeps.preflight import ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight
-
     kind = resolve_executor(executor)
     cfgs = spec.runs()
     queue = slurm_queue() if kind == "slurm" else None
@@ -494,10 +484,8 @@ def cancel(spec: SweepSpec) -> list[str]:
 
 def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = False) -> list[str]:
     """Write each run directory's records into the store at `db` (idempotent upserts; a run whose record files
-    did not change since the last collect is not read again, see `rayder_core.results.collect_runs`). Directories
+    did not change since the last collect is not read again, see `rayder_core.store.collect_runs`). Directories
     that cannot be read are reported on stderr and left out. Returns the run ids now in the store."""
-    from rayder_core.results import ResultsStore, collect_runs
-
     report = collect_runs(run_dirs, ResultsStore(db), progress=progress)
     for run_dir, reason in report.errors:
         print(f"collect: {run_dir}: not collected: {reason}", file=sys.stderr)
@@ -506,8 +494,6 @@ def collect(run_dirs: list[Path], db: str | os.PathLike, *, progress: bool = Fal
 
 def _collect_missing(spec: SweepSpec, cfgs: list[TrainConfig]) -> None:
     """Collect runs whose state file says finished but whose store row does not (e.g. written elsewhere)."""
-    from rayder_core.results import ResultsStore
-
     finished = [c for c in cfgs if (read_state(c.run_dir) or {}).get("status") == "finished"]
     if not finished and not any(c.store_mode == "index" for c in cfgs):
         return

@@ -24,11 +24,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from tqdm import tqdm
 
 from rayder_core.fileio import read_jsonl
 from rayder_core.train_config import load_train_config
+from rayder_core.training.trainer import run_training
 from sweeps.spec import load_spec
 
 FINAL_WINDOW = 0.2  # the final loss is the mean logged training loss over the last 20% of steps
@@ -55,10 +57,6 @@ def final_loss(run_dir: Path, steps: int) -> float:
 
 
 def _train_one(point: SweepPoint) -> tuple[SweepPoint, float, float]:
-    import torch
-
-    from rayder_core.train import run_training
-
     torch.set_num_threads(int(os.environ.get("RAYDER_LR_SEARCH_THREADS", "1")))
     cfg = load_train_config(point.config)
     try:

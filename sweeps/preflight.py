@@ -30,7 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayder_core.models import family_of
+import torch
+
+from rayder_core.data.evalsets import ProbeSet, Re10kBenchmark
+from rayder_core.data.manifest import Manifest
+from rayder_core.models import family_of, model_config, train_flops_per_step
+from rayder_core.store import ResultsStore
 from rayder_core.train_config import TrainConfig
 from sweeps.spec import SlurmSpec, SweepSpec
 
@@ -133,9 +138,7 @@ def _writable_dir(path: Path) -> tuple[bool, Path]:
     return (p.is_dir() and os.access(p, os.W_OK | os.X_OK)), p
 
 
-def _check_manifest(path: str, fraction: float, key: str, problems: list[str], cache: dict) -> None:
-    from rayder_core.data.manifest import Manifest
-
+def _check_manifest(path: str, fraction: float, key: str, fraction_key: str, problems: list[str], cache: dict) -> None:
     if path not in cache:
         p = Path(path)
         if not p.is_file():
@@ -154,7 +157,9 @@ def _check_manifest(path: str, fraction: float, key: str, problems: list[str], c
     try:
         m.shards(fraction)
     except KeyError as exc:
-        problems.append(f"grid.fractions: {fraction:g} is not a fraction of {path} ({exc.args[0]})")
+        line = f"{fraction_key}: {fraction:g} is not a fraction of {path} ({exc.args[0]})"
+        if line not in problems:  # once, not once per preset
+            problems.append(line)
         return
     shards = [str((m.root / rel).resolve()) for rel in m.shard_counts]  # every fraction is a prefix of these
     missing = [s for s in shards if not Path(s).is_file()]
@@ -163,6 +168,12 @@ def _check_manifest(path: str, fraction: float, key: str, problems: list[str], c
                 f"e.g. {missing[0]}")
         if line not in problems:
             problems.append(line)
+
+
+def _fraction_key(spec: SweepSpec, fraction: float) -> str:
+    """The key path of a run's data fraction: `grid.fractions[i]` for a grid fraction, `data.fraction` otherwise."""
+    fractions = list(spec.grid.fractions)
+    return f"grid.fractions[{fractions.index(fraction)}]" if fraction in fractions else "data.fraction"
 
 
 def _check_batch_fits(cfg: TrainConfig, manifest: Any, key: str, problems: list[str]) -> None:
@@ -198,8 +209,6 @@ def _benchmark_problem(bench: Any, key: str) -> str | None:
         return f"{key}: {bench.path} does not exist ({what}; {hint})"
     try:
         if bench.kind == "re10k":
-            from rayder_core.data.benchmarks import Re10kBenchmark
-
             index = getattr(bench, "index_path", None)
             b = Re10kBenchmark(path, index_path=index) if index else Re10kBenchmark(path)
             if len(b) == 0:
@@ -208,8 +217,6 @@ def _benchmark_problem(bench: Any, key: str) -> str | None:
             if missing:
                 return f"{key}: {bench.path}: {len(missing)} chunk file(s) of {what} are missing, e.g. {missing[0]}"
         elif bench.kind == "probe":
-            from rayder_core.data.benchmarks import ProbeSet
-
             ps = ProbeSet(path)
             if len(ps) == 0:
                 return f"{key}: {bench.path}: {what} has no sequences"
@@ -230,8 +237,6 @@ def _check_store(db: Path, problems: list[str]) -> None:
         if not os.access(db, os.R_OK | os.W_OK):
             problems.append(f"db: {db}: the store exists but is not readable and writable by this user")
             return
-        from rayder_core.results import ResultsStore
-
         try:
             ResultsStore(db, lock_timeout_s=30).table_counts()
         except Exception as exc:  # newer schema, foreign file, lock timeout ...
@@ -380,8 +385,6 @@ def check_slurm_resources(spec: SweepSpec, presets: list[str], partitions: dict[
 # ------------------------------------------------------------------------------------------------ compute
 def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
     """Training FLOPs of one run: analytic FLOPs per step (rayder_core.models, exact convention) x steps."""
-    from rayder_core.models import model_config, train_flops_per_step  # the run's model.family
-
     cache = {} if cache is None else cache
     key = (repr(sorted(cfg.model.items())), cfg.data.resolution, cfg.data.frames, cfg.batch_size)
     if key not in cache:
@@ -410,7 +413,7 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
         preset = cfg.model["preset"]
         family = family_of(dict(cfg.model)) if spec.grid.families else None
         _check_manifest(cfg.data.manifest, cfg.data.fraction, _origin(spec, preset, "data.manifest", family),
-                        problems, manifests)
+                        _fraction_key(spec, cfg.data.fraction), problems, manifests)
         _check_batch_fits(cfg, manifests.get(cfg.data.manifest), _origin(spec, preset, "batch_size", family),
                           problems)
         where = _origin(spec, preset, "eval.benchmarks", family)
@@ -443,8 +446,6 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
                 problems.append(f"{_slurm_origin(spec, preset, 'gpus_per_node')}: 0, but {_origin(spec, preset, 'device')} "
                                 f"is cuda (preset {preset}): the job would get no GPU")
     elif any(c.device == "cuda" for c in cfgs):
-        import torch
-
         if not torch.cuda.is_available():
             cuda_preset = next(c.model["preset"] for c in cfgs if c.device == "cuda")
             problems.append(f"{_origin(spec, cuda_preset, 'device')}: cuda, but the local executor has no CUDA GPU "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 from sweeps import demo
 from sweeps import study_checks as sc
 

@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import copy
 import itertools
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fitting.holdout_runs import HOLDOUT_SUFFIX
+from rayder_core.models import FAMILIES, family_of, model_config, presets
 from rayder_core.train_config import TrainConfig
-from rayder_core.yamlconf import ConfigError, from_mapping, load_yaml
+from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml
 
 
 @dataclass
@@ -51,8 +54,6 @@ class GridAxes:
     family_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> TrainConfig keys
 
     def __post_init__(self) -> None:
-        from rayder_core.models import FAMILIES
-
         if self.families is not None:
             if not self.families or len(set(self.families)) != len(self.families):
                 raise ValueError(f"families must list distinct families, got {self.families}")
@@ -170,7 +171,7 @@ class LocalSpec:
 class HoldoutRun:
     """One run beyond the grid (a larger preset, or longer training): trained with the grid's `base` (plus its
     preset's overrides and `set`), recorded under the sweep `<name>-holdout` so that fits of the grid exclude it,
-    then compared with the law's prediction (`fitting.validate.predict_holdout`, `python -m sweeps.demo`)."""
+    then compared with the law's prediction (`fitting.extrapolation.predict_holdout`, `python -m sweeps.demo`)."""
 
     preset: str
     fraction: float = 1.0
@@ -201,8 +202,6 @@ class SweepSpec:
 
     def cli_args(self) -> str:
         """The grid file and its --set overrides as command-line arguments (to print follow-up commands)."""
-        import shlex
-
         if self.path is None:
             return "<grid.yaml>"
         return shlex.quote(self.path) + "".join(f" --set {shlex.quote(o)}" for o in self.overrides)
@@ -260,7 +259,7 @@ class SweepSpec:
     @property
     def holdout_sweep(self) -> str:
         """Sweep name of the held-out runs (fits of the grid use `--sweep <name>`, which excludes them)."""
-        return f"{self.name}-holdout"
+        return f"{self.name}{HOLDOUT_SUFFIX}"
 
     def slurm_for(self, preset: str) -> SlurmSpec:
         return self.slurm.for_preset(preset, source=self.source)
@@ -287,8 +286,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _train_config(mapping: dict[str, Any], source: str, prefix: str = "") -> TrainConfig:
     """Validate a TrainConfig mapping, including its model section; errors name `source` and the key."""
     cfg = from_mapping(TrainConfig, mapping, source=source, prefix=prefix)
-    from rayder_core.models import model_config
-
     try:
         model_config(dict(cfg.model), source=f"{source}: {prefix}model")  # the config of its model.family
     except ValueError as exc:
@@ -322,8 +319,6 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
     spec = from_mapping(SweepSpec, data, source=source)
     spec.source = source
-    from rayder_core.models import family_of, presets
-
     base_model = spec.base.get("model", {}) if isinstance(spec.base, dict) else {}
     if spec.grid.families is not None and isinstance(base_model, dict) and "family" in base_model:
         raise ConfigError(f"{source}: base.model.family: set by the grid (grid.families), not here")
@@ -362,8 +357,6 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
     for name, overrides in spec.grid.ablations.items():
         if with_families and "family" in overrides:
             raise ConfigError(f"{source}: grid.ablations.{name}.family: set by the grid (grid.families), not here")
-        from rayder_core.models import model_config
-
         for _fam, fam_over in spec.family_models():
             model = {**_deep_merge(spec.base, fam_over).get("model", {}), "preset": spec.grid.presets[0], **overrides}
             try:
@@ -391,8 +384,6 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     """Read and validate a grid file; `overrides` are `key.sub=value` strings (e.g. `base.steps=100`)."""
-    from rayder_core.yamlconf import apply_overrides
-
     data = load_yaml(path)
     source = str(path)
     if overrides:

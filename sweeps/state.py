@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import subprocess
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rayder_core.fileio import atomic_write_text, read_json
+from rayder_core.store import ResultsStore, StoreError
 
 STALE_AFTER_S = 300.0
 STATE_FILE = "state.json"
@@ -82,6 +84,42 @@ def job_active(launch: dict[str, Any] | None, queue: dict[str, str] | None) -> s
     return "LOCAL" if local_job_alive(launch) else None
 
 
+def exception_line(text: str) -> str:
+    """The exception line of a Python traceback in `text` (e.g. submitit's error: the traceback, then the paths of
+    the job's logs), e.g. 'FileNotFoundError: shard not found: ...'; the last non-empty line without a traceback."""
+    lines = [ln.rstrip() for ln in text.strip().splitlines()]
+    starts = [i for i, ln in enumerate(lines) if ln.strip() == "Traceback (most recent call last):"]
+    if starts:
+        for ln in lines[starts[-1] + 1:]:
+            if ln.strip() and not ln[0].isspace():
+                return ln.strip()[:500]
+    rest = [ln.strip() for ln in lines if ln.strip()]
+    return rest[-1][:500] if rest else text[:500]
+
+
+def startup_error(launch: dict[str, Any] | None) -> str | None:
+    """The exception line of a run's job that ended with an error before the trainer wrote `state.json` (read from
+    the job's submitit result file in `launch['submitit_folder']`), or None."""
+    folder = (launch or {}).get("submitit_folder")
+    if not folder:
+        return None
+    for path in sorted(Path(folder).glob("*_result.pkl")):
+        try:
+            with open(path, "rb") as fh:
+                outcome = pickle.load(fh)  # written by submitit for this run's own job
+        except Exception:  # noqa: BLE001 - unreadable or half-written: no verdict
+            continue
+        if isinstance(outcome, tuple) and len(outcome) == 2 and outcome[0] == "error":
+            return exception_line(str(outcome[1]))
+    return None
+
+
+def job_gone(launch: dict[str, Any] | None, queue_state: str | None, queue_known: bool) -> bool:
+    """Whether the run's recorded job has ended: a launch record, the queue (or the local controller) could be
+    asked, and the job is not in it."""
+    return launch is not None and queue_known and queue_state is None
+
+
 @dataclass
 class RunStatus:
     """One row of `rayder-sweep status`. compute_gflop: cumulative training compute in GFLOP."""
@@ -109,20 +147,26 @@ class RunStatus:
 
 
 def classify(state: dict[str, Any] | None, launch: dict[str, Any] | None, queue_state: str | None,
-             queue_known: bool, now: float, stale_after_s: float = STALE_AFTER_S) -> str:
+             queue_known: bool, now: float, stale_after_s: float = STALE_AFTER_S, *,
+             error: str | None = None) -> str:
     """The displayed state of a run (see RunStatus.state) from its state file, its launch record and the queue
-    state of its job (`queue_known`: whether the queue could be asked at all)."""
+    state of its job (`queue_known`: whether the queue could be asked at all). The one definition of a dead run,
+    for `rayder-sweep status` and `launch --retry-failed-only` alike: STALE = 'running' in its state file but its
+    job has ended (killed: SIGKILL, OOM, node failure) or no heartbeat for `stale_after_s`. `error`: the exception
+    line of a job that ended before the trainer wrote its state (`startup_error`): the run then `failed`."""
     if state is None:
         if queue_state is not None:
             return "queued" if queue_state == "PENDING" else "starting"
         if launch is None:
             return "not-submitted"
+        if not (queue_known or launch.get("executor") == "local"):
+            return "submitted"
         # submitted, no heartbeat yet and gone from the queue: the job died before training started
-        return "lost" if queue_known or launch.get("executor") == "local" else "submitted"
+        return "failed" if error else "lost"
     status = state.get("status", "running")
     if status == "running":
         age = now - float(state.get("heartbeat", 0.0))
-        return "STALE" if age > stale_after_s else "running"
+        return "STALE" if age > stale_after_s or job_gone(launch, queue_state, queue_known) else "running"
     if queue_state is not None and (status == "preempted" or (status == "failed" and queue_state == "PENDING")):
         return "requeued"  # SLURM will start the job again; it resumes from its last checkpoint
     if status == "preempted" and queue_state is None and (launch or {}).get("cancelled_at"):
@@ -140,17 +184,19 @@ def run_status(run_dir: str | os.PathLike, *, preset: str | None = None, fractio
     launch = read_launch(run_dir)
     queue_state = job_active(launch, queue)
     queue_known = queue is not None or (launch or {}).get("executor") == "local"
+    error = startup_error(launch) if state is None and job_gone(launch, queue_state, queue_known) else None
     s = state or {}
     latest = s.get("latest") or {}
     hb = s.get("heartbeat")
     return RunStatus(
         run_id=s.get("run_id", run_dir.name), preset=s.get("preset", preset or "?"),
-        fraction=s.get("fraction", fraction), state=classify(state, launch, queue_state, queue_known, now, stale_after_s),
+        fraction=s.get("fraction", fraction), state=classify(state, launch, queue_state, queue_known, now, stale_after_s,
+                                                       error=error),
         step=int(s.get("step", 0)), steps=s.get("steps", steps), compute_gflop=s.get("compute_gflop"),
         loss=latest.get("loss"), psnr=latest.get("psnr"), elapsed_s=s.get("elapsed_s"),
         heartbeat_age_s=(now - float(hb)) if hb is not None else None,
         job_id=str(launch["job_id"]) if launch and launch.get("job_id") is not None else None,
-        error=s.get("error"),
+        error=s.get("error") or error,
     )
 
 
@@ -158,8 +204,6 @@ def add_store_metrics(rows: list[RunStatus], db: str | os.PathLike, bench_for: d
     """Fill `evaluated_checkpoints` and `eval_psnr` from the results store, if it exists and can be read."""
     if not Path(db).exists() or not rows:
         return
-    from rayder_core.results import ResultsStore, StoreError
-
     try:
         store = ResultsStore(db, lock_timeout_s=10)
         counts = store.query("SELECT run_id, count(DISTINCT step) AS n FROM evals WHERE value IS NOT NULL "
@@ -215,8 +259,8 @@ def format_table(rows: Iterable[RunStatus], stale_after_s: float = STALE_AFTER_S
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" ({len(rows)} runs)")
     stale = [r.run_id for r in rows if r.state == "STALE"]
     if stale:
-        lines.append(f"STALE: no heartbeat for > {_fmt_duration(stale_after_s)} while 'running' (likely killed: "
-                     f"SIGKILL, OOM, node failure); `rayder-sweep launch` again resumes them from their last "
+        lines.append(f"STALE: 'running' but its job has ended or no heartbeat for > {_fmt_duration(stale_after_s)} "
+                     f"(likely killed: SIGKILL, OOM, node failure); `rayder-sweep launch` again resumes them from their last "
                      f"checkpoint: {', '.join(stale)}")
     for r in rows:
         if r.state == "failed" and r.error:

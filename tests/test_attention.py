@@ -4,7 +4,7 @@ import natten
 import pytest
 import torch
 
-from rayder_core import attention
+from rayder_core.models import attention
 from rayder_core.models.rayder import masks
 
 
@@ -24,7 +24,7 @@ def test_sdpa_neighborhood_equals_direct_softmax():
     h, w, kernel = 5, 6, (3, 5)
     q, k, v = (torch.randn(1, h, w, 1, 8, generator=g, dtype=torch.float64) for _ in range(3))
     ours = attention.neighborhood_attention(q, k, v, kernel, backend="sdpa")
-    mask = masks.neighborhood_mask(h, w, *kernel)
+    mask = attention.neighborhood_mask(h, w, *kernel)
     qs, ks, vs = q.reshape(h * w, 8), k.reshape(h * w, 8), v.reshape(h * w, 8)
     scores = (qs @ ks.T).masked_fill(~mask, float("-inf"))
     ref = (scores.softmax(-1) @ vs).reshape(1, h, w, 1, 8)
@@ -107,7 +107,7 @@ def test_whole_model_natten_backend_forward_equals_sdpa_backend():
 def test_short_sequence_attention_path_equals_sdpa(dtype, tol):
     """The explicit-matmul path that short CPU sequences take computes SDPA's function, values and gradients
     (relative L2 error; q and k cosine-normalised and scaled as in the model, so logits are <= 10)."""
-    from rayder_core.attention import SMALL_ATTENTION_PAIRS, dense_attention
+    from rayder_core.models.attention import SMALL_ATTENTION_PAIRS, dense_attention
 
     g = torch.Generator().manual_seed(0)
     L = 17

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 def test_two_task_index_mode_run_sharded_eval_then_collect(slurm_cluster, synth_data, tiny_sweep, tmp_path):
     from rayder_core.fileio import read_jsonl
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
     from sweeps import launcher
 
     spec = tiny_sweep(synth_data, fractions=(1.0,), store_mode="index", dist_timeout_min=5,
@@ -46,7 +46,7 @@ def test_two_task_index_mode_run_sharded_eval_then_collect(slurm_cluster, synth_
     copy = tmp_path / "copy"
     shutil.copytree(cfg.run_dir, copy)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "rayder_core.evaluate", str(copy), "--all", "--db", ""],
+    proc = subprocess.run([sys.executable, "-m", "rayder_core.evaluation.cli", str(copy), "--all", "--db", ""],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = {(r["step"], r["bench"]): r["values"] for r in read_jsonl(copy / "evals.jsonl")}

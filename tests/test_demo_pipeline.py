@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 from sweeps import demo
 from tests.test_first_hour import _demo_like_store
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from rayder_core.evaluate import _predict_in_view_order, temporal_order
+from rayder_core.evaluation.nvs import _predict_in_view_order, temporal_order
 from rayder_core.geometry import Camera
 from rayder_core.models.erayzer import ERayZer, ERayZerConfig
 

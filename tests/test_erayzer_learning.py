@@ -17,9 +17,9 @@ RESOLUTION = 16  # the 32^2 corpus, loaded at 16^2: the dense CPU renderer costs
 def test_tiny_erayzer_learns_beyond_mean_colour(synth_data):
     from rayder_core.data.loader import VideoClipLoader
     from rayder_core.data.manifest import Manifest
-    from rayder_core.evaluate import evaluate_nvs
+    from rayder_core.evaluation.nvs import evaluate_nvs
     from rayder_core.models import build_model
-    from rayder_core.train_config import BenchmarkSpec
+    from rayder_core.eval_config import BenchmarkSpec
 
     torch.manual_seed(0)
     model = build_model({"family": "erayzer", "preset": "tiny-xs"}).train()

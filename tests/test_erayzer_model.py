@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from rayder_core.models.erayzer import ERayZer, ERayZerConfig, flops
-from rayder_core.models.erayzer.camera import rotation_from_6d, rotation_from_quat
+from rayder_core.models.erayzer.pose_network import rotation_from_6d, rotation_from_quat
 from rayder_core.models.erayzer.config import PRESETS, scale_width
 
 PAPER_PARAMS = 246e6  # RayDer Table 5, "E-RayZer* 246M"

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rayder_core.evaluate import evaluate_model, shard_range
-from rayder_core.train_config import BenchmarkSpec, EvalConfig
+from rayder_core.distributed import shard_range
+from rayder_core.evaluation.suite import evaluate_model
+from rayder_core.eval_config import BenchmarkSpec, EvalConfig
 
 PROBE_ITERS = 30
 
@@ -136,7 +137,7 @@ def test_sharded_eval_matches_one_process(synth_data, weights, tmp_path, world):
 def test_failing_rank_does_not_hang(synth_data, weights, tmp_path):
     """Rank 1 alone fails while extracting probe tokens: both ranks record the probe as missing with rank 1's error
     (nobody is left waiting in a collective), and the NVS benchmark is still evaluated exactly."""
-    from rayder_core.data.benchmarks import Re10kBenchmark
+    from rayder_core.data.evalsets import Re10kBenchmark
 
     assert list(Re10kBenchmark(synth_data.re10k, resolution=32).scenes(1, 1)) == []  # an empty shard reads nothing
     torch.set_num_threads(1)
@@ -203,7 +204,7 @@ def test_inline_eval_under_ddp_matches_single_process_rayder_eval(synth_data, tm
 
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(json.dumps(_tiny_run(synth_data, tmp_path / "runs")))
-    _cli(["rayder_core.train", str(cfg_path), "--db", ""], nproc=2)
+    _cli(["rayder_core.training.cli", str(cfg_path), "--db", ""], nproc=2)
     (run_dir,) = list((tmp_path / "runs").iterdir())
     state = json.loads((run_dir / "state.json").read_text())
     assert state["status"] == "finished" and state["runtime"]["world_size"] == 2
@@ -213,7 +214,7 @@ def test_inline_eval_under_ddp_matches_single_process_rayder_eval(synth_data, tm
     assert sorted((r["step"], r["index"]) for r in scenes) == [(s, i) for s in (3, 6) for i in range(4)]
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    _cli(["rayder_core.evaluate", str(copy), "--all", "--db", ""])
+    _cli(["rayder_core.evaluation.cli", str(copy), "--all", "--db", ""])
     assert _evals(copy) == inline
     assert read_jsonl(copy / "eval_scenes.jsonl") == scenes
 
@@ -223,7 +224,7 @@ def test_eval_job_mode_pending_sharded_under_torchrun(synth_data, tmp_path):
     """`eval.mode: job`: training saves the checkpoints the schedule asks for but evaluates nothing;
     `rayder-eval --pending` evaluates them (under torchrun: sharded, same numbers as one process) and a second
     `--pending` finds nothing to do."""
-    from rayder_core.train import run_training
+    from rayder_core.training.trainer import run_training
     from rayder_core.train_config import load_train_config
 
     torch.set_num_threads(1)
@@ -234,12 +235,12 @@ def test_eval_job_mode_pending_sharded_under_torchrun(synth_data, tmp_path):
         ["step_0000003.pt", "step_0000006.pt"]
     copy = tmp_path / "copy"
     shutil.copytree(out.run_dir, copy)
-    _cli(["rayder_core.evaluate", str(out.run_dir), "--pending", "--db", ""])
-    _cli(["rayder_core.evaluate", str(copy), "--pending", "--db", ""], nproc=2)
+    _cli(["rayder_core.evaluation.cli", str(out.run_dir), "--pending", "--db", ""])
+    _cli(["rayder_core.evaluation.cli", str(copy), "--pending", "--db", ""], nproc=2)
     one, two = _evals(out.run_dir), _evals(copy)
     assert sorted(one) == [(3, "probe-synth-per-scene"), (3, "re10k-synth"), (6, "probe-synth-per-scene"), (6, "re10k-synth")]
     assert one == two
-    again = _cli(["rayder_core.evaluate", str(copy), "--pending", "--db", ""])
+    again = _cli(["rayder_core.evaluation.cli", str(copy), "--pending", "--db", ""])
     assert "no pending evaluation" in again.stdout and _evals(copy) == two
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from rayder_core.data import benchmarks as B
-from rayder_core.evaluate import evaluate_nvs
+from rayder_core.data import evalsets as B
+from rayder_core.evaluation.nvs import evaluate_nvs
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
-from rayder_core.results import ResultsStore
-from rayder_core.train_config import BenchmarkSpec
-from test_data_benchmarks import scene
+from rayder_core.store import ResultsStore
+from rayder_core.eval_config import BenchmarkSpec
+from test_data_evalsets import scene
 
 INDEX = {"context": [0, 4], "target": [1, 2, 3]}
 
@@ -84,8 +84,8 @@ def test_shards_count_skips_once(tmp_path):
 def test_probe_set_with_a_bad_sequence(tmp_path, model):
     """A probe sequence with a NaN camera record and one with a missing file are skipped and counted; the probe
     protocols run on the rest."""
-    from rayder_core.evaluate import evaluate_model
-    from rayder_core.train_config import EvalConfig
+    from rayder_core.evaluation.suite import evaluate_model
+    from rayder_core.eval_config import EvalConfig
     from test_probe import synthetic_cameras
 
     cams = synthetic_cameras(5, seed=0)

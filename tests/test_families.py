@@ -8,15 +8,14 @@ import json
 import pytest
 import torch
 
+from rayder_core.models import (FAMILIES, TRAINING_LOSS_KEYS, build_model, count_flops, family_of, flops_cli,
+                                model_config, param_count, presets, train_flops_per_step)
 from rayder_core.models.rayder import flops as rayder_flops
 from rayder_core.data.synth import make_clip
 from rayder_core.geometry import Camera
 from rayder_core.metrics import relative_pose_accuracy
 from rayder_core.models.rayder.config import ModelConfig
-from rayder_core.models import (FAMILIES, TRAINING_LOSS_KEYS, build_model, count_flops, family_of, model_config,
-                                param_count, presets, train_flops_per_step)
-from rayder_core.models.erayzer import ERayZerConfig
-from rayder_core.models.erayzer import flops as erayzer_flops
+from rayder_core.models.erayzer import ERayZerConfig, flops as erayzer_flops
 
 MAPPINGS = {"rayder": {"preset": "tiny-xs"}, "erayzer": {"family": "erayzer", "preset": "tiny-xs"}}
 
@@ -69,8 +68,8 @@ def test_both_families_train_one_step_and_count_flops(family):
 def test_both_families_evaluate(family, synth_data):
     """NVS on the synthetic RE10K-format benchmark (evaluate.py calls only predict_cameras / predict_views) and RPA of
     the predicted cameras of a synthetic clip against its exact poses."""
-    from rayder_core.evaluate import evaluate_nvs
-    from rayder_core.train_config import BenchmarkSpec
+    from rayder_core.evaluation.nvs import evaluate_nvs
+    from rayder_core.eval_config import BenchmarkSpec
 
     torch.manual_seed(0)
     model = build_model(MAPPINGS[family]).eval()
@@ -88,7 +87,7 @@ def test_both_families_evaluate(family, synth_data):
     rpa = relative_pose_accuracy(est.camera[0], gt)
     assert rpa["rpa_pairs"] == 6 and all(0 <= rpa[k] <= 100 for k in ("rpa@5", "rpa@15", "rpa@30"))
     # the probe evaluation reports RPA of the model's own cameras next to the probe's metrics
-    from rayder_core.evaluate import evaluate_probe
+    from rayder_core.evaluation.probe_protocols import evaluate_probe
 
     rec = evaluate_probe(model, BenchmarkSpec("probe-synth", str(synth_data.probe), kind="probe"), resolution=32,
                          device=torch.device("cpu"), iters=5, rank=0, world=1)
@@ -98,7 +97,7 @@ def test_both_families_evaluate(family, synth_data):
 
 
 def test_rayder_flops_cli_lists_erayzer_presets(capsys):
-    rayder_flops.main(["--family", "erayzer", "--json", "--views", "10"])
+    flops_cli.main(["--family", "erayzer", "--json", "--views", "10"])
     rows = json.loads(capsys.readouterr().out)
     by = {r["preset"]: r for r in rows}
     assert set(by) == set(presets("erayzer"))
@@ -107,21 +106,25 @@ def test_rayder_flops_cli_lists_erayzer_presets(capsys):
     assert by["base"]["views"] == 10 and by["base"]["n_ref"] == 5
     assert by["base"]["train_per_sample"] == pytest.approx(3 * by["base"]["forward_per_sample"])
     assert by["base"]["raster_forward"] > 0
-    rayder_flops.main(["--family", "erayzer", "--presets", "tiny-xs,tiny-s", "--resolution", "32", "--views", "4"])
+    flops_cli.main(["--family", "erayzer", "--presets", "tiny-xs,tiny-s", "--resolution", "32", "--views", "4"])
     text = capsys.readouterr().out
     assert "tiny-xs" in text and "raster fwd" in text
     with pytest.raises(SystemExit):
-        rayder_flops.main(["--family", "erayzer", "--presets", "huge"])
+        flops_cli.main(["--family", "erayzer", "--presets", "huge"])
+    capsys.readouterr()
+    flops_cli.main(["--family", "erayzer", "--presets", "XS,S,B,L", "--json"])  # the list named, no special case
+    assert [r["preset"] for r in json.loads(capsys.readouterr().out)] == ["XS", "S", "B", "L"]
 
 
 @pytest.mark.slow
 def test_trainer_and_evaluation_run_the_erayzer_family(synth_data, tmp_path):
     """rayder-train with `model.family: erayzer`: model and FLOPs through the registry, checkpoint, evaluation (NVS
     + camera probe on its camera tokens), and the checkpoint reloads through evaluate.load_model_from_checkpoint."""
-    from rayder_core.evaluate import load_model_from_checkpoint
+    from rayder_core.evaluation.checkpoint import load_model_from_checkpoint
     from rayder_core.fileio import read_jsonl
     from rayder_core.models.erayzer import ERayZer
-    from rayder_core.train import latest_checkpoint, run_training
+    from rayder_core.training.checkpoints import latest_checkpoint
+    from rayder_core.training.trainer import run_training
     from rayder_core.train_config import load_train_config
 
     cfg = load_train_config({

@@ -9,9 +9,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from rayder_core import results
+from rayder_core.store import ResultsStore, schema
 from rayder_core.models import family_of
-from rayder_core.results import ResultsStore
 from rayder_core.yamlconf import ConfigError
 from sweeps.spec import spec_from_mapping
 
@@ -65,10 +64,10 @@ def test_grid_families_errors(mutate, match):
 def _schema3_store(path):
     """A store as schema 3 wrote it (no runs.family), with one RayDer run (no model.family) and one E-RayZer run."""
     con = duckdb.connect(str(path))
-    for stmt in results._SCHEMA_V1:
+    for stmt in schema.SCHEMA_V1:
         con.execute(stmt)
     for v in (1, 2):
-        for stmt in results._MIGRATIONS[v]:
+        for stmt in schema.MIGRATIONS[v]:
             con.execute(stmt)
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '3')")
     for run_id, model in (("old-r", {"preset": "tiny-xs"}), ("old-e", {"family": "erayzer", "preset": "tiny-xs"})):

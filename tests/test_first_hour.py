@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fitting.cli import main as fit_main
-from rayder_core.results import BenchLookupError, ResultsStore
+from rayder_core.store import BenchLookupError, ResultsStore
 
 PRESETS = {"tiny-xs": 1.0, "tiny-s": 1.9, "tiny-b": 3.6, "tiny-l": 7.3}  # GFLOP per step (relative sizes)
 FRACTIONS = {0.01: 20, 0.1: 200, 1.0: 2000}

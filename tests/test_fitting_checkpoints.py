@@ -15,8 +15,11 @@ from test_train import tiny_config  # noqa: E402
 
 from fitting.checkpoints import format_report, select_checkpoints  # noqa: E402
 from rayder_core.fileio import read_jsonl  # noqa: E402
-from rayder_core.results import ResultsStore  # noqa: E402
-from rayder_core.train import cooldown_config, lr_at, lr_phase, main as train_main, run_training  # noqa: E402
+from rayder_core.store import ResultsStore  # noqa: E402
+from rayder_core.training.cli import main as train_main  # noqa: E402
+from rayder_core.training.cooldown import cooldown_config  # noqa: E402
+from rayder_core.training.schedule import lr_at, lr_phase  # noqa: E402
+from rayder_core.training.trainer import run_training  # noqa: E402
 from rayder_core.train_config import load_train_config  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from test_fitting_data_constrained import _data as dc_data  # noqa: E402
 from test_fitting_isoflop import A_TRUE, _design  # noqa: E402
 
 from fitting.cli import main  # noqa: E402
-from rayder_core.results import ResultsStore  # noqa: E402
+from rayder_core.store import ResultsStore  # noqa: E402
 
 
 @pytest.fixture(scope="module")

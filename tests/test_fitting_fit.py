@@ -119,7 +119,7 @@ def test_guards():
 
 
 def test_cli_store_roundtrip(tmp_path, capsys):
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     db = tmp_path / "results.duckdb"
     store = ResultsStore(db)

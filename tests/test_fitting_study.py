@@ -255,7 +255,7 @@ def test_store_path_laws_identical_to_before_the_refactor(demo_store, tmp_path, 
     from fitting import FitOptions, StudyOptions, fit_study
     from reports.common import load_study
     from reports.fits import fit_metric
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     db, pts = demo_store
     # the demo's call (sweeps/demo.py, being redesigned, calls fit_study with these options; 8 resamples here)

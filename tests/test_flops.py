@@ -7,6 +7,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from rayder_core.models import flops_cli
 from rayder_core.models.rayder import flops
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
@@ -87,13 +88,13 @@ def test_step_and_presets():
 
 
 def test_cli_json_and_table(capsys):
-    flops.main(["--presets", "XS,tiny-xs", "--json"])
+    flops_cli.main(["--presets", "XS,tiny-xs", "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert [r["preset"] for r in rows] == ["XS", "tiny-xs"]
     assert {"params", "forward_per_sample", "train_per_sample"} <= set(rows[0])
     assert rows[0]["paper_tflop_per_step_bs1"] == 5.93 and rows[1]["paper_tflop_per_step_bs1"] is None
     assert abs(rows[0]["params"] / 59e6 - 1) < 0.03
-    flops.main(["--presets", "XS,S,B,L"])
+    flops_cli.main(["--presets", "XS,S,B,L"])
     table = capsys.readouterr().out
     print(table)
     # The printed ratio is the computed one: exact train FLOPs / Table B.3 (an independent recomputation).
@@ -104,9 +105,9 @@ def test_cli_json_and_table(capsys):
         assert float(line.split()[-1]) == pytest.approx(expected, abs=5e-4)
         assert 0.3 < float(line.split()[-1]) < 0.5  # exact counting is ~0.38-0.40 of the table
     with pytest.raises(SystemExit):
-        flops.main(["--presets", "XXL"])
+        flops_cli.main(["--presets", "XXL"])
     with pytest.raises(SystemExit):
-        flops.main(["--convention", "chinchilla"])
+        flops_cli.main(["--convention", "chinchilla"])
 
 
 # (preset, resolution, views) -> Table B.3 TFLOP/step at batch 1, typed in from the paper independently of flops.py.
@@ -119,7 +120,7 @@ def test_paper_convention_reproduces_table_b3(preset, res, views, paper, capsys)
     """`rayder-flops --convention paper --json` against every column of Table B.3: within 5% each (measured:
     0.997 / 1.001 / 1.045 / 1.010 / 1.016 / 1.004; Scaling-B at 8 views is the loosest, see flops.py)."""
     argv = ["--convention", "paper", "--json", "--presets", preset, "--resolution", str(res), "--views", str(views)]
-    flops.main(argv)
+    flops_cli.main(argv)
     row = json.loads(capsys.readouterr().out)[0]
     ratio = row["train_tflop_per_step_bs1"] / paper
     print(f"{preset} {res}^2 V={views}: {row['train_tflop_per_step_bs1']:.2f} TFLOP vs paper {paper} -> {ratio:.3f}")
@@ -184,7 +185,7 @@ def test_train_flops_per_step_convention():
 
 def test_cli_lists_the_width_ladder_with_overrides(capsys):
     """`rayder-flops --set` applies model keys to every preset (the demo's ladder: patch 2, no local layers)."""
-    flops.main(["--presets", "tiny-w16,tiny-w64", "--resolution", "32", "--views", "4", "--set", "patch=2",
+    flops_cli.main(["--presets", "tiny-w16,tiny-w64", "--resolution", "32", "--views", "4", "--set", "patch=2",
                 "--set", "local_layers=false", "--json"])
     rows = json.loads(capsys.readouterr().out)
     for row, preset in zip(rows, ("tiny-w16", "tiny-w64")):

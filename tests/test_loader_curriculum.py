@@ -10,7 +10,7 @@ import torch
 
 from rayder_core.data.loader import VideoClipLoader
 from rayder_core.data.manifest import Manifest
-from rayder_core.models.erayzer.curriculum import CurriculumSampler
+from rayder_core.data.curriculum import CurriculumSampler
 from rayder_core.train_config import load_train_config
 
 STEPS = 12
@@ -111,7 +111,7 @@ def test_loaded_clips_have_distinct_frames_and_their_poses_overlap_as_targeted(s
     annealed lower bound 0.5 later."""
     from rayder_core.data.loader import _Stream
     from rayder_core.geometry import Camera
-    from rayder_core.models.erayzer.curriculum import pairwise_covisibility
+    from rayder_core.data.curriculum import pairwise_covisibility
 
     drawn = []
     real = _Stream.curriculum_indices
@@ -163,7 +163,7 @@ def test_erayzer_training_with_the_overlap_curriculum_resumes_bit_exact(synth_da
     run logs exactly the losses of an uninterrupted run (the loader's batch count is in the checkpoint)."""
     import json
 
-    from rayder_core.train import run_training
+    from rayder_core.training.trainer import run_training
 
     def cfg(out):
         return load_train_config({

@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 
+from rayder_core.models import attention
 from rayder_core.models.rayder import masks
 
 
@@ -68,7 +69,7 @@ def test_token_mask_expansion_and_prefix():
 
 @pytest.mark.parametrize("length,kernel", [(5, 3), (8, 7), (9, 5), (1, 1), (6, 5)])
 def test_neighborhood_window_matches_natten_definition(length, kernel):
-    got = masks.neighborhood_window(length, kernel)
+    got = attention.neighborhood_window(length, kernel)
     for i in range(length):
         start = min(max(i - kernel // 2, 0), length - kernel)
         want = torch.zeros(length, dtype=torch.bool)
@@ -79,16 +80,16 @@ def test_neighborhood_window_matches_natten_definition(length, kernel):
 
 def test_neighborhood_mask_non_square():
     h, w, kh, kw = 4, 9, 3, 7
-    m = masks.neighborhood_mask(h, w, kh, kw)
-    rows, cols = masks.neighborhood_window(h, kh), masks.neighborhood_window(w, kw)
+    m = attention.neighborhood_mask(h, w, kh, kw)
+    rows, cols = attention.neighborhood_window(h, kh), attention.neighborhood_window(w, kw)
     for q in range(h * w):
         for k in range(h * w):
             assert m[q, k] == (rows[q // w, k // w] and cols[q % w, k % w])
 
 
 def test_fit_kernel_and_errors():
-    assert [masks.fit_kernel(7, s) for s in (1, 2, 3, 4, 6, 7, 16)] == [1, 1, 3, 3, 5, 7, 7]
+    assert [attention.fit_kernel(7, s) for s in (1, 2, 3, 4, 6, 7, 16)] == [1, 1, 3, 3, 5, 7, 7]
     with pytest.raises(ValueError, match="at least 2 views"):
         masks.training_view_mask(1)
     with pytest.raises(ValueError, match="kernel"):
-        masks.neighborhood_window(4, 5)
+        attention.neighborhood_window(4, 5)

@@ -250,7 +250,7 @@ def test_lpips_distance_is_differentiable_and_equals_the_metric(random_weights, 
 
 
 def _perceptual_run(data, out_dir, steps: int = 2):
-    from rayder_core.train import run_training
+    from rayder_core.training.trainer import run_training
     from rayder_core.train_config import load_train_config
 
     cfg = load_train_config({

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rayder_core.geometry import Camera, camera_from_params
-from rayder_core.models.rayder.model import RayDer, count_parameters
+from rayder_core.models.base import count_parameters
+from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import PRESETS, ModelConfig
 
 PAPER_PARAMS = {"XS": 59e6, "S": 145e6, "B": 422e6, "L": 743e6}  # Table 2

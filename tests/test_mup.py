@@ -13,7 +13,8 @@ from rayder_core.coord_check import coord_check, width_spread
 from rayder_core.fileio import read_jsonl
 from rayder_core.models import build_for_training, build_model, model_config, param_count, train_flops_per_step
 from rayder_core.models.rayder.config import LADDER_WIDTHS, scale_width
-from rayder_core.train import latest_checkpoint, run_training
+from rayder_core.training.checkpoints import latest_checkpoint
+from rayder_core.training.trainer import run_training
 from rayder_core.train_config import load_train_config
 from rayder_core.yamlconf import ConfigError
 

@@ -9,7 +9,8 @@ import torch
 from rayder_core import precision as prec
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
-from rayder_core.train_config import EvalConfig, OptimConfig
+from rayder_core.eval_config import EvalConfig
+from rayder_core.train_config import OptimConfig
 
 
 def _loss(model: RayDer, frames: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -49,7 +50,7 @@ def test_bf16_loss_matches_fp32_within_2_percent(trained_tiny):
 @pytest.mark.slow
 def test_compiled_layers_match_eager_fp32(trained_tiny):
     """`compile: true` (regional torch.compile of every layer) gives the eager fp32 loss within 1e-4 relative."""
-    from rayder_core.train import compile_layers
+    from rayder_core.training.trainer import compile_layers
 
     model, frames = trained_tiny
     ref = float(_loss(model, frames, False))

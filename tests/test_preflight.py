@@ -88,11 +88,12 @@ def test_wrong_benchmark_format_and_bad_fraction_and_missing_shard(tmp_path, syn
     shards[-1].unlink()
     grid = _grid(tmp_path, synth_data, fractions=(0.1, 0.5, 1.0), data={"manifest": str(data / "manifest.json")})
     grid["base"]["eval"]["benchmarks"][1] = {"name": "probe-synth", "path": str(synth_data.re10k), "kind": "probe"}
+    grid["grid"]["presets"] = ["tiny-xs", "tiny-s"]  # each problem is printed once, not once per preset
     lines = _refused(capsys, tmp_path, ["launch", str(_write(tmp_path, grid)), "--executor", "local"])
     assert len(lines) == 3, lines
     assert sum(ln.startswith(f"base.data.manifest: 1 of the {len(shards)} shard file(s) listed in ")
                and ln.endswith(shards[-1].name) for ln in lines) == 1
-    assert sum(ln.startswith("grid.fractions: 0.5 is not a fraction of ") for ln in lines) == 1
+    assert sum(ln.startswith("grid.fractions[1]: 0.5 is not a fraction of ") for ln in lines) == 1
     assert sum(ln.startswith(f"base.eval.benchmarks[1].path: {synth_data.re10k} is not a readable benchmark "
                              "'probe-synth' (probe): FileNotFoundError") for ln in lines) == 1
     assert first  # the copied manifest is the real one

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from rayder_core.data.benchmarks import write_probe_set
-from rayder_core.evaluate import evaluate_model
+from rayder_core.data.evalsets import write_probe_set
+from rayder_core.evaluation.suite import evaluate_model
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.probe import per_scene_probe
-from rayder_core.train_config import BenchmarkSpec, EvalConfig
+from rayder_core.eval_config import BenchmarkSpec, EvalConfig
 from test_probe import synthetic_cameras
 
 

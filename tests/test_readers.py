@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from rayder_core.data import readers
-from rayder_core.data.benchmarks import Re10kBenchmark
+from rayder_core.data.evalsets import Re10kBenchmark
 from rayder_core.data.cli import main as data_main
 
 H, W, V = 40, 48, 10

@@ -18,8 +18,8 @@ import torch
 from rayder_core.data.ingest import ingest
 from rayder_core.data.loader import VideoClipLoader
 from rayder_core.data.manifest import CollapsedFractionsWarning, Manifest, build_manifest
-from rayder_core.train import run_training
-from rayder_core.train_config import from_mapping, TrainConfig
+from rayder_core.training.trainer import run_training
+from rayder_core.train_config import TrainConfig, from_mapping
 
 CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 

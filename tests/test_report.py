@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 
 NVS_BENCH = "re10k-synth"
 PROBE_BENCH = "probe-synth"

@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 from reports import report as R
 from reports.pages import isoflop as P
 

@@ -9,7 +9,7 @@ import time
 import duckdb
 import pytest
 
-from rayder_core.results import SCHEMA_VERSION, ResultsStore, StoreError
+from rayder_core.store import SCHEMA_VERSION, ResultsStore, StoreError
 
 
 def _run(store: ResultsStore, run_id: str, fraction: float = 0.1) -> None:

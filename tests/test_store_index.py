@@ -64,7 +64,7 @@ def _fake_run(run_dir: str, worker: int) -> None:
 
 def _collector(out_dir: str, db: str, stop_file: str, report_file: str) -> None:
     """Collect the run directories in a loop until told to stop, then once more."""
-    from rayder_core.results import ResultsStore, collect_runs
+    from rayder_core.store import ResultsStore, collect_runs
 
     store = ResultsStore(db)
     passes = []
@@ -82,7 +82,7 @@ def test_32_writers_collector_and_concurrent_reader(tmp_path):
     """32 writer processes append to their run directories while a collector ingests them in a loop and this
     process reads the store: the reader never fails, never sees a row that differs from its closed form, never
     sees a count decrease; the final store has exactly the expected rows; collecting again changes nothing."""
-    from rayder_core.results import ResultsStore, collect_runs
+    from rayder_core.store import ResultsStore, collect_runs
 
     out, db = tmp_path / "runs", tmp_path / "index.duckdb"
     out.mkdir()
@@ -146,7 +146,7 @@ def test_32_writers_collector_and_concurrent_reader(tmp_path):
 def test_collect_reports_unreadable_and_unstarted_dirs(tmp_path):
     """A run directory with a corrupt state.json is reported (and the good ones still ingested); a directory
     without state.json (queued, not started) is listed as not started."""
-    from rayder_core.results import ResultsStore, collect_runs
+    from rayder_core.store import ResultsStore, collect_runs
 
     good, bad, queued = tmp_path / "good", tmp_path / "bad", tmp_path / "queued"
     _fake_run(str(good), 1)
@@ -190,10 +190,10 @@ def test_index_mode_run_collected_equals_direct_mode_and_copy_is_collectable(syn
     import pandas as pd
     import torch
 
-    from rayder_core.evaluate import main as eval_main
+    from rayder_core.evaluation.cli import main as eval_main
     from rayder_core.fileio import read_jsonl
-    from rayder_core.results import ResultsStore, collect_runs
-    from rayder_core.train import run_training
+    from rayder_core.store import ResultsStore, collect_runs
+    from rayder_core.training.trainer import run_training
     from rayder_core.train_config import load_train_config
 
     torch.set_num_threads(1)

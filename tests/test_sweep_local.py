@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from sweeps import launcher
-from sweeps.state import STALE_AFTER_S, classify, format_table, read_state, run_status, write_json_atomic
+from sweeps.state import (STALE_AFTER_S, classify, exception_line, format_table, read_launch, read_state, run_status,
+                          startup_error, write_json_atomic)
 
 
 def _state(run_id: str, status: str, step: int, heartbeat: float, **extra) -> dict:
-    """A state.json as the training loop writes it (the contract in rayder_core/train.py)."""
+    """A state.json as the training loop writes it (the contract in rayder_core/training/trainer.py)."""
     return {"run_id": run_id, "sweep": "t", "preset": "tiny-xs", "fraction": 0.1, "status": status, "step": step,
             "steps": 100, "samples": 4 * step, "flops": 1e9 * step, "compute_gflop": 1.0 * step,
             "last_checkpoint": step - step % 10 or None, "heartbeat": heartbeat, "started": heartbeat - 60,
@@ -38,6 +39,55 @@ def test_classify_states():
     assert classify(old, None, None, False, now, stale_after_s=3600) == "running"
     assert classify(_state("a", "preempted", 5, now), {"executor": "slurm"}, "PENDING", True, now) == "requeued"
     assert classify(_state("a", "preempted", 5, now), {"executor": "slurm"}, None, True, now) == "preempted"
+    # 'running' with a fresh heartbeat, but its job has ended (kill -9): dead now, not in 300 s
+    assert classify(fresh, {"executor": "slurm"}, None, True, now) == "STALE"
+    assert classify(fresh, {"executor": "slurm"}, "RUNNING", True, now) == "running"
+    # the job ended before the trainer wrote state.json, with an error: failed, not lost
+    assert classify(None, {"executor": "slurm"}, None, True, now, error="FileNotFoundError: x") == "failed"
+
+
+SUBMITIT_ERROR = """Job (task=0) failed during processing with trace:
+----------------------
+Traceback (most recent call last):
+  File "/x/submitit/core/submission.py", line 55, in process_job
+    result = delayed.result()
+  File "/x/rayder_core/data/loader.py", line 12, in shards
+    raise FileNotFoundError(f"shard not found: {path}")
+FileNotFoundError: shard not found: /data/shards/shard-000007.tar
+
+----------------------
+You can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:
+  - /runs/.submitit/123/123_0_log.err
+  - /runs/.submitit/123/123_0_log.out
+"""
+
+
+def test_a_start_up_failure_shows_its_exception_and_is_failed_for_status_and_retry(tiny_sweep):
+    """Issue 26 item 9: the exception line (not the log path) of a job that failed before state.json; `status`
+    says failed and `launch --retry-failed-only` resubmits it; a killed 'running' run is STALE for both at once."""
+    import pickle
+
+    assert exception_line(SUBMITIT_ERROR) == "FileNotFoundError: shard not found: /data/shards/shard-000007.tar"
+    assert exception_line("plain message\nlast line") == "last line"
+    cfg = tiny_sweep(fractions=(1.0,)).runs()[0]
+    folder = cfg.run_dir.parent / ".submitit" / "123"
+    folder.mkdir(parents=True)
+    write_json_atomic(cfg.run_dir / "launch.json", {"executor": "slurm", "job_id": "123",
+                                                      "submitit_folder": str(folder)})
+    assert startup_error(read_launch(cfg.run_dir)) is None
+    with open(folder / "123_0_result.pkl", "wb") as fh:
+        pickle.dump(("error", SUBMITIT_ERROR), fh)
+    row = run_status(cfg.run_dir, queue={})
+    assert row.state == "failed" and row.error.startswith("FileNotFoundError: shard not found")
+    assert "failed " + row.run_id + ": FileNotFoundError" in format_table([row])
+    plan = launcher.plan_launch([cfg], queue={}, only_failed=True)[0]
+    assert plan.action == "submit" and "FileNotFoundError" in plan.reason
+    now = time.time()
+    write_json_atomic(cfg.run_dir / "state.json", _state(cfg.run_id, "running", 5, now - 10))
+    assert run_status(cfg.run_dir, queue={}, now=now).state == "STALE"
+    assert launcher.plan_launch([cfg], queue={}, now=now, only_failed=True)[0].action == "submit"
+    assert run_status(cfg.run_dir, queue={"123": "RUNNING"}, now=now).state == "running"
+    assert launcher.plan_launch([cfg], queue={"123": "RUNNING"}, now=now, only_failed=True)[0].action == "skip"
     assert classify(_state("a", "finished", 100, 0.0), None, None, True, now) == "finished"
 
 
@@ -107,7 +157,7 @@ def test_executor_auto_follows_sbatch_on_path(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ real training
 def _check_complete_records(spec, cfg, restarted: bool) -> None:
     """The run finished and its records are complete and not duplicated, in the run dir and in the store."""
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     state = read_state(cfg.run_dir)
     assert state["status"] == "finished" and state["step"] == cfg.steps, state
@@ -136,7 +186,7 @@ def _check_complete_records(spec, cfg, restarted: bool) -> None:
 
 @pytest.mark.slow
 def test_local_sweep_trains_and_relaunch_is_idempotent(tmp_path, tiny_sweep, synth_data):
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
 
     spec = tiny_sweep(synth_data)
     t0 = time.monotonic()

@@ -69,7 +69,7 @@ def _running_with_checkpoint(run_dir: Path, below_step: int) -> dict | None:
 def test_slurm_sweep_survives_preemption_and_requeue(slurm_cluster, synth_data, tiny_sweep):
     """Two runs in one job array: one preempted (USR2, submitit requeues it), one requeued by the admin
     (`scontrol requeue`: SIGTERM, then SIGKILL after KillWait); both resume from their checkpoint."""
-    from rayder_core.results import ResultsStore
+    from rayder_core.store import ResultsStore
     from sweeps import launcher
     from test_sweep_local import _check_complete_records
 

@@ -96,7 +96,7 @@ def test_expansion_and_identity(tmp_path):
     (lambda d: d["base"].update(model={"preset": "XS"}), "base.model.preset"),
     (lambda d: d["base"].update(model={"widht": 64}), "widht"),
     (lambda d: d["grid"].update(presets=["tiny-xs", "huge"]), "grid.presets[1]"),
-    (lambda d: d["grid"].update(fractions=[0.1, 1.5]), "fractions[1]"),
+    (lambda d: d["grid"].update(fractions=[0.1, 1.5]), "grid.fractions[1]: a data fraction"),
     (lambda d: d["grid"].update(fractions=[0.1, 0.1]), "duplicates"),
     (lambda d: d["grid"].update(ablations={"x": {"kernel": 4}}), "grid.ablations.x"),
     (lambda d: d.update(preset_overrides={"tiny-b": {"steps": 3}}), "preset_overrides.tiny-b"),

@@ -135,10 +135,11 @@ def test_tiny_three_network_learns():
 def test_trainer_and_evaluation_run_three_network(synth_data, tmp_path):
     """rayder-train with `model.architecture: three_network`: built and costed through the registry, trained,
     evaluated (NVS + camera probe on E_cam's camera tokens), reloaded from its checkpoint."""
-    from rayder_core.evaluate import load_model_from_checkpoint
+    from rayder_core.evaluation.checkpoint import load_model_from_checkpoint
     from rayder_core.fileio import read_jsonl
     from rayder_core.models import train_flops_per_step
-    from rayder_core.train import latest_checkpoint, run_training
+    from rayder_core.training.checkpoints import latest_checkpoint
+    from rayder_core.training.trainer import run_training
     from rayder_core.train_config import load_train_config
 
     model_map = {"preset": "tiny-xs", **TINY}

@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.multiprocessing as tmp_mp
 
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore, record_run_dir
 from rayder_core.fileio import read_jsonl as _read_jsonl
-from rayder_core.record import record_run_dir
-from rayder_core.train import TrainingDiverged, latest_checkpoint, lr_at, run_training
+from rayder_core.training.checkpoints import latest_checkpoint
+from rayder_core.training.schedule import lr_at
+from rayder_core.training.trainer import TrainingDiverged, run_training
 from rayder_core.train_config import load_train_config
 from rayder_core.yamlconf import ConfigError
 
@@ -97,7 +98,7 @@ def test_resume_is_bit_exact(synth_data, tmp_path):
 
 
 def test_nan_loss_is_skipped_and_counted(synth_data, tmp_path, monkeypatch):
-    from rayder_core import train as train_mod
+    from rayder_core.training import trainer as train_mod
 
     cfg = load_train_config(tiny_config(synth_data, tmp_path, steps=4, **{"optim.max_consecutive_skips": 3,
                                                                          "optim.skip_grad_factor": 1e9}))
@@ -124,7 +125,7 @@ def test_nan_loss_is_skipped_and_counted(synth_data, tmp_path, monkeypatch):
 
 
 def test_consecutive_skips_stop_the_run_and_keep_the_checkpoint(synth_data, tmp_path, monkeypatch):
-    from rayder_core import train as train_mod
+    from rayder_core.training import trainer as train_mod
 
     cfg = load_train_config(tiny_config(synth_data, tmp_path, steps=12, checkpoint_every=2,
                                         **{"optim.max_consecutive_skips": 3}))
@@ -171,7 +172,7 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, out_dir: str)
 
     from rayder_core.models.rayder.model import RayDer
     from rayder_core.models.rayder.config import ModelConfig
-    from rayder_core.train import _TrainingLoss
+    from rayder_core.training.trainer import _TrainingLoss
 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ Public entry points (import from the submodules; this package imports nothing he
 * :mod:`rayder_core.data.ingest` -- ``ingest(videos, out, ...)`` real videos -> H.264 6 fps shards.
 * :mod:`rayder_core.data.manifest` -- ``build_manifest``, ``Manifest`` (nested 1%/10%/100% fractions).
 * :mod:`rayder_core.data.loader` -- ``VideoClipLoader`` (exactly resumable, DDP/worker split).
-* :mod:`rayder_core.data.benchmarks` -- RE10K/pixelSplat chunks (``write_re10k_chunks``, ``Re10kBenchmark``)
+* :mod:`rayder_core.data.evalsets` -- RE10K/pixelSplat chunks (``write_re10k_chunks``, ``Re10kBenchmark``)
   and the camera probe set (``write_probe_set``, ``ProbeSet``).
 * :mod:`rayder_core.data.shards` -- mp4 encode/decode (PyAV) and safe WebDataset tar I/O.
 """

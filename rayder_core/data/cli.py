@@ -13,6 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from rayder_core.data.manifest import Manifest, build_manifest
+from rayder_core.data.synth import synthesize
+from rayder_core.data.ingest import ingest
+from rayder_core.data.evalsets import make_synthetic_benchmarks
+from rayder_core.data import readers
+
 
 def _fractions(text: str) -> tuple[float, ...]:
     try:
@@ -31,9 +37,6 @@ def _print_manifest(manifest, path: Path) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from rayder_core.data.manifest import Manifest
-    from rayder_core.data.synth import synthesize
-
     info = synthesize(args.out, clips=args.clips, resolution=args.resolution, seconds=args.seconds,
                       dynamic_share=args.dynamic_share, seed=args.seed, workers=args.workers,
                       shard_size=args.shard_size, fractions=args.fractions, force=args.force)
@@ -47,8 +50,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from rayder_core.data.manifest import build_manifest
-
     out = Path(args.out) if args.out else Path(args.shards).resolve().parent / "manifest.json"
     manifest = build_manifest(args.shards, fractions=args.fractions, seed=args.seed)
     manifest.save(out)
@@ -57,9 +58,6 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from rayder_core.data.ingest import ingest
-    from rayder_core.data.manifest import Manifest
-
     ingest(args.videos, args.out, shard_size=args.shard_size, fps=args.fps, min_seconds=args.min_seconds,
            max_side=args.max_side, workers=args.workers, fractions=args.fractions, seed=args.seed)
     _print_manifest(Manifest.load(Path(args.out) / "manifest.json"), Path(args.out) / "manifest.json")
@@ -67,8 +65,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rayder_core.data.benchmarks import make_synthetic_benchmarks
-
     info = make_synthetic_benchmarks(args.out, scenes=args.scenes, resolution=args.resolution, seed=args.seed,
                                      probe_sequences=args.probe_sequences, families=args.families)
     if info["cached"]:
@@ -103,8 +99,6 @@ def _find_scenes(fmt: str, roots: list[str]) -> list[tuple[str, Path]]:
 
 
 def cmd_bench_from(args: argparse.Namespace) -> int:
-    from rayder_core.data import readers
-
     read = {"dl3dv": readers.read_nerfstudio, "colmap": readers.read_colmap, "llff": readers.read_llff}[args.format]
     rule = args.rule or ("even" if args.format == "dl3dv" else "every8")
     scenes = _find_scenes(args.format, args.roots)

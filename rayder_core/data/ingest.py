@@ -20,15 +20,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing as mp
 import os
 import re
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+from tqdm import tqdm
 
+from rayder_core.data.manifest import build_manifest
 from rayder_core.data.shards import DEFAULT_FPS, list_shards, rgb_to_yuv420p, shard_path, write_shard
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
@@ -188,12 +192,6 @@ def ingest(videos: list[str | os.PathLike], out: str | os.PathLike, shard_size: 
     Returns ``{"videos", "shards", "written", "skipped" (this run), "reused_shards"}``. Skipped videos are
     reported one line each (to stderr) and counted at the end.
     """
-    import sys
-
-    from tqdm import tqdm
-
-    from rayder_core.data.manifest import build_manifest
-
     if shard_size < 1 or fps <= 0 or min_seconds < 0:
         raise ValueError(f"bad ingest settings: shard_size={shard_size}, fps={fps}, min_seconds={min_seconds}")
     paths = [str(p) for p in find_videos(list(videos))]
@@ -232,8 +230,6 @@ def ingest(videos: list[str | os.PathLike], out: str | os.PathLike, shard_size: 
         for job in todo:
             finished(*_ingest_shard(job))
     else:
-        import multiprocessing as mp
-
         with mp.get_context("fork").Pool(workers) as pool:
             for result in pool.imap_unordered(_ingest_shard, todo):
                 finished(*result)

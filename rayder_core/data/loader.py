@@ -20,7 +20,7 @@ every worker reads the tar headers and JSON of all the rank's shards but reads a
 its own batches. So the batch sequence does not depend on ``num_workers``, and resuming from
 ``state_dict()`` = ``{"epoch", "samples", "batches"}`` skips the consumed samples without decoding them.
 
-**Curriculum** (E-RayZer's frame sampling, `rayder_core.models.erayzer.curriculum`): with a `CurriculumSampler` of
+**Curriculum** (E-RayZer's frame sampling, `rayder_core.data.curriculum`): with a `CurriculumSampler` of
 mode ``frame_interval`` or ``overlap``, a clip's frames are not drawn by ``fps`` but by the sampler at the training
 progress ``b / total_batches``, where ``b`` is the index of the batch in this rank's stream since the start of
 training (one batch per optimizer step; a skipped undecodable batch still counts, so progress depends only on the
@@ -51,7 +51,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rayder_core.data import curriculum as cur
+from rayder_core.data.manifest import Manifest
 from rayder_core.data.shards import VideoDecodeError, check_member, decode_mp4, split_member_name
+from rayder_core.geometry import Camera
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +232,6 @@ class _Stream:
 
     def overlap_profile(self, ref: SampleRef, fh: Any) -> np.ndarray:
         """The clip's overlap profile (computed once per process; see the module docstring for the sources)."""
-        from rayder_core.models.erayzer import curriculum as cur
-
         key = (ref.shard, ref.offset)
         prof = self._profiles.get(key)
         if prof is not None:
@@ -239,8 +240,6 @@ class _Stream:
         if self.overlap_source == "geometric" and not cams:
             raise VideoDecodeError(f"overlap_source 'geometric' but clip {ref.key} has no cameras in its JSON")
         if cams and self.overlap_source in ("auto", "geometric"):
-            from rayder_core.geometry import Camera
-
             f64 = torch.float64
             camera = Camera(R=torch.tensor(cams["R"], dtype=f64), t=torch.tensor(cams["t"], dtype=f64),
                             f=torch.tensor(cams["f"], dtype=f64))
@@ -348,7 +347,7 @@ class VideoClipLoader:
         shuffle_buffer: samples held by the buffer shuffle.
         cache_mb: memory (MiB, per process) for whole decoded videos, reused by later epochs; 0 = decode every
             sample (small corpora at low resolution fit: 2000 clips of 30 frames at 32^2 take ~180 MiB).
-        curriculum: a `rayder_core.models.erayzer.curriculum.CurriculumSampler` (mode ``frame_interval`` or
+        curriculum: a `rayder_core.data.curriculum.CurriculumSampler` (mode ``frame_interval`` or
             ``overlap``) drawing each clip's frames at the training progress; None or mode ``none``: ``fps`` sampling.
         total_batches: batches of the whole training (its optimizer steps): progress = batch index / total_batches.
         overlap_source: ``auto`` | ``geometric`` | ``feature``; overlap_extractor: ``thumbnail`` | ``dinov2``.
@@ -387,8 +386,6 @@ class VideoClipLoader:
     @classmethod
     def from_manifest(cls, manifest_path: str, fraction: float, **kwargs: Any) -> "VideoClipLoader":
         """Loader over the shards of one data ``fraction`` of a manifest file."""
-        from rayder_core.data.manifest import Manifest
-
         return cls(Manifest.load(manifest_path).shards(fraction), **kwargs)
 
     @property

@@ -1,5 +1,5 @@
 """Readers of published multi-view benchmark formats, converted into the toolkit's one internal format (pixelSplat
-RE10K chunks + an evaluation index, see `rayder_core.data.benchmarks`).
+RE10K chunks + an evaluation index, see `rayder_core.data.evalsets`).
 
 Every reader returns `SceneRecord`s: image files plus per-view pinhole intrinsics in pixels (fx, fy, cx, cy, for the
 image size on disk) and camera-to-world poses in OpenCV axes (x right, y down, z forward), float64.
@@ -33,6 +33,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
+
+from rayder_core.data.evalsets import write_evaluation_index, write_re10k_chunks
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
@@ -76,8 +80,6 @@ class SceneRecord:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(path) as im:
         return im.height, im.width
 
@@ -127,11 +129,6 @@ def read_nerfstudio(scene_dir: str | os.PathLike, key: str | None = None,
         c2w.append(m @ OPENGL_TO_OPENCV)
         sizes.append(hw)
     return SceneRecord(key or scene_dir.name, images, np.array(intr), np.array(c2w), np.array(sizes))
-
-
-def find_nerfstudio_scenes(root: str | os.PathLike) -> list[Path]:
-    """Directories under `root` holding a transforms.json (DL3DV: <hash>/nerfstudio/transforms.json), sorted."""
-    return sorted({p.parent for p in Path(root).rglob("transforms.json")})
 
 
 # ------------------------------------------------------------------------------------------ COLMAP
@@ -295,8 +292,6 @@ def view_selection(n_views: int, rule: str, views: int = 24, max_context: int = 
 
 
 def _decode(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -305,10 +300,6 @@ def write_benchmark(records: Iterable[SceneRecord], out: str | os.PathLike, rule
                     max_context: int = 8, split: str = "test", progress: bool = True) -> dict[str, int]:
     """Write scenes as pixelSplat chunks (`out/{split}/`) with the exact intrinsics of each file, and
     `out/evaluation_index.json` by `rule`. Returns {"scenes", "indexed", "views"}."""
-    from tqdm import tqdm
-
-    from rayder_core.data.benchmarks import write_evaluation_index, write_re10k_chunks
-
     if rule not in RULES:
         raise ValueError(f"unknown view-selection rule {rule!r}; choose from {RULES}")
     index: dict[str, dict[str, list[int]] | None] = {}

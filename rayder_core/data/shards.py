@@ -15,11 +15,13 @@ import os
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+import webdataset as wds
 from av.video.reformatter import VideoReformatter
 
 DEFAULT_FPS = 6.0
@@ -76,8 +78,6 @@ def rgb_to_yuv420p(image: np.ndarray) -> av.VideoFrame:
 
 
 def _as_fraction(fps: float):
-    from fractions import Fraction
-
     return Fraction(fps).limit_denominator(1001)
 
 
@@ -155,8 +155,6 @@ def write_shard(path: str | os.PathLike, samples: Sequence[tuple[str, bytes, dic
 
     The tar is first written to ``path + ".tmp"`` and renamed when complete.
     """
-    import webdataset as wds
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -1,8 +1,9 @@
 """Model-family registry: every consumer (training, evaluation, FLOP counting, sweeps) goes through it.
 
 `model.family: rayder | erayzer` in a run or grid YAML selects the family; a model mapping without the key is RayDer,
-so old configs keep working. Each family is a subpackage: RayDer in `rayder_core.models.rayder`
-(`config`, `blocks`, `masks`, `model`, `flops`), E-RayZer in `rayder_core.models.erayzer`.
+so old configs keep working. Each family is a subpackage shaped the same way (`config`, `layers`, `model`, `flops`, and the family's own
+parts): RayDer in `rayder_core.models.rayder`, E-RayZer in `rayder_core.models.erayzer`. The attention kernels they
+use (`attention`) and the family contract (`base`) sit beside them; `flops_cli` is `rayder-flops`.
 
     from rayder_core.models import build_model, model_config, train_flops_per_step
     cfg = model_config({"family": "erayzer", "preset": "tiny-xs"}, source="run.yaml: model")
@@ -14,46 +15,39 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
-import torch
-
 from rayder_core import mup
+from rayder_core.family import DEFAULT_FAMILY
 from rayder_core.mup import PARAMETRIZATIONS
 
+from . import erayzer, rayder
 from .base import TRAINING_LOSS_KEYS, Family
+from .erayzer import config as erayzer_config, flops as erayzer_flops
+from .rayder import config as rayder_config, flops as rayder_flops
 
-DEFAULT_FAMILY = "rayder"
 # Keys of a model mapping that choose how the network is parametrised for training, not its architecture: the
 # registry takes them out before the family's config sees the mapping (`parametrization_of`).
 PARAMETRIZATION_KEYS = ("parametrization", "mup_base_width")
 
 
 def _rayder_family() -> Family:
-    from .rayder import flops as rflops
-    from .rayder.config import PRESETS, ModelConfig, scale_width
-    from .rayder.model import build
-
-    def from_dict(d: Mapping[str, Any], source: str) -> ModelConfig:
-        return ModelConfig.from_dict({k: v for k, v in d.items() if k != "family"}, source=source)
-
     return Family(
-        name="rayder", config_from_dict=from_dict, config_type=ModelConfig, presets=PRESETS, build=build,
-        count_flops=rflops.count_flops, train_flops_per_step=rflops.train_flops_per_step,
-        param_count=rflops._param_count, scale_width=scale_width,
+        name="rayder", config_from_dict=rayder_config.ModelConfig.from_dict, config_type=rayder_config.ModelConfig,
+        presets=rayder_config.PRESETS, build=rayder.build, count_flops=rayder_flops.count_flops,
+        train_flops_per_step=rayder_flops.train_flops_per_step, param_count=rayder_flops._param_count,
+        scale_width=rayder_config.scale_width, flops_cli=rayder_flops.cli,
         description="RayDer: one hourglass transformer, implicit rendering, per-view absolute cameras",
     )
 
 
 def _erayzer_family() -> Family:
-    from .erayzer import flops as eflops
-    from .erayzer.config import PRESETS, ERayZerConfig, scale_width
-    from .erayzer.model import ERayZer
-
     return Family(
-        name="erayzer", config_from_dict=lambda d, source: ERayZerConfig.from_dict(d, source=source),
-        config_type=ERayZerConfig, presets=PRESETS, build=ERayZer, count_flops=eflops.count_flops,
-        train_flops_per_step=eflops.train_flops_per_step, param_count=eflops.param_count, scale_width=scale_width,
+        name="erayzer", config_from_dict=erayzer_config.ERayZerConfig.from_dict,
+        config_type=erayzer_config.ERayZerConfig, presets=erayzer_config.PRESETS, build=erayzer.ERayZer,
+        count_flops=erayzer_flops.count_flops, train_flops_per_step=erayzer_flops.train_flops_per_step,
+        param_count=erayzer_flops.param_count, scale_width=erayzer_config.scale_width, flops_cli=erayzer_flops.cli,
         description="E-RayZer: camera + scene transformers, pixel-aligned 3D Gaussians, splatting",
     )
 

@@ -24,23 +24,12 @@ A family is registered in `rayder_core.models.FAMILIES` as a `Family` record. It
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
-import torch
-from torch import Tensor, nn
-
-
-class FamilyModel(Protocol):
-    """Structural type of a family's model (see the module docstring)."""
-
-    cfg: Any
-
-    def training_loss(self, frames: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]: ...
-
-    def predict_cameras(self, frames: Tensor) -> Any: ...
-
-    def predict_views(self, inputs: Tensor, cams_in: Any, cams_target: Any, *args: Any, **kw: Any) -> Tensor: ...
+from torch import nn
 
 
 def config_from_preset(cls: type, presets: Mapping[str, Mapping[str, Any]], name: str, overrides: Mapping[str, Any],
@@ -51,6 +40,39 @@ def config_from_preset(cls: type, presets: Mapping[str, Mapping[str, Any]], name
         raise ValueError(f"unknown {label} preset {name!r}; choose one of {sorted(presets)}")
     values = {**presets[name], "preset": name, **overrides}
     return cls.from_dict(values, source=f"{label} preset {name!r} with overrides {sorted(overrides)}")
+
+
+def config_values(cls: type, presets: Mapping[str, Mapping[str, Any]], d: Mapping[str, Any], source: str, *,
+                  label: str = "model", extra_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The first half of every family config's `from_dict`: check that `d` is a mapping of known keys (the dataclass
+    fields of `cls` and `extra_keys`; errors name `label`, the keys and `source`) and return a known preset's values
+    (`d['preset']`) with `d` on top."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{source}: model config must be a mapping, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known - extra_keys)
+    if unknown:
+        raise ValueError(f"{source}: unknown {label} config key(s) {unknown}; known keys: {sorted(known | extra_keys)}")
+    values: dict[str, Any] = {}
+    if d.get("preset") in presets:
+        values.update(presets[d["preset"]])
+    values.update(d)
+    return values
+
+
+def config_with_values(cls: type, values: Mapping[str, Any]) -> Any:
+    """An instance of the config dataclass `cls` with every field from `values` or its default (not yet validated:
+    `from_dict` converts and validates)."""
+    cfg = cls.__new__(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        setattr(cfg, f.name, values.get(f.name, default))
+    return cfg
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (elements) of a model; works on the meta device."""
+    return sum(p.numel() for p in model.parameters())
 
 
 TRAINING_LOSS_KEYS = ("loss", "mse", "psnr", "focal_mean", "pred", "render", "target")
@@ -72,3 +94,6 @@ class Family:
     # `scale_width(cfg, width) -> cfg`: every width of the family scaled by width / cfg.width at fixed depth (the width
     # ladder's rule and muP's base model); None where the family has no such rule (muP then refuses to run).
     scale_width: Callable[[Any, int], Any] | None = None
+    # `flops_cli(args, parser)`: print `rayder-flops`'s table of the family's presets (`args.presets` None: its
+    # default list); parsed by `rayder_core.models.flops_cli`.
+    flops_cli: Callable[[argparse.Namespace, argparse.ArgumentParser], None] | None = None

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fitting import inverse_transform
-from reports.common import (METRIC_LABEL, NO_NVS, NVS_METRICS, Study, count_label, message_page, new_page, sci,
+from reports.common import (FITTED_NVS_METRICS, METRIC_LABEL, NO_NVS, Study, count_label, message_page, new_page, sci,
                             table_on)
 from reports.fits import MetricFit
 
@@ -65,7 +65,7 @@ def allocation_table(study: Study, fit: MetricFit, budgets: np.ndarray) -> tuple
 
 
 def allocation_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]) -> Figure:
-    usable = [fits[(bench, m)] for m in NVS_METRICS if fits[(bench, m)].ok]
+    usable = [fits[(bench, m)] for m in FITTED_NVS_METRICS if fits[(bench, m)].ok]
     if not usable or study.checkpoints.empty:
         return message_page(f"Compute-optimal allocation · {bench}",
                             "No fitted law, so no allocation can be predicted (see the fitted-parameters page for "

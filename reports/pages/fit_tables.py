@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fitting import DEFAULT_LAW, get_law
-from reports.common import (FRACTION_CMAP, NVS_METRICS, Study, count_label, message_page, new_page, sci, shades,
+from reports.common import (FITTED_NVS_METRICS, FRACTION_CMAP, Study, count_label, message_page, new_page, sci, shades,
                             table_on)
 from reports.fits import MetricFit
 
@@ -21,13 +21,13 @@ def residuals_page(study: Study, fits: dict[tuple[str, str], MetricFit]) -> Figu
     fig = new_page("Residuals of the fitted laws",
                    "Observed / predicted - 1 (in %) of each frontier point, in the fitted target (MSE, LPIPS, "
                    "1-SSIM); colour = data size D. A good fit scatters evenly around 0.")
-    axes = fig.subplots(len(benches), len(NVS_METRICS), squeeze=False,
+    axes = fig.subplots(len(benches), len(FITTED_NVS_METRICS), squeeze=False,
                         gridspec_kw={"left": 0.07, "right": 0.97, "top": 0.87, "bottom": 0.08,
                                      "hspace": 0.45, "wspace": 0.22})
     d_values = sorted(study.runs["D"].unique())
     d_colour = dict(zip(d_values, shades(FRACTION_CMAP, len(d_values))))
     for row, bench in enumerate(benches):
-        for col, metric in enumerate(NVS_METRICS):
+        for col, metric in enumerate(FITTED_NVS_METRICS):
             ax, fit = axes[row, col], fits[(bench, metric)]
             ax.set_xscale("log")
             ax.set_title(f"{bench} · {fit.target}")
@@ -49,7 +49,7 @@ def residuals_page(study: Study, fits: dict[tuple[str, str], MetricFit]) -> Figu
             ax.set_ylim(-lim, lim)
             ax.text(0.02, 0.96, f"RMS {np.sqrt(np.mean(resid ** 2)):.1f}% · R^2 {fit.r2:.3f}",
                     transform=ax.transAxes, fontsize=8, va="top")
-            if row == 0 and col == len(NVS_METRICS) - 1:
+            if row == 0 and col == len(FITTED_NVS_METRICS) - 1:
                 ax.legend(loc="lower right", fontsize=7)
     return fig
 

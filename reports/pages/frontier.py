@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from fitting import inverse_transform
-from reports.common import (FRACTION_CMAP, METRIC_LABEL, NO_NVS, NVS_METRICS, Study, count_label, message_page,
-                            new_page, shades)
+from reports.common import (FITTED_NVS_METRICS, FRACTION_CMAP, METRIC_LABEL, NO_NVS, Study, count_label, left_out_line,
+                            message_page, new_page, shades, split_by_data)
 from reports.fits import MetricFit, format_holdout
 
 def _compute_grid(front: pd.DataFrame, extend: float = 10.0) -> tuple[np.ndarray, float]:
@@ -23,34 +23,40 @@ def _compute_grid(front: pd.DataFrame, extend: float = 10.0) -> tuple[np.ndarray
 
 def frontier_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]) -> Figure:
     """Frontier points per D, fitted L(C, D) curves with their 95% bootstrap band, the equation and hold-out errors."""
+    metrics, missing = split_by_data(study, bench, FITTED_NVS_METRICS)
+    metrics = metrics or list(FITTED_NVS_METRICS[:1])
     fig = new_page(f"Compute-optimal frontier and fitted law · {bench}",
                    "Grey: every evaluated checkpoint. Filled: compute-optimal frontier per data size D (lowest error "
                    "so far at that D). Lines: fitted L(C,D) = L_inf + (A C^-alpha + B D^-beta)^gamma, dashed beyond "
-                   "the data; shaded: 95% bootstrap band.")
-    axes = fig.subplots(2, 2, gridspec_kw={"left": 0.07, "right": 0.97, "top": 0.87, "bottom": 0.07,
-                                           "hspace": 0.35, "wspace": 0.18}).flat
+                   "the data; shaded: 95% bootstrap band." + left_out_line(bench, missing))
+    # one panel per metric with values, and the legend/notes panel last (2 x 2 for three metrics, else one row)
+    rows, cols = (2, 2) if len(metrics) == 3 else (1, len(metrics) + 1)
+    axes = list(fig.subplots(rows, cols, squeeze=False,
+                             gridspec_kw={"left": 0.07, "right": 0.97, "top": 0.87 if rows == 2 else 0.82,
+                                          "bottom": 0.07 if rows == 2 else 0.12, "hspace": 0.35,
+                                          "wspace": 0.18 if rows == 2 else 0.28}).flat)
     d_values = sorted(study.runs["D"].unique())
     d_colour = dict(zip(d_values, shades(FRACTION_CMAP, len(d_values))))
-    for ax, metric in zip(axes, NVS_METRICS):
+    for ax, metric in zip(axes, metrics):
         _frontier_panel(ax, fits[(bench, metric)], d_colour)
-    info = axes[3]
+    info = axes[-1]
     info.axis("off")
     handles = [Line2D([], [], color=d_colour[d], marker="o", lw=2, label=f"D = {count_label(d)} videos")
                for d in d_values]
     handles.append(Line2D([], [], color="0.6", marker=".", ls="", label="all checkpoints"))
     info.legend(handles=handles, loc="upper left", frameon=False, title="data size")
     lines = ["Held-out extrapolation error (mean |relative error| of refits without the held-out points):"]
-    for metric in NVS_METRICS:
+    for metric in metrics:
         fit = fits[(bench, metric)]
         lines.append(f"  {fit.target}: " + (format_holdout(fit.holdout) if fit.ok else "no fit"))
     lines.append("")
-    for metric in NVS_METRICS:
+    for metric in metrics:
         fit = fits[(bench, metric)]
         lines.append(f"{fit.target}: {fit.source if fit.ok else fit.problem}")
         lines += [f"    note: {n}" for n in fit.notes[:2]]
     wrapped = []
     for line in lines:
-        wrapped += textwrap.wrap(line, 85, subsequent_indent="      ") or [""]
+        wrapped += textwrap.wrap(line, 85 if cols == 2 else 55, subsequent_indent="      ") or [""]
     info.text(0.0, 0.55, "\n".join(wrapped), fontsize=7.5, va="top", transform=info.transAxes, linespacing=1.4)
     return fig
 

@@ -12,7 +12,7 @@ from reports.common import Study, message_page, new_page, sci
 def holdout_page(study: Study) -> Figure:
     """Measured target (e.g. MSE) of every evaluated checkpoint of each held-out run vs its compute, with the
     law's prediction, its bootstrap band and the Student-t lack-of-fit interval (stored by the demo /
-    `fitting.holdout_run`)."""
+    `fitting.holdout_runs`)."""
     title = "Held-out run vs the law fitted on the grid alone"
     if study.holdouts.empty:
         return message_page(title, "The store has held-out runs but no validation of them yet: run "

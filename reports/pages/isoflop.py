@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 
 from fitting import target_label, transform_metric
 from fitting.isoflop import IsoflopResult, isoflop
-from reports.common import NO_NVS, NVS_METRICS, Study, count_label, message_page, new_page, sci, table_on
+from reports.common import FITTED_NVS_METRICS, NO_NVS, Study, count_label, message_page, new_page, sci, table_on
 
 TITLE = "isoFLOP profiles (Chinchilla Approach 2)"
 MIN_SIZES = 4  # distinct model sizes a profile needs (fitting.isoflop default min_runs)
@@ -31,7 +31,7 @@ BOOTSTRAP = 1000  # resamples of the profile points (the whole analysis takes we
 def isoflop_points(study: Study, bench: str) -> tuple[str | None, pd.DataFrame]:
     """(metric, rows run_id/N/C/S/y) of the first NVS metric with values (PSNR first, fitted as MSE), restricted to
     the runs of the largest D; (None, empty) without values."""
-    for metric in NVS_METRICS:
+    for metric in FITTED_NVS_METRICS:
         pts = study.eval_points(bench, metric)
         if len(pts):
             pts = pts[pts["D"] == pts["D"].max()]

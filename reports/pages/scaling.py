@@ -5,20 +5,23 @@ from typing import Iterable
 
 from matplotlib.figure import Figure
 
-from reports.common import (METRIC_LABEL, NO_NVS, NVS_METRICS, Study, _run_curves, _run_styles,
-                            _size_fraction_legends, message_page, new_page)
+from reports.common import (FITTED_NVS_METRICS, METRIC_LABEL, NO_NVS, Study, _run_curves, _run_styles,
+                            _size_fraction_legends, left_out_line, message_page, new_page, split_by_data)
 
 def scaling_page(study: Study, bench: str) -> Figure:
     """Metric vs training compute for every run, coloured by data fraction (top) and by model size (bottom)."""
+    metrics, missing = split_by_data(study, bench, FITTED_NVS_METRICS)
+    metrics = metrics or list(FITTED_NVS_METRICS[:1])  # a page is drawn per NVS benchmark: at least one column
     fig = new_page(f"Scaling across data and model size · {bench}",
                    "Each line is one run (its checkpoints). Top: colour = data fraction (blues), marker = model "
-                   "size. Bottom: colour = model size (greens), marker = data fraction. Log compute axis.")
+                   "size. Bottom: colour = model size (greens), marker = data fraction. Log compute axis."
+                   + left_out_line(bench, missing))
     presets, fractions = study.presets, study.fractions
     frac_colour, size_colour, size_marker, frac_marker = _run_styles(presets, fractions)
-    axes = fig.subplots(2, len(NVS_METRICS), squeeze=False,
-                        gridspec_kw={"left": 0.06, "right": 0.83, "top": 0.88, "bottom": 0.08,
+    axes = fig.subplots(2, len(metrics), squeeze=False,
+                        gridspec_kw={"left": 0.06, "right": 0.83, "top": 0.855, "bottom": 0.08,
                                      "hspace": 0.3, "wspace": 0.25})
-    for col, metric in enumerate(NVS_METRICS):
+    for col, metric in enumerate(metrics):
         pts = study.eval_points(bench, metric)
         for row in range(2):
             ax = axes[row, col]

@@ -1,13 +1,18 @@
-"""Page 1: study summary (sweeps, runs by state, the preset x fraction grid, totals, what is missing)."""
+"""Page 1: study summary: what the study found (laws, R^2, CIs, fit checks, compute-optimal allocation), runs by
+state, the preset x fraction grid, totals, what is missing."""
 from __future__ import annotations
 
+import textwrap
 import time
 from typing import Iterable
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports.common import Study, count_label, fraction_label, new_page, sci, table_on
+from fitting.fit import EXPONENT_NAMES
+from reports.common import FITTED_NVS_METRICS, Study, count_label, fraction_label, new_page, sci, table_on
+from reports.fits import MetricFit
+from reports.pages.allocation import allocation_budgets, allocation_table
 
 def run_totals(study: Study) -> pd.DataFrame:
     """Per run: last step, samples, training FLOPs and wall time (from the latest checkpoint; 0 without any)."""
@@ -22,7 +27,43 @@ def run_totals(study: Study) -> pd.DataFrame:
     return out.fillna({"step": 0, "samples": 0, "flops": 0.0, "wall_time_s": 0.0})
 
 
-def summary_page(study: Study) -> Figure:
+def findings(study: Study, fits: dict[tuple[str, str], MetricFit]) -> list[str]:
+    """What the study found, one benchmark and metric at a time: the law with R^2 and its exponents' 95% bootstrap
+    CIs, or why there is none; its fit checks (points vs free parameters, notes); then the compute-optimal
+    allocation the first law predicts at a few budgets (as on the allocation pages)."""
+    lines: list[str] = []
+    first = None
+    for bench in study.nvs_benches:
+        for metric in FITTED_NVS_METRICS:
+            fit = fits.get((bench, metric))
+            if fit is None or study.eval_points(bench, metric).empty:
+                continue
+            if not fit.ok:
+                lines.append(f"{bench} · {fit.target}: no law ({fit.problem})")
+                continue
+            first = first or fit
+            lines.append(f"{bench} · {fit.formula} (R^2 log {fit.r2_log:.3f}; {fit.n_points} frontier points)")
+            cis = [f"{n} = {fit.params[n]:.2f} [{fit.ci_low[n]:.2f}, {fit.ci_high[n]:.2f}]"
+                   for n in fit.params if n in EXPONENT_NAMES and n in fit.ci_low and n in fit.ci_high]
+            if cis:
+                lines.append("    exponents, 95% bootstrap CI: " + ", ".join(cis))
+            checks = [f"{fit.n_points} points for {len(fit.params)} parameters"] + [f"note: {n}" for n in fit.notes[:2]]
+            lines.append("    checks: " + "; ".join(checks))
+    if first is not None and not study.checkpoints.empty:
+        columns, rows = allocation_table(study, first, allocation_budgets(study))
+        best = columns.index("best D")
+        lines.append(f"Compute-optimal allocation ({first.bench} · {first.target} law; * = beyond the largest run):")
+        for row in rows:
+            lines.append(f"    C = {row[0]} GFLOP: best D = {row[best]}, model {row[best + 1]}, "
+                         f"{row[best + 2]} samples")
+    if not lines:
+        lines.append("No NVS metric has been evaluated yet: no law (see what is missing below).")
+    lines.append("The study checks (issue 23's targets: learning, baseline, size, overfitting, law) are printed by "
+                 "`python -m sweeps.demo` (sweeps/study_checks.py).")
+    return lines
+
+
+def summary_page(study: Study, fits: dict[tuple[str, str], MetricFit] | None = None) -> Figure:
     runs = study.runs
     totals = run_totals(study)
     sweeps = ", ".join(sorted(runs["sweep"].astype(str).unique()))
@@ -30,31 +71,36 @@ def summary_page(study: Study) -> Figure:
                    f"store {study.db_path} · sweep(s): {sweeps} · {len(runs)} runs · "
                    f"report made {time.strftime('%Y-%m-%d %H:%M')}")
 
-    # Left column: runs by state and totals.
-    ax_state = fig.add_axes((0.03, 0.58, 0.22, 0.3))
+    # Top: what the study found (laws, R^2, CIs, checks, compute-optimal allocation).
+    fig.text(0.03, 0.9, "What the study found", fontsize=11, fontweight="bold", va="top")
+    found = [w for line in findings(study, fits or {})
+             for w in textwrap.wrap(line, width=150, subsequent_indent="        ", break_on_hyphens=False)][:15]
+    fig.text(0.03, 0.865, "\n".join(found), fontsize=8, va="top", linespacing=1.45)
+
+    # Middle left: runs by state and totals.
+    ax_state = fig.add_axes((0.03, 0.33, 0.2, 0.13))
     by_state = runs["status"].value_counts()
     table_on(ax_state, [[s, str(int(by_state.get(s, 0)))] for s in
                         ("finished", "running", "pending", "preempted", "failed") if by_state.get(s, 0)],
-             ["state", "runs"], font_size=9)
-    ax_state.set_title("Runs by state", loc="left", fontsize=11)
+             ["state", "runs"], font_size=8.5)
+    ax_state.set_title("Runs by state", loc="left", fontsize=10)
 
     total_flops = float(totals["flops"].sum())
     wall_s = totals["wall_time_s"].astype(float)
-    lines = [f"Total training compute: {sci(total_flops)} FLOP = {sci(total_flops / 1e9)} GFLOP",
-             f"    ({total_flops / (1e15 * 86400):.3g} PFLOP/s-days)",
-             f"Wall time: {wall_s.sum() / 3600:.1f} h summed over runs, longest run {wall_s.max() / 3600:.1f} h",
-             f"Checkpoints: {len(study.checkpoints)} · evaluations: {int(study.evals['value'].notna().sum())} "
-             f"metric values on {len(study.benches)} benchmark(s)"]
-    fig.text(0.03, 0.52, "\n".join(lines), fontsize=9, va="top", linespacing=1.5)
+    lines = [f"Training compute: {sci(total_flops / 1e9)} GFLOP ({total_flops / (1e15 * 86400):.3g} PFLOP/s-days)",
+             f"Wall time: {wall_s.sum() / 3600:.1f} h summed, longest run {wall_s.max() / 3600:.1f} h",
+             f"{len(study.checkpoints)} checkpoints, {int(study.evals['value'].notna().sum())} metric values",
+             f"on {len(study.benches)} benchmark(s)"]
+    fig.text(0.03, 0.3, "\n".join(lines), fontsize=7.5, va="top", linespacing=1.45, wrap=True)
 
-    # Right: the preset x fraction grid.
-    ax_grid = fig.add_axes((0.30, 0.45, 0.67, 0.43))
+    # Middle right: the preset x fraction grid (the preset and its size on two lines: names are never cut).
+    ax_grid = fig.add_axes((0.30, 0.21, 0.67, 0.26))
     presets, fractions = study.presets, study.fractions
     params = runs.groupby("preset")["params"].max()
     d_of = runs.groupby("fraction")["D"].max()
     cells = []
     for preset in presets:
-        row = [f"{preset} ({count_label(params[preset])} params)"]
+        row = [f"{preset}\n({count_label(params[preset])} params)"]
         for fraction in fractions:
             sel = totals[(totals["preset"] == preset) & (totals["fraction"] == fraction)]
             if sel.empty:
@@ -66,23 +112,22 @@ def summary_page(study: Study) -> Figure:
             row.append("\n".join(parts))
         cells.append(row)
     columns = ["preset"] + [f"{fraction_label(f)} data (D={count_label(d_of[f])})" for f in fractions]
-    table_on(ax_grid, cells, columns, font_size=8.5, row_scale=2.3,
-             col_widths=[0.2] + [0.78 / max(len(fractions), 1)] * len(fractions))
+    first_col = min(0.35, max(0.14, 0.0085 * max([len(str(p)) for p in presets] + [16])))
+    table_on(ax_grid, cells, columns, font_size=8, row_scale=2.3,
+             col_widths=[first_col] + [(0.98 - first_col) / max(len(fractions), 1)] * len(fractions))
     ax_grid.set_title("Runs: model size × data fraction (state, last checkpoint, compute C)", loc="left",
-                      fontsize=11)
+                      fontsize=10)
 
     # Bottom: what is missing.
     missing_lines = missing_summary(study)
-    fig.text(0.03, 0.33, "What is missing", fontsize=11, fontweight="bold", va="top")
-    import textwrap
-
+    fig.text(0.03, 0.17, "What is missing", fontsize=10, fontweight="bold", va="top")
     wrapped = [w for line in missing_lines
-               for w in textwrap.wrap(line, width=135, subsequent_indent="    ", break_on_hyphens=False)]
-    shown = wrapped[:16]
+               for w in textwrap.wrap(line, width=150, subsequent_indent="    ", break_on_hyphens=False)]
+    shown = wrapped[:7]
     if len(wrapped) > len(shown):
         shown.append(f"… and {len(wrapped) - len(shown)} more lines (query the store's evals table)")
-    fig.text(0.03, 0.29, "\n".join(shown) if shown else "Nothing: every run finished and every metric was "
-             "computed.", fontsize=8.5, va="top", linespacing=1.45, family="DejaVu Sans Mono")
+    fig.text(0.03, 0.145, "\n".join(shown) if shown else "Nothing: every run finished and every metric was "
+             "computed.", fontsize=7.5, va="top", linespacing=1.4, family="DejaVu Sans Mono")
     return fig
 
 
@@ -121,7 +166,7 @@ def missing_summary(study: Study) -> list[str]:
 
 
 def figures(study: Study, fits: dict) -> Iterable[tuple[str, Figure]]:
-    yield "01_summary", summary_page(study)
+    yield "01_summary", summary_page(study, fits)
 
 
 def page_count(n_nvs_benches: int, n_probe_benches: int, n_runs: int, holdout: bool) -> int:

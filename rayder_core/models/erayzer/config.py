@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rayder_core.models.base import config_from_preset
+from rayder_core.models.base import config_from_preset, config_values, config_with_values
 
 ROTATIONS = ("6d", "quat")
 ATTENTION_ORDERS = ("frame-global", "global-frame")
@@ -88,11 +88,6 @@ class ERayZerConfig:
     def heads(self) -> int:
         """Attention heads = width / head_dim."""
         return self.width // self.head_dim
-
-    @property
-    def downsample(self) -> int:
-        """Pixels per token side (= patch)."""
-        return self.patch
 
     @property
     def gaussian_channels(self) -> int:
@@ -176,18 +171,9 @@ class ERayZerConfig:
         A 'family' key (the registry's selector) is accepted and ignored. A 'heads' key (configs stored before
         `head_dim` existed) sets head_dim = width / heads; given together with 'head_dim' the two must agree.
         Raises ValueError naming key and source."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"{source}: model config must be a mapping, got {type(d).__name__}")
-        d = {k: v for k, v in d.items() if k != "family"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known - {"heads"})
-        if unknown:
-            raise ValueError(f"{source}: unknown E-RayZer model config key(s) {unknown}; known keys: "
-                             f"{sorted(known | {'heads'})}")
-        values: dict[str, Any] = {}
-        if d.get("preset") in PRESETS:
-            values.update(PRESETS[d["preset"]])
-        values.update(d)
+        if isinstance(d, Mapping):
+            d = {k: v for k, v in d.items() if k != "family"}
+        values = config_values(cls, PRESETS, d, source, label="E-RayZer model", extra_keys=frozenset({"heads"}))
         heads = values.pop("heads", None)
         if heads is not None:
             width = values.get("width", cls.width)
@@ -200,9 +186,7 @@ class ERayZerConfig:
                 raise ValueError(f"{source}: model config keys 'heads' = {heads} and 'head_dim' = {d['head_dim']!r} "
                                  f"disagree (width {width} / heads {heads} = {width // heads})")
             values["head_dim"] = width // heads
-        cfg = cls.__new__(cls)
-        for f in dataclasses.fields(cls):
-            setattr(cfg, f.name, values.get(f.name, f.default))
+        cfg = config_with_values(cls, values)
         for key in _FLOAT_KEYS:
             v = getattr(cfg, key)
             if isinstance(v, int) and not isinstance(v, bool):

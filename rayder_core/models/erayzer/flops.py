@@ -20,12 +20,17 @@ gsplat evaluates only the pairs inside each Gaussian's 3-sigma tile footprint, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import json
+from dataclasses import asdict, dataclass
 
 import torch
 
-from .camera import rotation_size
-from .config import ERayZerConfig
+from rayder_core.models.base import count_parameters
+
+from .pose_network import rotation_size
+from .config import PRESETS, ERayZerConfig
+from .model import ERayZer
 
 TRAIN_FACTOR = 3
 PROJECT_FLOPS = 250
@@ -98,11 +103,8 @@ def forward_flops(cfg: ERayZerConfig, resolution: int | tuple[int, int], views: 
 
 
 def param_count(cfg: ERayZerConfig) -> int:
-    from .model import ERayZer
-
     with torch.device("meta"):
-        model = ERayZer(cfg)
-    return sum(q.numel() for q in model.parameters())
+        return count_parameters(ERayZer(cfg))
 
 
 def count_flops(cfg: ERayZerConfig, resolution: int, views: int) -> ERayZerFlopReport:
@@ -121,17 +123,10 @@ def train_flops_per_step(cfg: ERayZerConfig, resolution: int, views: int, batch:
     return batch * count_flops(cfg, resolution, views).train_per_sample
 
 
-def cli(args, parser) -> None:
-    """`rayder-flops --family erayzer [--presets ...] [--resolution R] [--views V] [--json]` (called by
-    rayder_core.models.rayder.flops.main). With RayDer's default preset list, all E-RayZer presets are listed."""
-    import json
-    from dataclasses import asdict
-
-    from .config import PRESETS
-
-    names = [n.strip() for n in args.presets.split(",") if n.strip()]
-    if args.presets == "XS,S,B,L":
-        names = list(PRESETS)
+def cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`rayder-flops --family erayzer [--presets ...] [--resolution R] [--views V] [--json]`
+    (`rayder_core.models.flops_cli` parses): every E-RayZer preset unless `--presets` names some."""
+    names = list(PRESETS) if args.presets is None else [n.strip() for n in args.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
         parser.error(f"unknown E-RayZer preset(s) {unknown}; choose from {list(PRESETS)}")

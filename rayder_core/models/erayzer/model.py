@@ -29,9 +29,11 @@ from torch import Tensor, nn
 
 from rayder_core.geometry import Camera
 
-from .camera import CameraPrediction, CameraTransformer
+from . import perceptual
+from .perceptual import perceptual_distance
+from .pose_network import CameraPrediction, CameraTransformer
 from .config import ERayZerConfig
-from .render import render_views
+from .render import choose_renderer, render_views
 from .scene import SceneTransformer
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,7 @@ class ERayZer(nn.Module):
     @property
     def backend(self) -> str:
         """Renderer used on the parameters' device: 'gsplat' (CUDA + gsplat importable, or forced) or 'torch'."""
-        from .render import _gsplat_available
-
-        if self.cfg.renderer != "auto":
-            return self.cfg.renderer
-        cuda = self.camera_net.camera_token.device.type == "cuda"
-        return "gsplat" if cuda and _gsplat_available() else "torch"
+        return choose_renderer(self.cfg.renderer, self.camera_net.camera_token.device)
 
     def _check_frames(self, frames: Tensor, name: str) -> None:
         if frames.ndim != 5 or frames.shape[2] != 3:
@@ -142,8 +139,6 @@ class ERayZer(nn.Module):
         if self.cfg.perceptual_weight == 0:
             return None
         if not self._vgg:
-            from . import perceptual
-
             try:
                 path = perceptual.find_weights(self.cfg.perceptual_weights)
                 self._vgg.append(perceptual.load_vgg19(path))
@@ -189,8 +184,6 @@ class ERayZer(nn.Module):
             if net is None:
                 perceptual = torch.full((), float("nan"), device=frames.device)
             else:
-                from .perceptual import perceptual_distance
-
                 with torch.autocast(device_type=frames.device.type, enabled=False):
                     term = perceptual_distance(net, pred01, target01)
                 loss = loss + self.cfg.perceptual_weight * term
@@ -211,7 +204,3 @@ class ERayZer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"preset={self.cfg.preset!r}, renderer={self.backend!r}, perceptual={self.perceptual_status!r}"
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import scipy.io
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -71,8 +72,6 @@ def find_weights(path: str | None = None) -> Path:
 
 
 def _state_from_matconvnet(path: Path) -> dict[str, Tensor]:
-    import scipy.io
-
     layers = scipy.io.loadmat(str(path))["layers"][0]
     state = {}
     for i, (idx, cout) in enumerate(zip(MATCONVNET_CONV_LAYERS, VGG19_CHANNELS), start=1):

@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rayder_core.geometry import Camera
 
-from .camera import rotation_from_quat  # (w, x, y, z) -> R, one definition for the family
+from .pose_network import rotation_from_quat  # (w, x, y, z) -> R, one definition for the family
 
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
@@ -229,7 +229,7 @@ def render_views(
     background `background`). backend: 'auto' (gsplat on CUDA when importable), 'torch' or 'gsplat'.
     memory_checkpoint: recompute each sample's compositing in the backward pass instead of storing it."""
     b, v = cams.shape
-    use_gsplat = backend == "gsplat" or (backend == "auto" and means_on_cuda(gaussians) and _gsplat_available())
+    use_gsplat = choose_renderer(backend, gaussians["means"].device) == "gsplat"
     viewmats, Ks = camera_to_viewmat_K(cams.to(dtype=torch.float32), height, width)
     if use_gsplat:
         return _render_gsplat(gaussians, viewmats, Ks, height, width, near_plane, background)
@@ -250,13 +250,17 @@ def render_views(
     return torch.stack(out)
 
 
-def means_on_cuda(gaussians: dict[str, Tensor]) -> bool:
-    return gaussians["means"].device.type == "cuda"
+def choose_renderer(requested: str, device: torch.device) -> str:
+    """The renderer of `requested` ('auto' | 'torch' | 'gsplat') for tensors on `device`: 'auto' is gsplat on CUDA
+    when gsplat imports, the dense torch rasteriser otherwise."""
+    if requested != "auto":
+        return requested
+    return "gsplat" if device.type == "cuda" and _gsplat_available() else "torch"
 
 
 def _gsplat_available() -> bool:
     try:
-        import gsplat  # noqa: F401
+        import gsplat  # noqa: F401  (optional dependency: CUDA rasteriser)
     except Exception:  # noqa: BLE001  (gsplat raises various errors without a CUDA toolchain)
         return False
     return True
@@ -265,7 +269,7 @@ def _gsplat_available() -> bool:
 def _render_gsplat(gaussians: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, height: int, width: int,
                    near_plane: float, background: float) -> Tensor:  # pragma: no cover - needs CUDA + gsplat
     """gsplat path (per batch element, fp32): the focal is folded into the view matrices (see `fold_focal`)."""
-    from gsplat import rasterization
+    from gsplat import rasterization  # optional dependency: CUDA rasteriser
 
     sh = gaussians["sh"]
     degree = int(math.isqrt(sh.shape[-2])) - 1

@@ -84,5 +84,4 @@ def decode_gaussians(raw: Tensor, cams: Camera, cfg: ERayZerConfig) -> dict[str,
         "scales": scales.reshape(b, n, 3),
         "opacities": opacities.reshape(b, n),
         "sh": sh.reshape(b, n, k, 3),
-        "distance": dist.reshape(b, n),
     }

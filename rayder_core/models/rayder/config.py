@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rayder_core.models.base import config_from_preset
+from rayder_core.models.base import config_from_preset, config_values, config_with_values
 
 D_HEAD = 64  # default head dimension of every attention layer (the paper's); `head_dim` overrides it
 AUTOREGRESSION_MODES = ("random", "ordered", "none", "parallel", "per_target")
@@ -135,25 +135,12 @@ class ModelConfig:
 
         Raises ValueError naming the key and `source` for unknown keys and bad values.
         """
-        if not isinstance(d, Mapping):
-            raise ValueError(f"{source}: model config must be a mapping, got {type(d).__name__}")
-        if "family" in d:  # the model-family selector (rayder_core.models); this config is the 'rayder' family
+        if isinstance(d, Mapping) and "family" in d:  # the registry's selector; this config is the 'rayder' family
             if d["family"] != "rayder":
                 raise ValueError(f"{source}: model config key 'family' = {d['family']!r} is not RayDer's; build it "
                                  "through rayder_core.models.model_config")
             d = {k: v for k, v in d.items() if k != "family"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown model config key(s) {unknown}; known keys: {sorted(known)}")
-        values: dict[str, Any] = {}
-        if d.get("preset") in PRESETS:
-            values.update(PRESETS[d["preset"]])
-        values.update(d)
-        cfg = cls.__new__(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            setattr(cfg, f.name, values.get(f.name, default))
+        cfg = config_with_values(cls, config_values(cls, PRESETS, d, source))
         for key in ("local_widths", "local_depths"):
             value = getattr(cfg, key)
             if not isinstance(value, (list, tuple)):

@@ -46,10 +46,14 @@ from dataclasses import asdict, dataclass
 import torch
 import yaml
 
-from . import masks
-from .blocks import FF_EXPAND
+from rayder_core.models import attention
+from rayder_core.models.base import count_parameters
+
+from . import build, masks
+from .layers import FF_EXPAND
 from .config import PRESETS, ModelConfig
-from .model import INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM
+from .three_network import forward_flops as three_network_flops
+from .tokens import INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM
 
 TRAIN_FACTOR = 3  # forward + backward (2 x forward)
 PAPER_MATMUL_FACTOR = 3  # the paper's convention counts the layers' forward matmuls as 3 x (2 x N x D), see above
@@ -146,7 +150,7 @@ class _Counter:
         c, depth = cfg.local_widths[level], cfg.local_depths[level]
         h, w = self.grids[level]
         n = h * w
-        kh, kw = masks.fit_kernel(cfg.kernel, h), masks.fit_kernel(cfg.kernel, w)
+        kh, kw = attention.fit_kernel(cfg.kernel, h), attention.fit_kernel(cfg.kernel, w)
         for _ in range(depth):
             self.linear(views, cfg.d_cond, c)  # 2 adaptive norms: cond linears, once per view
             self.linear(views, cfg.d_cond, c)
@@ -202,8 +206,6 @@ class _Counter:
 
 
 def _param_count(cfg: ModelConfig) -> int:
-    from .model import build, count_parameters
-
     with torch.device("meta"):
         return count_parameters(build(cfg))
 
@@ -250,8 +252,6 @@ def forward_flops(cfg: ModelConfig, resolution: int | tuple[int, int], views: in
     if views < 2:
         raise ValueError(f"need at least 2 views per clip, got {views}")
     if cfg.architecture == "three_network":
-        from .three_network import forward_flops as three_network_flops
-
         return three_network_flops(cfg, resolution, views)
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     return _count_pass(cfg, h, w, views, decode_all=False)
@@ -350,26 +350,13 @@ def _parse_override(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="rayder-flops", description="Analytic RayDer training FLOPs per sample.")
-    parser.add_argument("--resolution", type=int, default=256, help="square image side in pixels (divisible by 16)")
-    parser.add_argument("--views", type=int, default=8, help="views per training clip")
-    parser.add_argument("--presets", default="XS,S,B,L", help=f"comma-separated, from {','.join(PRESETS)}")
-    parser.add_argument("--convention", choices=CONVENTIONS, default="exact",
-                        help="'exact': 3 x forward (the results store's unit); 'paper': 3 x (3 x M + A), M = "
-                             "transformer-layer matmuls (no merges/embeddings) with the decoder on every render view, "
-                             "A = attention, which reproduces Table B.3")
-    parser.add_argument("--json", action="store_true", help="print the table as JSON")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="model-config override for every preset, e.g. --set patch=2 --set local_layers=false "
-                             "(the demo's ladder)")
-    parser.add_argument("--family", choices=("rayder", "erayzer"), default="rayder",
-                        help="model family; erayzer lists its presets (all by default) with parameter counts")
-    args = parser.parse_args(argv)
-    if args.family == "erayzer":
-        from rayder_core.models.erayzer.flops import cli
+DEFAULT_CLI_PRESETS = "XS,S,B,L"
 
-        return cli(args, parser)
+
+def cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`rayder-flops [--family rayder] [--presets XS,S,B,L] [--resolution R] [--views V] [--convention C] [--set K=V]
+    [--json]`: the table (or JSON) of the presets' analytic FLOPs (`rayder_core.models.flops_cli` parses)."""
+    args.presets = args.presets or DEFAULT_CLI_PRESETS
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
@@ -393,6 +380,3 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(_table(rows, args.convention))
 
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,6 @@
-"""Attention masks: view-level rules B.1 (inference) and B.2 (training), their token-level expansion, and the
-neighbourhood-attention (NATTEN) mask for the exact CPU path. All masks are boolean, True = may attend.
+"""Attention masks: view-level rules B.1 (inference) and B.2 (training) and their token-level expansion (the
+neighbourhood-attention window lives beside its kernel, `rayder_core.models.attention`). All masks are boolean,
+True = may attend.
 
 Views in a novel-view-synthesis sequence are laid out as [inputs..., targets...]. For training (B.2) the K views of a
 clip, in (random) order, give inputs = views[:-1] and targets = views[1:]: input i is clip view i, target j is clip
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn.attention.flex_attention import create_block_mask
 
 
 def inference_view_mask(n_in: int, n_target: int, device: torch.device | str | None = None) -> Tensor:
@@ -84,40 +86,12 @@ def key_slots(n_views: int, tokens_per_view: int, n_prefix: int, device: torch.d
     return torch.cat([token_slots(n_prefix, tokens_per_view, device), cur])
 
 
-def neighborhood_window(length: int, kernel: int, device: torch.device | str | None = None) -> Tensor:
-    """1D NATTEN window (dilation 1, odd kernel): query i sees keys start(i)..start(i)+kernel-1 with
-    start(i) = clamp(i - kernel//2, 0, length - kernel). Returns (length, length) bool."""
-    if kernel % 2 == 0 or not 1 <= kernel <= length:
-        raise ValueError(f"neighbourhood kernel {kernel} must be odd and in [1, {length}]")
-    i = torch.arange(length, device=device)
-    centre = i.clamp(kernel // 2, length - 1 - kernel // 2)
-    return (centre[:, None] - i[None, :]).abs() <= kernel // 2
-
-
-def neighborhood_mask(
-    height: int, width: int, kernel_h: int, kernel_w: int, device: torch.device | str | None = None
-) -> Tensor:
-    """2D neighbourhood mask over a row-major (height, width) token grid, rows and columns each with their own
-    kernel (correct for non-square grids). Returns (height*width, height*width) bool."""
-    rows = neighborhood_window(height, kernel_h, device)
-    cols = neighborhood_window(width, kernel_w, device)
-    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(height * width, height * width)
-
-
-def fit_kernel(kernel: int, side: int) -> int:
-    """Largest odd kernel <= min(kernel, side): grids smaller than the kernel get a smaller window."""
-    k = min(kernel, side)
-    return k if k % 2 else k - 1
-
-
 _BLOCK_MASKS: dict = {}
 
 
 def flex_block_mask(view_mask: Tensor, tokens_per_view: int, n_prefix: int = 0):
     """A flex-attention BlockMask with the same pattern as `token_mask` (used by the CUDA backend); cached by
     pattern, sequence layout and device."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     pattern = tuple(view_mask.flatten().tolist())
     key = (tuple(view_mask.shape), pattern, tokens_per_view, n_prefix, str(view_mask.device))
     if key in _BLOCK_MASKS:

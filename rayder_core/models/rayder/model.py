@@ -15,39 +15,18 @@ Randomness in `training_loss` (view order, state dropout) comes only from the `g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rayder_core.attention import resolve_backend
+from rayder_core.models.attention import resolve_backend
 from rayder_core.geometry import Camera, camera_from_params, plucker_rays
 
 from . import masks
-from .blocks import GlobalContext, GlobalLocalLayer, MLPHead, NeighborhoodLayer, PixelOutput, TokenMerge, TokenSplit
+from .layers import GlobalContext, GlobalLocalLayer, MLPHead, NeighborhoodLayer, PixelOutput, TokenMerge, TokenSplit
 from .config import ModelConfig
-
-RGB_DIM, PLUCKER_DIM = 3, 6
-POSE_PARAMS, INTRINSICS_PARAMS = 6, 1
-
-# View roles and token types (indices of the two conditioning embeddings).
-ROLE_CAMERA, ROLE_NVS_INPUT, ROLE_NVS_TARGET = 0, 1, 2
-TOKEN_VIEW, TOKEN_CAMERA, TOKEN_REGISTER = 0, 1, 2
-
-
-@dataclass
-class CameraEstimate:
-    """Per-view output of camera estimation.
-
-    camera: Camera with leading dims (B, V), float64. state: (B, V, d_state) dynamic state (zeros when the config has
-    no dynamic state). camera_tokens: (B, V, width) final camera-mode registers (the heads' input).
-    """
-
-    camera: Camera
-    state: Tensor
-    camera_tokens: Tensor
-
+from .tokens import (INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT,
+                     ROLE_NVS_TARGET, TOKEN_CAMERA, TOKEN_REGISTER, TOKEN_VIEW, CameraEstimate)
 
 class RayDer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -55,7 +34,7 @@ class RayDer(nn.Module):
         cfg.validate()
         if cfg.architecture != "single":
             raise ValueError(f"RayDer is the single network; architecture {cfg.architecture!r} is built by "
-                             "rayder_core.models.rayder.model.build (or rayder_core.models.build_model)")
+                             "rayder_core.models.rayder.build (or rayder_core.models.build_model)")
         self.cfg = cfg
         w, dc = cfg.width, cfg.d_cond
         (w0, w1), (n0, n1) = cfg.local_widths, cfg.local_depths
@@ -356,18 +335,3 @@ class RayDer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"preset={self.cfg.preset!r}, backend={self.backend!r}"
-
-
-def build(cfg: ModelConfig) -> nn.Module:
-    """The network of a RayDer-family config: `RayDer` (architecture 'single') or `ThreeNetworkRayDer`
-    ('three_network', Configs A-C)."""
-    if cfg.architecture == "three_network":
-        from .three_network import ThreeNetworkRayDer
-
-        return ThreeNetworkRayDer(cfg)
-    return RayDer(cfg)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-

@@ -33,17 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rayder_core import attention
-from rayder_core.attention import resolve_backend
+from rayder_core.models import attention
+from rayder_core.models.attention import resolve_backend
 from rayder_core.geometry import Camera, camera_from_params, plucker_rays
 
-from .blocks import (
-    AdaRMSNorm, CosineAttentionWeights, GlobalContext, GlobalLocalLayer, MLPHead, PixelOutput, SwiGLU, TokenMerge,
-)
-from .model import (
-    INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT, ROLE_NVS_TARGET, TOKEN_CAMERA,
-    TOKEN_REGISTER, TOKEN_VIEW, CameraEstimate,
-)
+from .layers import (FF_EXPAND, AdaRMSNorm, CosineAttentionWeights, GlobalContext, GlobalLocalLayer, MLPHead,
+                     PixelOutput, SwiGLU, TokenMerge)
+from .tokens import (INTRINSICS_PARAMS, PLUCKER_DIM, POSE_PARAMS, RGB_DIM, ROLE_CAMERA, ROLE_NVS_INPUT,
+                     ROLE_NVS_TARGET, TOKEN_CAMERA, TOKEN_REGISTER, TOKEN_VIEW, CameraEstimate)
 
 
 class SceneLayer(nn.Module):
@@ -290,8 +287,6 @@ def forward_flops(cfg, resolution: int | tuple[int, int], views: int) -> dict[st
         raise ValueError(f"three_network needs 1 <= n_targets < views, got n_targets={n_t} with {views} views")
     n_in = views - n_t
     n, c, dc = (h // d) * (w // d), cfg.width, cfg.d_cond
-    from .blocks import FF_EXPAND
-
     lin = lambda tokens, fi, fo: 2.0 * tokens * fi * fo  # noqa: E731
     attn = lambda pairs: 4.0 * pairs * c  # noqa: E731
     token_mm = 4 * c * c + FF_EXPAND * 3 * c * c  # qkv + out + SwiGLU (2 x 3c up, 3c down) per token, one attention

@@ -1,54 +1,38 @@
-"""Training runs a scaling study can trust: exact compute, exact resume, stable steps, everything recorded.
-
-`rayder-train CONFIG.yaml [--set key=value ...]` (or `run_training(cfg)`) trains one RayDer model on one data
-fraction. A run lives in `cfg.run_dir` (`<out_dir>/<run_id>/`):
-
-- `config.yaml`        the resolved config (its hash is the run id)
-- `state.json`         heartbeat and progress, rewritten atomically at every log step (read by `rayder-sweep status`)
-- `metrics.jsonl`      one JSON object per logged step: step, loss, psnr, lr, grad_norm, focal_mean, flops,
-                       skipped (steps skipped since the previous line), skipped_total
-- `checkpoints.jsonl`  one line per checkpoint: step, samples, flops, wall_time_s, lr and lr_phase (warmup | stable |
-                       decay) of the checkpoint's last optimizer step
-- `branch.json`        only in a cooldown branch (`rayder-train CONFIG --cooldown-from STEP --cooldown-steps K`, see
-                       `fork_cooldown`): parent_run, parent_step, cooldown_steps, schedule
-- `evals.jsonl`        one line per (checkpoint, benchmark): step, bench, values, n, missing
-- `checkpoints/step_XXXXXXX.pt`  model, optimizer, RNG and data-loader state, step, samples, cumulative FLOPs
-
-Compute: C = (analytic training FLOPs per step of the family, `models`) x steps, in FLOPs (2 per multiply-accumulate,
-training = 3 x forward); the store records it in GFLOP as the paper does. Skipped steps count: their compute was spent.
-
-Resume is exact on CPU: all randomness (data order, frame sampling, view order, state dropout) comes from seeded
-generators whose states are checkpointed, so a run killed and resumed yields bit-identical losses to an uninterrupted
-one (tests/test_train.py checks this).
-"""
+"""The trainer of one run on one rank (`Trainer`) and the training loop (`run_training`); see `rayder_core.training`."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import os
-import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
+import torch._dynamo
 import torch.distributed as dist
 import yaml
+from tqdm import tqdm
 
 from rayder_core import mup
+from rayder_core.data.loader import VideoClipLoader
+from rayder_core.data.manifest import Manifest
 from rayder_core.distributed import init_distributed
-from rayder_core.evaluate import evaluate_model, write_eval_records
+from rayder_core.evaluation.records import write_eval_records
+from rayder_core.evaluation.suite import evaluate_model
 from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
-from rayder_core.record import record_run_dir
-from rayder_core.results import ResultsStore
-from rayder_core.train_config import TrainConfig, load_train_config
-
-CHECKPOINT_DIR = "checkpoints"
+from rayder_core.metrics import LpipsMetric
+from rayder_core.models import build_for_training, model_config, parametrization_of, train_flops_per_step  # model.family selects
+from rayder_core.precision import resolve_precision
+from rayder_core.runtime import apply_gpu_settings, runtime_info
+from rayder_core.store import ResultsStore, record_run_dir
+from rayder_core.train_config import TrainConfig
+from rayder_core.training.checkpoints import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint
+from rayder_core.training.schedule import lr_at, lr_phase
+from rayder_core.training.signals import StopRequest
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,8 +51,6 @@ def compile_layers(model: torch.nn.Module) -> int:
     data-dependent mask checks of the full loss, shared by all layers of one class; inductor's on-disk cache makes
     later runs reuse them). A region that fails to compile runs eagerly (dynamo's suppress_errors). Returns the
     number of compiled modules (0 for a family without `compile_regions`)."""
-    import torch._dynamo
-
     torch._dynamo.config.suppress_errors = True  # eager fallback for any region that cannot be compiled
     regions = list(getattr(model, "compile_regions", lambda: [])())
     for module in regions:
@@ -76,99 +58,6 @@ def compile_layers(model: torch.nn.Module) -> int:
     return len(regions)
 
 
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.pt"
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint file of a run (temp files of an interrupted save are ignored)."""
-    ckpts = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
-    return ckpts[-1] if ckpts else None
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at optimizer step `step` (0-based): linear warmup, constant, then optional halving decay.
-
-    Warmup: lr * (step + 1) / warmup_steps for the first `warmup_steps` steps. WSD decay: from `decay_start` the LR
-    is lr * 2^(-(step - decay_start) / decay_halve_every), i.e. it halves every `decay_halve_every` steps.
-    """
-    o = cfg.optim
-    lr = o.lr
-    if o.warmup_steps > 0 and step < o.warmup_steps:
-        lr = o.lr * (step + 1) / o.warmup_steps
-    if o.decay_start is not None and step >= o.decay_start:
-        lr = lr * 2.0 ** (-(step - o.decay_start) / o.decay_halve_every)
-    return lr
-
-
-def lr_phase(step: int, cfg: TrainConfig) -> str:
-    """Schedule phase of optimizer step `step` (0-based, as in `lr_at`): 'warmup', 'stable' (constant LR) or 'decay'.
-
-    A checkpoint saved after n steps is labelled with the phase (and LR) of its last step, n - 1: mid-run
-    checkpoints of the stable phase are not equivalent to finished, cooled-down runs (Hägele et al. 2024)."""
-    o = cfg.optim
-    if o.decay_start is not None and step >= o.decay_start:
-        return "decay"
-    if o.warmup_steps > 0 and step < o.warmup_steps:
-        return "warmup"
-    return "stable"
-
-
-COOLDOWN_HALVINGS = 10  # a cooldown branch halves its LR this many times over its steps: ~0.1% of the stable LR
-
-
-def cooldown_config(cfg: TrainConfig, from_step: int, steps: int) -> TrainConfig:
-    """Config of a cooldown branch of run `cfg`: the same run with a WSD decay that starts at `from_step` and lasts
-    `steps` steps (`optim.decay_start = from_step`, `optim.decay_halve_every = steps / COOLDOWN_HALVINGS`, i.e. the
-    LR halves 10 times and ends at ~2^-10 of the stable LR, `steps = from_step + steps`). Its identity, hence its
-    run id, differs from the parent's; its first `from_step` steps are the parent's, so forking from the parent's
-    checkpoint gives exactly the run this config describes. The decay is the toolkit's halving (exponential)
-    schedule, not the linear or 1-sqrt shape of Hägele et al. (2024)."""
-    if steps <= 0:
-        raise ValueError(f"--cooldown-steps must be > 0, got {steps}")
-    if not 0 < from_step < cfg.steps:
-        raise ValueError(f"--cooldown-from {from_step}: must be a step inside run {cfg.run_id} (1..{cfg.steps - 1})")
-    phase = lr_phase(from_step - 1, cfg)
-    if phase != "stable":
-        raise ValueError(f"--cooldown-from {from_step}: step {from_step} of run {cfg.run_id} is in the {phase} phase "
-                         f"(warmup_steps={cfg.optim.warmup_steps}, decay_start={cfg.optim.decay_start}); a cooldown "
-                         "forks from a stable (constant-LR) checkpoint")
-    data = cfg.to_dict()
-    data["steps"] = from_step + steps
-    data["optim"] = {**data["optim"], "decay_start": from_step,
-                     "decay_halve_every": max(1, round(steps / COOLDOWN_HALVINGS))}
-    return load_train_config(data)
-
-
-def fork_cooldown(cfg: TrainConfig, from_step: int, steps: int) -> TrainConfig:
-    """Prepare the run directory of a cooldown branch (see `cooldown_config`) and return its config.
-
-    Copies the parent's checkpoint at `from_step` into the branch (with the branch's run id, so `run_training`
-    resumes from it) and writes `branch.json` (parent_run, parent_step, cooldown_steps, schedule), which
-    `record_run_dir` stores in table `branches`. Idempotent: an existing branch is resumed, not re-forked."""
-    branch = cooldown_config(cfg, from_step, steps)
-    src = checkpoint_path(cfg.run_dir, from_step)
-    run_dir = branch.run_dir
-    if latest_checkpoint(run_dir) is None:
-        if not src.is_file():
-            raise FileNotFoundError(f"{src}: run {cfg.run_id} has no checkpoint at step {from_step} (it saves every "
-                                    f"{cfg.checkpoint_every} steps; keep_checkpoints={cfg.keep_checkpoints})")
-        state = torch.load(src, map_location="cpu", weights_only=True)
-        state["run_id"] = branch.run_id
-        dst = checkpoint_path(run_dir, from_step)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, dst)
-        halve = branch.optim.decay_halve_every
-        atomic_write_text(run_dir / "branch.json", json.dumps({
-            "parent_run": cfg.run_id, "parent_step": from_step, "cooldown_steps": steps,
-            "schedule": f"lr halves every {halve} steps from step {from_step} (~2^-{steps / halve:.3g} of the "
-                        "stable lr at the end)"}))
-    return branch
-
-
-# ------------------------------------------------------------------------------------------------ distributed
 def _all_reduce_mean(x: float, world: int, device: torch.device) -> float:
     if world == 1:
         return x
@@ -177,38 +66,6 @@ def _all_reduce_mean(x: float, world: int, device: torch.device) -> float:
     return float(t.item()) / world
 
 
-# ------------------------------------------------------------------------------------------------ signals
-class StopRequest:
-    """SIGTERM / SIGUSR2 only set a flag; the loop saves at the next step boundary, then chains the old handler."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR2):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not in the main thread: no signal handling
-                pass
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-
-    def uninstall(self) -> None:
-        for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
-        self._previous.clear()
-
-    def chain(self) -> None:
-        """Call the handler that was installed before ours (submitit's USR2 handler requeues the job and exits)."""
-        prev = self._previous.get(self.signum) if self.signum is not None else None
-        self.uninstall()
-        if callable(prev):
-            prev(self.signum, None)
-
-
-# ------------------------------------------------------------------------------------------------ the trainer
 class _TrainingLoss(torch.nn.Module):
     """DDP needs the loss computation as `forward`; this wraps `RayDer.training_loss`."""
 
@@ -224,12 +81,6 @@ class Trainer:
     """Owns model, optimizer, data stream and bookkeeping of one run on one rank."""
 
     def __init__(self, cfg: TrainConfig, *, db: str | None, rank: int, world: int, device: torch.device) -> None:
-        from rayder_core.data.loader import VideoClipLoader
-        from rayder_core.data.manifest import Manifest
-        from rayder_core.models import (  # model.family selects
-            build_for_training, model_config, parametrization_of, train_flops_per_step,
-        )
-
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.run_dir = cfg.run_dir
         # store_mode index: the run directory is the record; `rayder-sweep collect` ingests it (no store writes here)
@@ -245,8 +96,6 @@ class Trainer:
         model, self.mup_rules = build_for_training(dict(cfg.model), cfg.seed, source)
         self.model = model.to(device)
         self.params = sum(p.numel() for p in self.model.parameters())
-        from rayder_core.runtime import apply_gpu_settings, runtime_info
-
         apply_gpu_settings(cfg.tf32, device)  # TF32 on CUDA only; NATTEN's fused path where optional
         self.runtime = runtime_info(self.model, device, world)  # recorded in state.json and the store's run config
         self.precision, peaks = self._resolve_precision()
@@ -297,8 +146,6 @@ class Trainer:
         self.latest: dict[str, float] = {}
         self.lpips = None
         if cfg.perceptual_weight > 0:
-            from rayder_core.metrics import LpipsMetric
-
             metric = LpipsMetric.create(device)
             if getattr(metric, "reason", None):
                 raise RuntimeError(f"perceptual_weight={cfg.perceptual_weight} needs LPIPS: {metric.reason}")
@@ -307,8 +154,6 @@ class Trainer:
     def _resolve_precision(self) -> tuple[str, dict[str, float]]:
         """The run's precision: `precision: auto` measures the matmul peaks (rayder_core.precision); under DDP every
         rank uses bf16 only if all ranks chose it. A resumed run reuses its checkpoint's precision (`resume`)."""
-        from rayder_core.precision import resolve_precision
-
         precision, peaks = resolve_precision(self.cfg.precision, self.device)
         if self.world > 1:
             flag = torch.tensor([1.0 if precision == "bf16" else 0.0], device=self.device)
@@ -459,7 +304,7 @@ class Trainer:
 
     def evaluate(self) -> None:
         """Evaluate the current weights on every rank, sharded (scenes split by rank, results gathered; see
-        `rayder_core.evaluate`); rank 0 writes evals.jsonl / eval_scenes.jsonl. With `eval.mode: job` this does
+        `rayder_core.evaluation`); rank 0 writes evals.jsonl / eval_scenes.jsonl. With `eval.mode: job` this does
         nothing: `rayder-eval RUN_DIR --pending` evaluates the saved checkpoints in a separate job."""
         if self.cfg.eval.mode == "job":
             return
@@ -533,8 +378,6 @@ def _has_eval(run_dir: Path, step: int) -> bool:
 
 def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
           should_stop: Callable[[int], bool] | None) -> TrainOutcome:
-    from tqdm import tqdm
-
     cfg = trainer.cfg
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=cfg.run_id, disable=not progress or trainer.rank != 0,
                dynamic_ncols=True, mininterval=2.0)
@@ -590,50 +433,3 @@ def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
     trainer.write_state("finished")
     trainer.sync_store("finished")
     return TrainOutcome("finished", trainer.step, trainer.run_dir)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rayder-train", description="Train one RayDer run (resumes if possible).")
-    parser.add_argument("config", help="YAML training config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set optim.lr=3e-4 --set data.fraction=0.1")
-    parser.add_argument("--db", default="results.duckdb", help="results store ('' to write only the run dir)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--cooldown-from", type=int, default=None, metavar="STEP",
-                        help="fork a cooldown branch of the config's run from its stable checkpoint at STEP into its "
-                             "own run directory (new run id; recorded in the store's `branches` table)")
-    parser.add_argument("--cooldown-steps", type=int, default=None, metavar="K",
-                        help="length of the cooldown branch: the LR halves 10 times over K steps (to ~0.1%% of the "
-                             "stable LR)")
-    args = parser.parse_args(argv)
-    from rayder_core.yamlconf import ConfigError
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        cfg = load_train_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"rayder-train: config error: {exc}", file=sys.stderr)
-        return 2
-    if (args.cooldown_from is None) != (args.cooldown_steps is None):
-        print("rayder-train: give --cooldown-from STEP and --cooldown-steps K together", file=sys.stderr)
-        return 2
-    if args.cooldown_from is not None:
-        try:
-            cfg = fork_cooldown(cfg, args.cooldown_from, args.cooldown_steps)
-        except (ValueError, FileNotFoundError, ConfigError) as exc:
-            print(f"rayder-train: {exc}", file=sys.stderr)
-            return 2
-        print(f"cooldown branch {cfg.run_id}: steps {args.cooldown_from}..{cfg.steps} in {cfg.run_dir}")
-    try:
-        outcome = run_training(cfg, db=args.db or None)
-    except (TrainingDiverged, FileNotFoundError, RuntimeError, ValueError) as exc:
-        print(f"rayder-train: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(f"{outcome.status} at step {outcome.step}: {outcome.run_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,16 +2,18 @@
 
 The law is fitted on the grid's frontier alone (`--sweep <name>`); every evaluated checkpoint of the held-out runs
 (`<name>-holdout`) is then a prediction problem: the law's value at the checkpoint's (C, D) against the measured
-target (e.g. MSE), with the bootstrap band and the Student-t lack-of-fit interval of `fitting.validate`. The summary
+target (e.g. MSE), with the bootstrap band and the Student-t lack-of-fit interval of `fitting.extrapolation`. The summary
 is the relative error at each held-out run's final checkpoint (the issue-10 target: |error| <= 5% of MSE).
 """
 from __future__ import annotations
 
 import pandas as pd
 
+from .extrapolation import predict_holdout
 from .fit import FitResult
-from .pareto import transform_metric
-from .validate import predict_holdout
+from .frontier import transform_metric
+
+HOLDOUT_SUFFIX = "-holdout"  # the sweep of a grid's held-out runs is the grid's name + this suffix
 
 
 def holdout_points(store, bench: str, metric: str, sweep: str) -> pd.DataFrame:

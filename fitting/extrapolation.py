@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+from tqdm.auto import tqdm
 
 from .fit import FitResult, FitWarning, fit_law
 from .laws import DEFAULT_LAW
@@ -140,8 +141,6 @@ def growing_prefix(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = 
     residual) and coverage (fraction of test points inside the lack-of-fit interval at `ci`). Prefixes with too few
     points for the law are skipped.
     """
-    from tqdm.auto import tqdm
-
     x = list(x)
     by = by or x[0]
     missing = [c for c in [*x, y, by] if c not in df.columns]

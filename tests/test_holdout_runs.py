@@ -1,13 +1,15 @@
 """Held-out runs: a grid's `holdout:` runs are expanded under their own sweep, kept out of the grid's fits, and
-predicted by the law fitted on the grid alone (`fitting.holdout_run`) -- checked on a store with known values."""
+predicted by the law fitted on the grid alone (`fitting.holdout_runs`) -- checked on a store with known values."""
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
 
 from fitting import fit_law, frontier
-from fitting.holdout_run import holdout_points, store_holdout_validation, validate_holdout
-from rayder_core.results import ResultsStore
+from fitting.holdout_runs import holdout_points, store_holdout_validation, validate_holdout
+from rayder_core.store import ResultsStore
 from rayder_core.yamlconf import ConfigError
 from sweeps.spec import spec_from_mapping
 
@@ -33,18 +35,26 @@ def _write_run(store, run_id, sweep, params, D, steps, flops_per_step, scale=1.0
         store.add_evals(run_id, step, bench="re10k-synth", values={"psnr": float(value)}, n=32)
 
 
-@pytest.fixture()
-def known_store(tmp_path):
+@pytest.fixture(scope="module")
+def known_db(tmp_path_factory):
     """A grid of 3 sizes x 3 D whose every checkpoint lies exactly on TRUE (as PSNR), plus two held-out runs: one
-    on the law far beyond the grid's compute, one whose MSE is 10% above it."""
-    store = ResultsStore(tmp_path / "known.duckdb")
+    on the law far beyond the grid's compute, one whose MSE is 10% above it (written once per module)."""
+    store = ResultsStore(tmp_path_factory.mktemp("known") / "known.duckdb")
     steps = np.unique(np.geomspace(10, 1000, 12).round().astype(int))
     for params, fps in ((1e5, 2e9), (1e6, 8e9), (1e7, 32e9)):
         for D in (10, 100, 1000):
             _write_run(store, f"grid-{int(params)}-{D}", "demo", int(params), D, steps, fps)
     _write_run(store, "held-on-law", "demo-holdout", int(1e7), 1000, np.array([500, 2000, 4000]), 32e9)
     _write_run(store, "held-off-law", "demo-holdout", int(1e7), 100, np.array([500, 2000, 4000]), 32e9, scale=1.1)
-    return store
+    return store.path
+
+
+@pytest.fixture()
+def known_store(known_db, tmp_path):
+    """Each test's own copy of the module's store (tests write validation rows into it)."""
+    copy = tmp_path / "known.duckdb"
+    shutil.copyfile(known_db, copy)
+    return ResultsStore(copy)
 
 
 def test_law_fitted_on_the_grid_predicts_held_out_runs(known_store):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rayder_core.data import benchmarks as B
-from rayder_core.data import synth
+from rayder_core.data import evalsets as B, synth
 from rayder_core.data.loader import to_model_frames
 from rayder_core.geometry import Camera
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rayder_core.geometry import Camera
-from rayder_core.models.erayzer import curriculum as C
+from rayder_core.data import curriculum as C
 
 
 def official_interval(stats: dict[str, dict[str, float]], target: float, max_allowed: float, tol: float = 0.05):

@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from rayder_core import attention
-from rayder_core.attention import D_HEAD
+from rayder_core.models import attention
+from rayder_core.models.attention import D_HEAD
 
-from . import masks
 
 FF_EXPAND = 3
 NORM_EPS = 1e-6
@@ -108,7 +107,7 @@ class NeighborhoodLayer(nn.Module):
         q, k, val = self.attn.project(self.attn_norm(x, cond).reshape(b * v, h, w, c))
         angles = attention.rope_angles(self.attn.rope_freqs, h, w)
         q, k = attention.apply_rope(q, angles).to(val.dtype), attention.apply_rope(k, angles).to(val.dtype)
-        kernel = (masks.fit_kernel(self.kernel, h), masks.fit_kernel(self.kernel, w))
+        kernel = (attention.fit_kernel(self.kernel, h), attention.fit_kernel(self.kernel, w))
         out = attention.neighborhood_attention(q, k, val, kernel, backend)
         x = x + self.attn.out(out.reshape(b, v, h, w, c))
         return x + self.ff(self.ff_norm(x, cond))

@@ -30,6 +30,7 @@ scene). `CurriculumSampler(mode=...)` switches between 'none' (uniform random in
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -99,8 +100,6 @@ def dinov2_extractor(model: str = "dinov2_vits14") -> Callable[[torch.Tensor], t
     """DINOv2 CLS features from the local torch hub cache (`torch.hub.get_dir()`); never downloads.
 
     Raises FileNotFoundError naming the looked-up directory when the repository or weights are not cached."""
-    import pathlib
-
     hub = pathlib.Path(torch.hub.get_dir())
     repo = hub / "facebookresearch_dinov2_main"
     if not repo.is_dir():

@@ -20,8 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention.flex_attention import flex_attention
 
-from rayder_core.models.rayder import masks  # the neighbourhood mask of the dense fallback
 
 D_HEAD = 64
 # On CPU, attention over at most this many query x key pairs runs as explicit matmuls + softmax instead of SDPA:
@@ -101,12 +101,39 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Neighbourhood attention within each frame
+# Neighbourhood attention within each frame: the NATTEN window (dilation 1) as a boolean mask for the exact CPU path
+
+
+def neighborhood_window(length: int, kernel: int, device: torch.device | str | None = None) -> Tensor:
+    """1D NATTEN window (dilation 1, odd kernel): query i sees keys start(i)..start(i)+kernel-1 with
+    start(i) = clamp(i - kernel//2, 0, length - kernel). Returns (length, length) bool."""
+    if kernel % 2 == 0 or not 1 <= kernel <= length:
+        raise ValueError(f"neighbourhood kernel {kernel} must be odd and in [1, {length}]")
+    i = torch.arange(length, device=device)
+    centre = i.clamp(kernel // 2, length - 1 - kernel // 2)
+    return (centre[:, None] - i[None, :]).abs() <= kernel // 2
+
+
+def neighborhood_mask(
+    height: int, width: int, kernel_h: int, kernel_w: int, device: torch.device | str | None = None
+) -> Tensor:
+    """2D neighbourhood mask over a row-major (height, width) token grid, rows and columns each with their own
+    kernel (correct for non-square grids). Returns (height*width, height*width) bool."""
+    rows = neighborhood_window(height, kernel_h, device)
+    cols = neighborhood_window(width, kernel_w, device)
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(height * width, height * width)
+
+
+def fit_kernel(kernel: int, side: int) -> int:
+    """Largest odd kernel <= min(kernel, side): grids smaller than the kernel get a smaller window."""
+    k = min(kernel, side)
+    return k if k % 2 else k - 1
+
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_na_mask(height: int, width: int, kh: int, kw: int, device: torch.device) -> Tensor:
-    return masks.neighborhood_mask(height, width, kh, kw, device)
+    return neighborhood_mask(height, width, kh, kw, device)
 
 
 def neighborhood_attention(q: Tensor, k: Tensor, v: Tensor, kernel: tuple[int, int], backend: str) -> Tensor:
@@ -116,7 +143,7 @@ def neighborhood_attention(q: Tensor, k: Tensor, v: Tensor, kernel: tuple[int, i
     """
     b, h, w, nh, d = q.shape
     if backend == "natten":
-        import natten
+        import natten  # optional dependency: the fused CUDA kernels (the 'natten' backend only)
 
         return natten.na2d(q.contiguous(), k.contiguous(), v.contiguous(), kernel_size=kernel, scale=1.0)
     mask = _cached_na_mask(h, w, kernel[0], kernel[1], q.device)
@@ -134,8 +161,6 @@ _compiled_flex = None
 def _flex_attention():
     global _compiled_flex
     if _compiled_flex is None:
-        from torch.nn.attention.flex_attention import flex_attention
-
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
 
@@ -148,7 +173,5 @@ def global_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, block
     if block_mask is not None:
         if q.device.type == "cuda":
             return _flex_attention()(q, k, v, block_mask=block_mask, scale=1.0)
-        from torch.nn.attention.flex_attention import flex_attention  # eager: forward only, dense scores
-
         return flex_attention(q, k, v, block_mask=block_mask, scale=1.0)
     return dense_attention(q, k, v, mask)

@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from rayder_core.data.loader import to_model_frames
+from rayder_core.data.synth import HELDOUT_FAMILIES, TRAIN_FAMILIES, make_clip
 from rayder_core.geometry import Camera, camera_from_re10k, camera_to_re10k
 
 PROBE_FRAMES = 24
@@ -433,10 +435,6 @@ def make_synthetic_benchmarks(out: str | os.PathLike = "data/synth/bench", scene
     never seen in training, or 'train' for an in-distribution held-out set (`BENCH_FAMILIES`). Cached: same settings
     and complete output -> nothing is done.
     """
-    from tqdm import tqdm
-
-    from rayder_core.data.synth import HELDOUT_FAMILIES, TRAIN_FAMILIES, make_clip
-
     probe_sequences = scenes if probe_sequences is None else probe_sequences
     if scenes < 1 or probe_sequences < 0 or resolution < 2 or families not in BENCH_FAMILIES:
         raise ValueError(f"bad bench settings: scenes={scenes} (>= 1), probe_sequences={probe_sequences} (>= 0), "

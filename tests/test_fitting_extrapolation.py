@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from fitting import fit_law
-from fitting.validate import growing_prefix, holdout_above, prediction_interval, predict_holdout
+from fitting.extrapolation import growing_prefix, holdout_above, predict_holdout, prediction_interval
 
 RNG = np.random.default_rng(5)
 

@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 
 from reports import report as R
-from rayder_core.results import ResultsStore
+from rayder_core.store import ResultsStore
 
 matplotlib.use("Agg")
 

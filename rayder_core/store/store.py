@@ -1,39 +1,10 @@
-"""The results store: one DuckDB file (default `results.duckdb`) that every run, evaluation and fit writes to.
+"""`ResultsStore`: the DuckDB results store (one transaction per operation under a file lock; see `rayder_core.store`)."""
 
-Tables (schema version `SCHEMA_VERSION`, kept in table `meta`):
-
-- `runs(run_id, sweep, preset, params, fraction, D, config, status, host, run_dir, created, updated, family)` —
-  `family` is the run's model family (`model.family` of its config, `rayder_core.models.FAMILIES`; schema 4:
-  migrating an older store fills it from each run's stored config, 'rayder' where the config names none).
-- `checkpoints(run_id, step, samples, flops, compute_gflop, wall_time_s, lr, lr_phase)` — `flops` is cumulative
-  training compute in FLOPs (2 per multiply-accumulate, training = 3 x forward); `compute_gflop = flops / 1e9`, the
-  paper's unit for C. `lr` and `lr_phase` (warmup | stable | decay) are those of the checkpoint's last optimizer step
-  (schema 3; NULL in older stores, which stay readable as they are).
-- `evals(run_id, step, bench, metric, value, n, missing_reason, skipped)` — `value` is NULL when the metric could
-  not be computed, and `missing_reason` then says why (never a substitute number); `n` counts the scenes evaluated,
-  `skipped` the scenes skipped as unreadable (schema 2; stores of schema 1 read as skipped = 0).
-- `meta` holds `schema_version` and `flops_convention` (the convention of C: always `exact`, see
-  `rayder_core.models.rayder.flops`; `rayder-flops --convention paper` converts for comparison with the paper).
-- `train_log(run_id, step, loss, psnr, lr, grad_norm, skipped, focal_mean, flops)`
-- `fits(fit_id, sweep, law, metric, bench, x_cols, y_col, params, ci_low, ci_high, r2, r2_log, rmse, n_points,
-  objective, n_starts, n_starts_at_best, n_bootstrap, data_hash, holdout, formula, created)`
-- schema 3: `branches(run_id, parent_run, parent_step, cooldown_steps, schedule)` (cooldown branches of
-  `rayder-train --cooldown-from`), `law_comparisons(...)` (`rayder-fit --compare`, one row per law) and
-  `extrapolations(...)` (`rayder-fit --validate prefix` / `--holdout-above`).
-
-Concurrency: DuckDB lets one process write a file at a time (and no reader may open it meanwhile). Every operation
-here therefore opens the database for the duration of one transaction under an advisory `fcntl.flock` on
-`<db>.lock` (exclusive for writes, shared for reads) and closes it again, so any number of jobs can write to the same
-store: they queue on the lock instead of failing. Each write is one transaction with primary keys and
-`INSERT OR REPLACE`, so re-writing the same record (a resumed run, a second `collect`) never duplicates rows, and a
-writer killed mid-transaction leaves the previous committed state (DuckDB's WAL). flock is reliable on local disks;
-on network filesystems where it is not, set `store_mode: index`: runs then write only their own run directory and
-`collect_runs` (`rayder-sweep collect`) ingests them into the store from one process (see "index mode" below).
-"""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -45,63 +16,11 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 4
-DEFAULT_FAMILY = "rayder"  # runs.family of a config without model.family (rayder_core.models.DEFAULT_FAMILY)
-# the family of a run from its stored config (stores read before their schema-4 migration)
-_FAMILY_FROM_CONFIG = f"coalesce(json_extract_string(config, '$.model.family'), '{DEFAULT_FAMILY}')"
-FLOPS_CONVENTION = "exact"  # the unit of checkpoints.flops / compute_gflop (models.rayder.flops.CONVENTIONS)
+from rayder_core.store.schema import (DEFAULT_FAMILY, FAMILY_FROM_CONFIG, FLOPS_CONVENTION, LR_PHASES, RUN_STATUSES,
+                                      SCHEMA_VERSION, create_or_migrate)
+
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0
-
-_SCHEMA_V1 = [
-    """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS runs (
-        run_id VARCHAR PRIMARY KEY, sweep VARCHAR, preset VARCHAR, params BIGINT, fraction DOUBLE, D BIGINT,
-        config VARCHAR, status VARCHAR, host VARCHAR, run_dir VARCHAR, created TIMESTAMP, updated TIMESTAMP)""",
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        run_id VARCHAR, step BIGINT, samples BIGINT, flops DOUBLE, compute_gflop DOUBLE, wall_time_s DOUBLE,
-        PRIMARY KEY (run_id, step))""",
-    """CREATE TABLE IF NOT EXISTS evals (
-        run_id VARCHAR, step BIGINT, bench VARCHAR, metric VARCHAR, value DOUBLE, n INTEGER, missing_reason VARCHAR,
-        PRIMARY KEY (run_id, step, bench, metric))""",
-    """CREATE TABLE IF NOT EXISTS train_log (
-        run_id VARCHAR, step BIGINT, loss DOUBLE, psnr DOUBLE, lr DOUBLE, grad_norm DOUBLE, skipped BIGINT,
-        focal_mean DOUBLE, flops DOUBLE, PRIMARY KEY (run_id, step))""",
-    """CREATE TABLE IF NOT EXISTS fits (
-        fit_id VARCHAR PRIMARY KEY, sweep VARCHAR, law VARCHAR, metric VARCHAR, bench VARCHAR, x_cols VARCHAR,
-        y_col VARCHAR, params VARCHAR, ci_low VARCHAR, ci_high VARCHAR, r2 DOUBLE, r2_log DOUBLE, rmse DOUBLE,
-        n_points INTEGER, objective DOUBLE, n_starts INTEGER, n_starts_at_best INTEGER, n_bootstrap INTEGER,
-        data_hash VARCHAR, holdout VARCHAR, formula VARCHAR, created TIMESTAMP)""",
-]
-
-# Migrations from version k to k+1, applied in order when an older store is opened for writing.
-_MIGRATIONS: dict[int, list[str]] = {
-    1: ["ALTER TABLE evals ADD COLUMN skipped INTEGER DEFAULT 0",
-        f"INSERT OR REPLACE INTO meta VALUES ('flops_convention', '{FLOPS_CONVENTION}')"],
-    # schema 3 (issue 12): LR and LR phase per checkpoint, cooldown branches, law comparisons, extrapolation checks
-    2: ["ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS lr DOUBLE",
-        "ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS lr_phase VARCHAR",
-        """CREATE TABLE IF NOT EXISTS branches (
-            run_id VARCHAR PRIMARY KEY, parent_run VARCHAR, parent_step BIGINT, cooldown_steps BIGINT,
-            schedule VARCHAR)""",
-        """CREATE TABLE IF NOT EXISTS law_comparisons (
-            comparison_id VARCHAR, law VARCHAR, sweep VARCHAR, metric VARCHAR, bench VARCHAR, x_cols VARCHAR,
-            y_col VARCHAR, data_hash VARCHAR, n_points INTEGER, k INTEGER, loglik DOUBLE, aic DOUBLE, aicc DOUBLE,
-            bic DOUBLE, d_aic DOUBLE, akaike_weight DOUBLE, loo_err DOUBLE, lodo_err DOUBLE, r2 DOUBLE, params VARCHAR,
-            formula VARCHAR, created TIMESTAMP, PRIMARY KEY (comparison_id, law))""",
-        """CREATE TABLE IF NOT EXISTS extrapolations (
-            record_id VARCHAR, row_index INTEGER, kind VARCHAR, law VARCHAR, sweep VARCHAR, metric VARCHAR,
-            bench VARCHAR, x_cols VARCHAR, y_col VARCHAR, data_hash VARCHAR, train_max DOUBLE, target_x0 DOUBLE,
-            steps_ahead INTEGER, n_train INTEGER, n_test INTEGER, mean_abs_rel_err DOUBLE, max_abs_rel_err DOUBLE,
-            coverage DOUBLE, detail VARCHAR, created TIMESTAMP, PRIMARY KEY (record_id, row_index))"""],
-    # schema 4 (issue 11): the model family of every run, from its config (no row is dropped or rewritten otherwise)
-    3: [f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS family VARCHAR DEFAULT '{DEFAULT_FAMILY}'",
-        f"UPDATE runs SET family = {_FAMILY_FROM_CONFIG}"],
-}
-
-LR_PHASES = ("warmup", "stable", "decay")  # checkpoints.lr_phase: schedule phase of the checkpoint's last step
-RUN_STATUSES = ("pending", "running", "finished", "failed", "preempted", "cancelled")  # cancelled: by the user, resumable
-
 
 class StoreError(RuntimeError):
     """The results store cannot be used as asked (newer schema, not a DuckDB file, lock timeout...)."""
@@ -253,15 +172,7 @@ class ResultsStore:
             # (evals.skipped) with their defaults. The first write migrates it.
             self._old_version = version
             return
-        if version is None:
-            for stmt in _SCHEMA_V1:
-                con.execute(stmt)
-            version = 1
-        while version < SCHEMA_VERSION:
-            for stmt in _MIGRATIONS[version]:
-                con.execute(stmt)
-            version += 1
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        create_or_migrate(con, version)
         self._schema_checked = True
 
     def initialise(self) -> None:
@@ -319,8 +230,6 @@ class ResultsStore:
                              sweep: str | None, x_cols: list[str], y_col: str, data_hash: str) -> str:
         """Store a `fitting.compare.compare_laws` table (one row per law); the same data and laws replace the older
         rows. Returns the comparison id."""
-        import hashlib
-
         key = json.dumps([sweep, metric, bench, list(x_cols), y_col, data_hash, sorted(table["law"])])
         cid = hashlib.sha1(key.encode()).hexdigest()[:16]
         now = _now()
@@ -337,10 +246,8 @@ class ResultsStore:
 
     def write_extrapolation(self, rows: list[dict], *, kind: str, law: str, metric: str | None, bench: str | None,
                             sweep: str | None, x_cols: list[str], y_col: str, data_hash: str) -> str:
-        """Store extrapolation-validation rows (kind 'prefix': `fitting.validate.growing_prefix` rows; 'holdout':
+        """Store extrapolation-validation rows (kind 'prefix': `fitting.extrapolation.growing_prefix` rows; 'holdout':
         one summary row of `holdout_above`, per-point table in `detail`). Same inputs replace older rows."""
-        import hashlib
-
         key = json.dumps([kind, law, sweep, metric, bench, list(x_cols), y_col, data_hash])
         rid = hashlib.sha1(key.encode()).hexdigest()[:16]
         now = _now()
@@ -383,8 +290,6 @@ class ResultsStore:
 
     def write_fit(self, record: dict) -> str:
         """Store one fit; the same (sweep, law, metric, bench, x_cols, y_col, data_hash) replaces the older row."""
-        import hashlib
-
         key = json.dumps([record.get("sweep"), record["law"], record["metric"], record["bench"],
                           list(record.get("x_cols", [])), record.get("y_col"), record.get("data_hash")])
         fit_id = hashlib.sha1(key.encode()).hexdigest()[:16]
@@ -415,7 +320,7 @@ class ResultsStore:
         """SQL for the runs' family: the column, or (a store read before its schema-4 migration) from the config."""
         if self._has_column("runs", "family"):
             return f"{alias}family"
-        return _FAMILY_FROM_CONFIG.replace("config", f"{alias}config")
+        return FAMILY_FROM_CONFIG.replace("config", f"{alias}config")
 
     def runs(self, sweep: str | None = None, family: str | None = None) -> pd.DataFrame:
         """Runs (with column `family`), optionally of one sweep and/or one model family."""
@@ -597,86 +502,3 @@ class ResultsStore:
         for table in ("runs", "checkpoints", "evals", "train_log", "fits"):
             out[table] = int(self.query(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
         return out
-
-
-# ------------------------------------------------------------------------------------------------ index mode
-# Shared filesystems (NFS, Lustre): with `store_mode: index` in the train config (or a grid's `base:`), runs never
-# open the store; they only append to their own run directory (state.json, metrics.jsonl, checkpoints.jsonl,
-# evals.jsonl, all crash-safe, see `rayder_core.fileio`). The store is then an index of the run directories, built by
-# one process with `collect_runs` (CLI: `rayder-sweep collect GRID_OR_DIR`, also run by `rayder-sweep launch` when
-# its runs end). Ingestion is idempotent (upserts keyed by run id and step) and incremental: the signature of a run's
-# record files (size, mtime, inode, and the directory's absolute path) is kept in table `meta` under
-# `collected:<run_id>`, written in the same transaction as the rows, and an unchanged run is not read again.
-
-COLLECTED_PREFIX = "collected:"
-RUN_RECORD_FILES = ("state.json", "config.yaml", "metrics.jsonl", "checkpoints.jsonl", "evals.jsonl")
-
-
-def run_dir_signature(run_dir: str | os.PathLike) -> str:
-    """A string that changes whenever one of the run directory's record files changes (appended, rewritten,
-    replaced) or the directory is collected from another place: JSON of the absolute path and, per file,
-    (size in bytes, mtime in ns, inode), or null for an absent file."""
-    run_dir = Path(run_dir).absolute()
-    files: dict[str, list[int] | None] = {}
-    for name in RUN_RECORD_FILES:
-        try:
-            st = os.stat(run_dir / name)
-            files[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
-        except FileNotFoundError:
-            files[name] = None
-    return json.dumps({"dir": str(run_dir), "files": files}, sort_keys=True)
-
-
-class CollectReport:
-    """What `collect_runs` did: run ids ingested, run ids unchanged since the last collect (not re-read),
-    directories not yet started (no state.json) and directories that could not be read, with the reason."""
-
-    def __init__(self) -> None:
-        self.ingested: list[str] = []
-        self.unchanged: list[str] = []
-        self.not_started: list[Path] = []
-        self.errors: list[tuple[Path, str]] = []
-
-    @property
-    def run_ids(self) -> list[str]:
-        return self.ingested + self.unchanged
-
-    def __repr__(self) -> str:
-        return (f"CollectReport(ingested={len(self.ingested)}, unchanged={len(self.unchanged)}, "
-                f"not_started={len(self.not_started)}, errors={len(self.errors)})")
-
-
-def collect_runs(run_dirs: list[str | os.PathLike], store: "ResultsStore", *, force: bool = False,
-                 progress: bool = False) -> CollectReport:
-    """Ingest run directories into `store` (idempotent, incremental; see the comment above).
-
-    Each run is one transaction: its rows and its signature are committed together, so a collect killed midway
-    leaves every run either fully ingested or untouched. `force` re-reads every run. A directory that cannot be
-    read (bad state.json/config.yaml) is reported in `errors` and the others are still ingested."""
-    import yaml
-    from tqdm import tqdm
-
-    from rayder_core.fileio import read_json
-    from rayder_core.record import record_run_dir
-
-    report = CollectReport()
-    known = {} if force else store.meta_values(COLLECTED_PREFIX)
-    for run_dir in tqdm([Path(d) for d in run_dirs], desc="collect", unit="run", disable=not progress):
-        if not (run_dir / "state.json").exists():
-            report.not_started.append(run_dir)
-            continue
-        signature = run_dir_signature(run_dir)  # taken before reading: a later change re-ingests next time
-        state = read_json(run_dir / "state.json") or {}
-        run_id = state.get("run_id")
-        if run_id is not None and known.get(COLLECTED_PREFIX + str(run_id)) == signature:
-            report.unchanged.append(str(run_id))
-            continue
-        try:
-            with store.batch():
-                run_id = record_run_dir(run_dir, store)
-                store.set_meta(COLLECTED_PREFIX + run_id, signature)
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:  # json errors are ValueErrors
-            report.errors.append((run_dir, f"{type(exc).__name__}: {exc}"))
-            continue
-        report.ingested.append(run_id)
-    return report
