@@ -13,6 +13,7 @@ from tests.test_first_hour import _demo_like_store
 
 def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
+    monkeypatch.setattr(demo, "FIT_MIN_STEP", 0)  # the synthetic store's checkpoints are at steps 30..120
     db = tmp_path / "results.duckdb"
     _demo_like_store(db, bench="indist-synth", extra_bench="re10k-synth")
     spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}"])
@@ -80,3 +81,20 @@ def test_demo_renders_data_at_twice_the_training_side(monkeypatch) -> None:
     sides = [int(a[a.index("--resolution") + 1]) for a in calls]
     assert [a[0] for a in calls] == ["synth", "bench", "bench"]
     assert sides == [demo.SUPERSAMPLE * train_side] * 3 and demo.SUPERSAMPLE == 2
+
+
+def test_demo_laws_ignore_checkpoints_before_the_min_step(tmp_path: Path, monkeypatch) -> None:
+    """FIT_MIN_STEP drops the take-off checkpoints from the demo's frontier (`rayder-fit --min-step`)."""
+    monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 0)
+    db = tmp_path / "results.duckdb"
+    _demo_like_store(db, bench="indist-synth")
+    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}"])
+    store = ResultsStore(db)
+    counts = {}
+    for min_step in (0, 90):
+        monkeypatch.setattr(demo, "FIT_MIN_STEP", min_step)
+        _, counts[min_step] = demo.fit_one(store, spec, "indist-synth", "psnr")
+    raw = store.eval_points("indist-synth", "psnr", sweep="demo")
+    late = raw[raw["step"] >= 90]
+    assert 0 < counts[90] <= late.groupby("D").size().sum() < len(raw)
+    assert counts[90] < counts[0]
