@@ -14,6 +14,8 @@ the law fitted on the grid alone. Re-running is idempotent: finished runs are sk
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -21,6 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from fitting import FitOptions, StudyOptions
+from fitting import fit_study as fit_points
+from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
+from fitting.study import format_selection
+from rayder_core.store import ResultsStore
+from sweeps import study_checks as sc
 from sweeps.launcher import launch
 from sweeps.spec import SweepSpec, load_spec
 
@@ -90,10 +98,6 @@ def demo_spec(grid: str | Path = DEMO_GRID, overrides: list[str] | None = None, 
 def fit_one(store, spec: SweepSpec, bench: str, metric: str):
     """Fit `metric` on `bench` over the grid's sweep (as `rayder-fit --metric METRIC --bench BENCH --sweep NAME
     --bootstrap FIT_BOOTSTRAP --min-step FIT_MIN_STEP` would), store and print the law. Returns (FitResult or None, frontier points)."""
-    from fitting import FitOptions, StudyOptions
-    from fitting import fit_study as fit_points
-    from fitting.study import format_selection
-
     raw = store.eval_points(bench, metric, sweep=spec.name)
     if raw.empty:
         return None, 0
@@ -116,8 +120,6 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     from PSNR, 1-SSIM, and LPIPS where it was computed; on every other NVS benchmark the MSE law (key
     'psnr@<bench>'). Each law is stored as `rayder-fit` stores it and printed once. Returns ({key: FitResult or
     None}, MSE frontier points of the primary benchmark)."""
-    from rayder_core.store import ResultsStore
-
     store = ResultsStore(spec.db_path)
     benches = nvs_benches(spec)
     fits: dict = {}
@@ -146,10 +148,6 @@ def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
 def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[list, pd.DataFrame | None]:
     """Predict the held-out runs (if any were trained) with the MSE law fitted on the grid alone (stored as an
     `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
-    from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
-    from rayder_core.store import ResultsStore
-    from sweeps import study_checks as sc
-
     store = ResultsStore(spec.db_path)
     bench = next((b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"), None)
     if bench is None:
@@ -175,8 +173,6 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
 
 
 def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
-    from rayder_core.store import ResultsStore
-
     store = ResultsStore(spec.db_path)
     ids = [c.run_id for c in spec.runs()]
     runs = store.runs()  # the grid's sweep and its held-out runs' sweep
@@ -239,13 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     checks, _ = validate_and_check(spec, fits, n_frontier)
     print("\n" + summary(spec, pdf, time.monotonic() - t0))
     if checks:
-        from sweeps.study_checks import format_checks
-
-        print("checks:  does the study show a law that holds? (issue 23's targets)\n" + format_checks(checks))
+        print("checks:  does the study show a law that holds? (issue 23's targets)\n" + sc.format_checks(checks))
     # next commands to try, exactly as they apply to this demo (issue 15: the card's commands work verbatim)
-    import os
-    import shlex
-
     grid = os.path.relpath(args.grid) if not os.path.relpath(args.grid).startswith("..") else args.grid
     db = "" if Path(spec.db_path).resolve() == Path("results.duckdb").resolve() else f" --db {shlex.quote(str(spec.db_path))}"
     out = "" if Path(args.pdf).resolve() == Path("reports/out/study.pdf").resolve() else f" --out {shlex.quote(args.pdf)}"

@@ -14,13 +14,17 @@ Everything here is numpy (float32) so that worker processes start fast; nothing 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from rayder_core.data.manifest import build_manifest
 from rayder_core.data.shards import DEFAULT_FPS, encode_mp4, shard_path, write_shard
 
 TRAIN_FAMILIES = ("checker", "stripes", "noise", "bricks", "grid")
@@ -537,12 +541,6 @@ def synthesize(out: str | os.PathLike, clips: int = 2000, resolution: int = 64, 
     raise ``ValueError`` unless ``force`` (which deletes the old shards first). Returns a summary dict
     (``"cached"``, ``"seconds"``, ...).
     """
-    import time
-
-    from tqdm import tqdm
-
-    from rayder_core.data.manifest import build_manifest
-
     if clips < 1 or resolution < 2 or resolution % 2 or not 0 <= dynamic_share <= 1 or shard_size < 1:
         raise ValueError(f"bad synth settings: clips={clips} (>=1), resolution={resolution} (even, >=2), "
                          f"dynamic_share={dynamic_share} (in [0,1]), shard_size={shard_size} (>=1)")
@@ -578,8 +576,6 @@ def synthesize(out: str | os.PathLike, clips: int = 2000, resolution: int = 64, 
         for job in todo:
             bar.update(_synth_shard(job)[1])
     else:
-        import multiprocessing as mp
-
         with mp.get_context("fork").Pool(workers) as pool:
             for _, n in pool.imap_unordered(_synth_shard, todo):
                 bar.update(n)
