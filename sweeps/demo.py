@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from fitting import FitOptions, StudyOptions
+from fitting.compare import format_comparison
 from fitting import fit_study as fit_points
 from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
 from fitting.study import format_selection
@@ -160,10 +161,15 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
             print("\n" + format_holdout(summary_df, "MSE"))
             store_holdout_validation(store, fits["psnr"], table, summary_df, bench=bench, metric="psnr",
                                      sweep=spec.holdout_sweep)
+    comparison = sc.gamma_one_comparison(fits.get("psnr"))
+    if comparison is not None:
+        print("\ndemo: the MSE law has a parameter at a bound (" + ", ".join(sc.params_at_bound(fits["psnr"]))
+              + "); the card law vs gamma = 1 on the same points (rayder-fit --compare kaplan,additive):\n"
+              + format_comparison(comparison))
     checks = [sc.check_learning(store, spec.name), sc.check_baseline(store, spec.name, bench),
               sc.check_size_matters(store, spec.name, bench), sc.check_overfit_mse(store, spec.name, bench),
               sc.check_frontier(n_frontier, minimum=20),
-              sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97),
+              sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison),
               sc.check_law(fits.get("ssim"), "1-SSIM", 0.93, False),
               sc.check_extrapolation_slope(fits.get("psnr"), store, spec.name, bench),
               sc.check_skips(store, spec.name)]

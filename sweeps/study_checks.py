@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fitting.compare import compare_laws
+
 
 @dataclass
 class Check:
@@ -190,15 +192,42 @@ def check_overfit_mse(store, sweep: str, bench: str) -> Check:
 
 
 def _at_bound(fit, name: str) -> bool:
+    """Is the estimate or an end of the 95% CI of `name` within 0.1% (relative to the bound, at least 1e-3) of a bound?
+    (Scale parameters bounded by 1e-30..1e30 are at a bound only near 1e-30 or 1e30.)"""
     lo, hi = fit.law.bounds.get(name, (-np.inf, np.inf))
-    tol = 1e-3 * max(1.0, abs(hi - lo) if np.isfinite(hi - lo) else 1.0)
-    return any(np.isfinite(b) and abs(v - b) <= tol for v in (fit.ci_low[name], fit.ci_high[name], fit.params[name])
-               for b in (lo, hi))
+    return any(np.isfinite(b) and abs(v - b) <= 1e-3 * max(1.0, abs(b))
+               for v in (fit.ci_low[name], fit.ci_high[name], fit.params[name]) for b in (lo, hi))
 
 
-def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str, ...] = ("alpha", "beta")) -> Check:
+def params_at_bound(fit) -> list[str]:
+    """Names of the fit's parameters whose estimate or bootstrap 95% CI touches one of the law's bounds."""
+    return [n for n in fit.params if n in fit.law.bounds and _at_bound(fit, n)]
+
+
+def gamma_one_comparison(fit) -> pd.DataFrame | None:
+    """When a parameter of the card law (`kaplan`) sits at a bound: AIC/BIC of the card law vs gamma = 1 (the
+    `additive` law) refitted on the same points (`rayder-fit --compare kaplan,additive`); None otherwise."""
+    if fit is None or fit.law.name != "kaplan" or fit.inputs is None or not params_at_bound(fit):
+        return None
+    points = pd.DataFrame({"C": fit.inputs[0], "D": fit.inputs[1], "y": fit.targets})
+    return compare_laws(points, ["kaplan", "additive"], ("C", "D"), "y", loo=False, lodo=False, progress=False)
+
+
+def _comparison_text(table: pd.DataFrame) -> str:
+    rows = {r["law"].split("[")[0]: r for _, r in table.iterrows()}
+    card, one = rows.get("kaplan"), rows.get("additive")
+    if card is None or one is None:
+        return ""
+    better = "the card law" if card["aic"] < one["aic"] else "gamma = 1"
+    return (f"AIC vs gamma = 1: card law {card['aic']:.1f}, gamma = 1 {one['aic']:.1f} (d_aic "
+            f"{abs(card['aic'] - one['aic']):.1f} in favour of {better})")
+
+
+def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str, ...] = ("alpha", "beta"),
+                         comparison: pd.DataFrame | None = None) -> Check:
     """Issue 23, target 2: R^2 >= target; each exponent's bootstrap 95% CI excludes 0, stays clear of its bounds
-    and is narrower than twice the estimate; L_inf has not drifted to 0; no parameter (or CI) at a bound."""
+    and is narrower than twice the estimate; L_inf has not drifted to 0; no parameter (or CI) at a bound. A
+    parameter at a bound is reported with `comparison` (`gamma_one_comparison`) when given."""
     name = f"{label} law identified"
     if fit is None:
         return Check(name, "not fitted", f"R^2 >= {r2_target}", None)
@@ -222,7 +251,9 @@ def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str
     bounded = [w for w in fit.warnings if "bound" in w]
     if bounded:
         problems.append(f"{len(bounded)} parameter(s) at a bound")
-    measured = ", ".join(parts) + (f"; {'; '.join(problems)}" if problems else "")
+    if comparison is not None and any("bound" in p for p in problems):
+        problems.append(_comparison_text(comparison))
+    measured = ", ".join(parts) + (f"; {'; '.join(p for p in problems if p)}" if problems else "")
     return Check(name, measured, f"R^2 >= {r2_target}; exponent CIs exclude 0, clear of bounds, < 2x estimate; "
                  "L_inf not at 0", not problems)
 

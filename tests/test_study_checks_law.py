@@ -3,12 +3,14 @@ on a case built to fail it (a stand-in store supplies `eval_points` and `train_l
 has; stand-in fits carry params, CIs, bounds, warnings and bootstrap rows)."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from fitting import fit_law
 from sweeps import study_checks as sc
 from sweeps.seed_check import compare_effective
 
@@ -141,3 +143,28 @@ def test_holdout_within_ten_percent_and_inside_band():
     assert sc.check_holdout_10(ok).ok is True
     assert sc.check_holdout_10(pd.DataFrame({"rel_err": [0.12], "inside": [True]})).ok is False
     assert sc.check_holdout_10(pd.DataFrame({"rel_err": [0.05], "inside": [False]})).ok is False
+
+
+def test_gamma_one_comparison_reported_only_for_a_law_at_a_bound():
+    """Points from an additive law (gamma = 1, seeded 1% noise): the card law fitted on them has nothing at a bound, so
+    no comparison is made; with beta's CI moved to its bound the check reports the AIC comparison, which favours
+    gamma = 1 (the extra parameter does not buy 2 units of log-likelihood), as an independent AIC by hand shows."""
+    rng = np.random.default_rng(0)
+    C, D = np.meshgrid(np.geomspace(10, 1e4, 8), np.array([16.0, 128.0, 1024.0]))
+    C, D = C.ravel(), D.ravel()
+    y = (0.01 + 0.5 * C ** -0.5 + 2.0 * D ** -0.8) * np.exp(rng.normal(0, 0.01, C.size))
+    fit = fit_law(pd.DataFrame({"C": C, "D": D, "y": y}), law="kaplan", x=["C", "D"], y="y", bootstrap=20, n_starts=8)
+    assert sc.params_at_bound(fit) == []
+    assert sc.gamma_one_comparison(fit) is None
+    bounded = dataclasses.replace(fit, ci_low={**fit.ci_low, "beta": 0.5}, ci_high={**fit.ci_high, "beta": 5.0})
+    assert "beta" in sc.params_at_bound(bounded)
+    table = sc.gamma_one_comparison(bounded)
+    assert sorted(table["k"]) == [6, 7]  # additive: 5 parameters + sigma; card law: 6 + sigma
+    additive = fit_law(pd.DataFrame({"C": C, "D": D, "y": y}), law="additive", x=["C", "D"], y="y", bootstrap=0,
+                       n_starts=8, delta=1e6)
+    r = np.log(y) - np.log(additive.predict(C, D))
+    aic = 2 * 6 + C.size * (np.log(2 * np.pi * np.mean(r * r)) + 1)
+    row = table[table["law"].str.startswith("additive")].iloc[0]
+    assert row["aic"] == pytest.approx(aic, rel=1e-3, abs=0.05)
+    check = sc.check_identified_law(bounded, "MSE", 0.97, comparison=table)
+    assert check.ok is False and "AIC vs gamma = 1" in check.measured and "in favour of gamma = 1" in check.measured
