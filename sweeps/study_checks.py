@@ -300,8 +300,23 @@ def check_extrapolation_slope(fit, store, sweep: str, bench: str, factor: float 
     law_slope = float(np.diff(np.log(np.asarray(pred, dtype=float)))[0] / np.log(1.01))
     improving = run_slope < -0.02
     ok = (not improving) or law_slope <= 0.25 * run_slope
-    return Check(name, f"law slope {law_slope:.3f} at {factor:g}x C_max vs last checkpoints {run_slope:.3f} "
-                 f"(D={int(d)})", "law slope >= 25% of the runs' while they still improve", bool(ok))
+    measured = f"law slope {law_slope:.3f} at {factor:g}x C_max vs last checkpoints {run_slope:.3f} (D={int(d)})"
+    stable_slope = _stable_lr_slope(top[top["run_id"] == run])
+    if stable_slope is not None and "decay" in set(last.get("lr_phase", pd.Series(dtype=str)).dropna()):
+        # the last two checkpoints straddle the LR decay: say what the runs do at constant LR too (not the criterion)
+        measured += f"; the last two constant-LR checkpoints: {stable_slope:.3f}"
+    return Check(name, measured, "law slope >= 25% of the runs' while they still improve", bool(ok))
+
+
+def _stable_lr_slope(run_points: pd.DataFrame) -> float | None:
+    """d log MSE / d log C between a run's last two checkpoints in the constant-LR ('stable') phase, or None."""
+    if "lr_phase" not in run_points.columns:
+        return None
+    stable = run_points[run_points["lr_phase"] == "stable"].sort_values("compute_gflop").tail(2)
+    if len(stable) < 2:
+        return None
+    c, m = stable["compute_gflop"].to_numpy(), _mse(stable["value"])
+    return float(np.diff(np.log(m))[0] / np.diff(np.log(c))[0])
 
 
 def check_holdout_10(summary: pd.DataFrame | None) -> Check:

@@ -136,6 +136,14 @@ def test_extrapolation_slope_check():
     assert sc.check_extrapolation_slope(steep, store, "demo", "b").ok is True
     check = sc.check_extrapolation_slope(flat, store, "demo", "b")
     assert check.ok is False and "vs last checkpoints -0.500" in check.measured
+    assert "constant-LR" not in check.measured  # no LR phases recorded
+    # the last checkpoint after an LR decay that steepens the drop: the constant-LR slope is reported beside it
+    decayed = _study(lambda p, D, C, s: 0.2 * C ** -0.5 * (0.5 if C == p * 800 else 1.0))
+    store = _Store(decayed)
+    store.df["lr_phase"] = np.where(store.df["step"] == 800, "decay", "stable")
+    check = sc.check_extrapolation_slope(flat, store, "demo", "b")
+    # closed forms: last two checkpoints (400 -> 800 steps): log(0.5 x 2^-0.5) / log 2 = -1.5; constant LR: -0.5
+    assert "vs last checkpoints -1.500" in check.measured and "constant-LR checkpoints: -0.500" in check.measured
 
 
 def test_holdout_within_ten_percent_and_inside_band():
