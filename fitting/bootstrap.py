@@ -79,7 +79,7 @@ def bootstrap_ci(law: Law, est: dict[str, float], boot: np.ndarray, ci: float,
 def ci_edge_notes(law: Law, free: list[str], ci_low: dict[str, float], ci_high: dict[str, float],
                   ci: float) -> list[str]:
     """Warnings for free parameters whose CI reaches the edge of the law's allowed range (an end within
-    CI_EDGE_FRACTION of the range, in log space for positive constants; e.g. beta's CI [0.87, 4.99] of range [0, 5]):
+    CI_EDGE_FRACTION of the range, in log space for positive constants and positive ranges such as gamma's; e.g. beta's CI [0.87, 4.99] of range [0, 5]):
     the data do not bound the parameter on that side. Worded without "bound" (sweeps.study_checks counts warnings
     containing that word as parameters at a bound)."""
     notes = []
@@ -88,7 +88,9 @@ def ci_edge_notes(law: Law, free: list[str], ci_low: dict[str, float], ci_high: 
         lo, hi = ci_low.get(n, float("nan")), ci_high.get(n, float("nan"))
         if not (np.isfinite(lo) and np.isfinite(hi)):
             continue
-        f = (lambda v: math.log(max(v, 1e-300))) if n in law.log_params else (lambda v: v)
+        # log space for positive constants and for ranges with a positive lower bound (gamma's 0.05..20: linearly,
+        # 1% of that range would call a CI starting at 0.24 "at the edge 0.05")
+        f = (lambda v: math.log(max(v, 1e-300))) if n in law.log_params or lo_b > 0 else (lambda v: v)
         tol = CI_EDGE_FRACTION * (f(hi_b) - f(lo_b))
         ends = [f"{'lower' if side == 0 else 'upper'} end {edge:g}" for side, (edge, v) in
                 enumerate(((lo_b, lo), (hi_b, hi))) if abs(f(v) - f(edge)) <= tol]

@@ -217,6 +217,10 @@ def test_ci_reaching_the_edge_of_a_range_warns_without_saying_bound():
     assert len(notes) == 2 and "beta [0.87, 4.99] reaches the upper end 5" in notes[0]
     assert "L_inf" in notes[1] and "lower end 1e-30" in notes[1] and not any("bound" in n for n in notes)
     assert ci_edge_notes(law, ["beta"], {"beta": 0.87}, {"beta": 4.0}, 0.95) == []
+    # gamma's range 0.05..20 is judged in log space: [0.2444, 0.7153] (a measured fit) is 5x above the edge 0.05
+    assert ci_edge_notes(law, ["gamma"], {"gamma": 0.2444}, {"gamma": 0.7153}, 0.95) == []
+    assert "gamma [0.051, 0.7] reaches the lower end 0.05" in ci_edge_notes(law, ["gamma"], {"gamma": 0.051},
+                                                                             {"gamma": 0.7}, 0.95)[0]
 
 
 # ------------------------------------------------------------------------------------------------ one entry point
