@@ -79,8 +79,8 @@ def bootstrap_ci(law: Law, est: dict[str, float], boot: np.ndarray, ci: float,
 def ci_edge_notes(law: Law, free: list[str], ci_low: dict[str, float], ci_high: dict[str, float],
                   ci: float) -> list[str]:
     """Warnings for free parameters whose CI reaches the edge of the law's allowed range (an end within
-    CI_EDGE_FRACTION of the range, in log space for positive constants and positive ranges such as gamma's; e.g. beta's CI [0.87, 4.99] of range [0, 5]):
-    the data do not bound the parameter on that side. Worded without "bound" (sweeps.study_checks counts warnings
+    CI_EDGE_FRACTION of the range, in log space for positive constants and for positive ranges such as gamma's; e.g.
+    beta's CI [0.87, 4.99] of range [0, 5]): the data do not bound the parameter on that side. Worded without "bound" (sweeps.study_checks counts warnings
     containing that word as parameters at a bound)."""
     notes = []
     for n in free:

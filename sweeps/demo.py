@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from fitting import FitOptions, StudyOptions
-from fitting.compare import format_comparison
 from fitting import fit_study as fit_points
+from fitting.compare import format_comparison
 from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
 from fitting.study import format_selection
 from rayder_core.store import ResultsStore

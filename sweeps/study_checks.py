@@ -291,8 +291,7 @@ def check_extrapolation_slope(fit, store, sweep: str, bench: str, factor: float 
     last = top[top["run_id"] == run].sort_values("compute_gflop").tail(2)
     if len(last) < 2:
         return Check(name, "the largest run has < 2 evaluations", "", None)
-    c, m = last["compute_gflop"].to_numpy(), _mse(last["value"])
-    run_slope = float(np.diff(np.log(m))[0] / np.diff(np.log(c))[0])
+    run_slope = _log_slope(last)
     d = float(top["D"].iloc[0])
     c_max = float(pts["compute_gflop"].max())
     cs = np.array([c_max * factor, c_max * factor * 1.01])
@@ -313,9 +312,12 @@ def _stable_lr_slope(run_points: pd.DataFrame) -> float | None:
     if "lr_phase" not in run_points.columns:
         return None
     stable = run_points[run_points["lr_phase"] == "stable"].sort_values("compute_gflop").tail(2)
-    if len(stable) < 2:
-        return None
-    c, m = stable["compute_gflop"].to_numpy(), _mse(stable["value"])
+    return _log_slope(stable) if len(stable) == 2 else None
+
+
+def _log_slope(two: pd.DataFrame) -> float:
+    """d log MSE / d log C between two eval rows (compute_gflop ascending; PSNR in `value`)."""
+    c, m = two["compute_gflop"].to_numpy(), _mse(two["value"])
     return float(np.diff(np.log(m))[0] / np.diff(np.log(c))[0])
 
 
