@@ -16,13 +16,18 @@ A grid file has these top-level keys (every error names the file and the dotted 
                                     # recorded with its family (store column runs.family; `rayder-fit --family`)
       family_overrides: {erayzer: {model: {patch: 4}}} # TrainConfig keys that differ per family (optional);
                                     # applied after preset_overrides: base < preset_overrides < family_overrides
+      steps: [1000, 2000, 4000]     # optional run-length axis (optimizer steps; Chinchilla approach 1), or per
+                                    # fraction: {0.01: [1000], 1.0: [1000, 2000, 4000]}; base.optim's WSD decay
+                                    # (decay_start, decay_halve_every, given for base.steps) scales with each length
+      exclude:                      # optional: grid points not run, matched on preset / fraction / seed / steps
+        - {preset: L, steps: 4000}  # (a value or a list each); an entry that matches nothing is an error
     holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
       - {preset: L, fraction: 1.0, set: {steps: 400000}}   # recorded as sweep `<name>-holdout`
     slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
     local: {...}                # LocalSpec: how many runs at once on the local executor
 
 The grid axes own `model.preset`, `data.fraction`, `seed`, `sweep` and `out_dir` (and `model.family` when
-`grid.families` is given): setting them in `base` is an error. Without `grid.families` the family is `base.model.family`
+`grid.families` is given, `steps` outside `base` when `grid.steps` is): setting them in `base` is an error. Without `grid.families` the family is `base.model.family`
 (default rayder), and an ablation may switch it (`ablations: {erayzer: {family: erayzer}}`). With it, runs of every
 family share the sweep name (the store's `runs.family` tells them apart) and every preset must exist in every family.
 """
@@ -41,9 +46,13 @@ from rayder_core.train_config import TrainConfig
 from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml
 
 
+EXCLUDE_KEYS = ("preset", "fraction", "seed", "steps")
+
+
 @dataclass
 class GridAxes:
-    """The axes of the grid; runs are their Cartesian product (ablations x presets x fractions x seeds)."""
+    """The axes of the grid; runs are their Cartesian product (ablations x presets x fractions x seeds x steps),
+    less the `exclude`d points."""
 
     presets: list[str]
     fractions: list[float]
@@ -52,8 +61,61 @@ class GridAxes:
     include_baseline: bool = True       # with ablations: also run the un-ablated model
     families: list[str] | None = None   # model-family axis (None: the family of base.model)
     family_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> TrainConfig keys
+    steps: list[int] | dict[float, list[int]] | None = None  # run lengths: every point, or per fraction
+    exclude: list[dict[str, Any]] = field(default_factory=list)  # points not run: {preset, fraction, seed, steps}
+
+    def lengths(self, fraction: float) -> list[int | None]:
+        """Run lengths (optimizer steps) of the grid points at `fraction`; [None]: base.steps (no steps axis)."""
+        if self.steps is None:
+            return [None]
+        if isinstance(self.steps, dict):
+            return next(v for f, v in self.steps.items() if abs(float(f) - fraction) <= 1e-12)
+        return list(self.steps)
+
+    def excluded(self, point: dict[str, Any]) -> int | None:
+        """Index of the first `exclude` entry that matches `point` (keys of EXCLUDE_KEYS), or None."""
+        for i, entry in enumerate(self.exclude):
+            if all(_matches(point[k], v) for k, v in entry.items()):
+                return i
+        return None
+
+    def _check_lengths(self) -> None:
+        def check(values: Any, key: str) -> None:
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{key}: expected a non-empty list of run lengths (optimizer steps), got {values!r}")
+            for i, v in enumerate(values):
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise ValueError(f"{key}[{i}]: a run length must be a positive integer, got {v!r}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} has duplicates: {values}")
+        if self.steps is None:
+            return
+        if isinstance(self.steps, list):
+            check(self.steps, "steps")
+            return
+        by_fraction = {}
+        for f, values in self.steps.items():
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not any(
+                    abs(float(f) - g) <= 1e-12 for g in self.fractions):
+                raise ValueError(f"steps.{f}: not a fraction of grid.fractions {self.fractions}")
+            check(values, f"steps.{f}")
+            by_fraction[float(f)] = values
+        missing = [g for g in self.fractions if not any(abs(g - f) <= 1e-12 for f in by_fraction)]
+        if missing:
+            raise ValueError(f"steps: no run lengths for fraction(s) {missing} (give every fraction of grid.fractions)")
+        self.steps = by_fraction
+
+    def _check_exclude(self) -> None:
+        for i, entry in enumerate(self.exclude):
+            if not isinstance(entry, dict) or not entry:
+                raise ValueError(f"exclude[{i}]: expected a mapping of {list(EXCLUDE_KEYS)}, got {entry!r}")
+            bad = [k for k in entry if k not in EXCLUDE_KEYS]
+            if bad:
+                raise ValueError(f"exclude[{i}].{bad[0]}: unknown key; choose from {list(EXCLUDE_KEYS)}")
 
     def __post_init__(self) -> None:
+        self._check_lengths()
+        self._check_exclude()
         if self.families is not None:
             if not self.families or len(set(self.families)) != len(self.families):
                 raise ValueError(f"families must list distinct families, got {self.families}")
@@ -176,11 +238,16 @@ class HoldoutRun:
     preset: str
     fraction: float = 1.0
     seed: int = 0
-    set: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys that differ from base, e.g. {steps: 2000}
+    steps: int | None = None  # run length (None: base.steps); base.optim's WSD decay scales with it as in grid.steps
+    set: dict[str, Any] = field(default_factory=dict)  # other TrainConfig keys that differ from base
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError(f"steps must be > 0, got {self.steps}")
+        if self.steps is not None and "steps" in self.set:
+            raise ValueError("steps given twice (steps and set.steps): keep one")
 
 
 @dataclass
@@ -219,28 +286,44 @@ class SweepSpec:
         return [(f, _deep_merge({"model": {"family": f}}, self.grid.family_overrides.get(f, {})))
                 for f in self.grid.families]
 
+    def points(self) -> list[dict[str, Any]]:
+        """The grid's points before ablations and families: {preset, fraction, seed, steps} (steps None: base.steps),
+        in a stable order, `exclude`d points left out."""
+        out = []
+        for preset, fraction, seed in itertools.product(self.grid.presets, self.grid.fractions, self.grid.seeds):
+            for steps in self.grid.lengths(fraction):
+                point = {"preset": preset, "fraction": fraction, "seed": seed, "steps": steps}
+                if self.grid.excluded(point) is None:
+                    out.append(point)
+        return out
+
     def runs(self) -> list[TrainConfig]:
-        """One validated TrainConfig per grid point, in a stable order (family, ablation, preset, fraction, seed)."""
+        """One validated TrainConfig per grid point, in a stable order (family, ablation, preset, fraction, seed,
+        steps)."""
         variants: list[tuple[str | None, dict[str, Any]]] = []
         if self.grid.include_baseline:
             variants.append((None, {}))
         variants += list(self.grid.ablations.items())
         out_dir = str(Path(self.out_dir).expanduser().absolute())
         configs: list[TrainConfig] = []
-        for (family, family_model), (ablation, model_overrides), preset, fraction, seed in itertools.product(
-                self.family_models(), variants, self.grid.presets, self.grid.fractions, self.grid.seeds):
+        for (family, family_model), (ablation, model_overrides), point in itertools.product(
+                self.family_models(), variants, self.points()):
+            preset, fraction, seed, steps = point["preset"], point["fraction"], point["seed"], point["steps"]
             mapping = _deep_merge(_deep_merge(self.base, self.preset_overrides.get(preset, {})), family_model)
+            mapping = with_length(mapping, steps)
             mapping["model"] = {**mapping.get("model", {}), "preset": preset, **model_overrides}
             mapping.setdefault("data", {})["fraction"] = fraction
             mapping["seed"] = seed
             mapping["sweep"] = self.name if ablation is None else f"{self.name}-{ablation}"
             mapping["out_dir"] = out_dir
             where = f"grid point preset={preset} fraction={fraction:g} seed={seed}" + (
-                f" ablation={ablation}" if ablation else "") + (f" family={family}" if family else "")
+                f" steps={steps}" if steps else "") + (f" ablation={ablation}" if ablation else "") + (
+                f" family={family}" if family else "")
             configs.append(_train_config(mapping, f"{self.source} ({where})"))
         for (family, family_model), (i, h) in itertools.product(self.family_models(), enumerate(self.holdout)):
             mapping = _deep_merge(_deep_merge(_deep_merge(self.base, self.preset_overrides.get(h.preset, {})),
                                               family_model), h.set)
+            mapping = with_length(mapping, h.steps)
             mapping["model"] = {**mapping.get("model", {}), "preset": h.preset}
             mapping.setdefault("data", {})["fraction"] = h.fraction
             mapping["seed"] = h.seed
@@ -271,6 +354,33 @@ class SweepSpec:
 
 _GRID_OWNED = {("model", "preset"): "grid.presets", ("data", "fraction"): "grid.fractions",
                ("seed",): "grid.seeds", ("sweep",): "name", ("out_dir",): "out_dir"}
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    """Does a grid point's value equal `wanted` (or one of its items)? Fractions compare as floats."""
+    options = wanted if isinstance(wanted, list) else [wanted]
+    if isinstance(value, float):
+        return any(isinstance(w, (int, float)) and not isinstance(w, bool) and abs(float(w) - value) <= 1e-12
+                   for w in options)
+    return value in options
+
+
+def with_length(mapping: dict[str, Any], steps: int | None) -> dict[str, Any]:
+    """`mapping` (TrainConfig keys) trained for `steps` optimizer steps (None: unchanged). The WSD decay of
+    `optim` is given for the mapping's own `steps` (default 1000); it scales with the length so that every run
+    decays over the same share of its steps to the same final LR (warmup is kept)."""
+    if steps is None:
+        return mapping
+    out = copy.deepcopy(mapping)
+    ref = out.get("steps", TrainConfig.steps)
+    optim = out.get("optim", {})
+    if isinstance(optim, dict) and optim.get("decay_start") is not None and isinstance(ref, int) and ref > 0:
+        scale = steps / ref
+        optim["decay_start"] = int(round(optim["decay_start"] * scale))
+        if optim.get("decay_halve_every") is not None:
+            optim["decay_halve_every"] = max(1, int(round(optim["decay_halve_every"] * scale)))
+    out["steps"] = steps
+    return out
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -372,6 +482,11 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
         for _fam, model in spec.family_models():
             _check_train_section(_deep_merge(model, h.set) if model else h.set, source,
                                  f"holdout[{i}].set", [h.preset])
+    if spec.grid.steps is not None:
+        for preset, overrides in spec.preset_overrides.items():
+            if isinstance(overrides, dict) and "steps" in overrides:
+                raise ConfigError(f"{source}: preset_overrides.{preset}.steps: set by the grid (grid.steps), not here")
+    _check_exclude_matches(spec, source)
     for preset, overrides in spec.slurm.per_preset.items():
         if preset not in spec.grid.presets:
             raise ConfigError(f"{source}: slurm.per_preset.{preset}: not a preset of grid.presets "
@@ -380,6 +495,19 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
             raise ConfigError(f"{source}: slurm.per_preset.{preset}: expected a mapping of slurm keys")
         spec.slurm_for(preset)  # validates the merged block
     return spec
+
+
+def _check_exclude_matches(spec: SweepSpec, source: str) -> None:
+    """Every `grid.exclude` entry must match a point of the full grid (a typo would silently run it), and something
+    must be left to run."""
+    full = [{"preset": p, "fraction": f, "seed": s, "steps": n}
+            for p, f, s in itertools.product(spec.grid.presets, spec.grid.fractions, spec.grid.seeds)
+            for n in spec.grid.lengths(f)]
+    for i, entry in enumerate(spec.grid.exclude):
+        if not any(all(_matches(point[k], v) for k, v in entry.items()) for point in full):
+            raise ConfigError(f"{source}: grid.exclude[{i}]: matches no grid point ({entry})")
+    if not spec.points():
+        raise ConfigError(f"{source}: grid.exclude: every grid point is excluded")
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:

@@ -129,21 +129,58 @@ def test_seed_comparison_inside_and_outside():
 
 
 def test_extrapolation_slope_check():
-    rows = _study(lambda p, D, C, s: 0.2 * C ** -0.5)  # the runs still improve with slope -0.5 in log-log
+    rows = _study(lambda p, D, C, s: 0.2 * C ** -0.5)  # the frontier still falls with slope -0.5 in log-log
     store = _Store(rows)
     steep = SimpleNamespace(predict=lambda C, D: 0.2 * np.asarray(C) ** -0.4)
     flat = SimpleNamespace(predict=lambda C, D: 0.01 + 0.0 * np.asarray(C))
     assert sc.check_extrapolation_slope(steep, store, "demo", "b").ok is True
     check = sc.check_extrapolation_slope(flat, store, "demo", "b")
-    assert check.ok is False and "vs last checkpoints -0.500" in check.measured
-    assert "constant-LR" not in check.measured  # no LR phases recorded
-    # the last checkpoint after an LR decay that steepens the drop: the constant-LR slope is reported beside it
+    assert check.ok is False and "vs the frontier's -0.500" in check.measured
+    assert "last two checkpoints -0.500" in check.measured and "constant LR" not in check.measured  # no LR phases
+    # a frontier that has stopped falling: a flat law is then no defect
+    done = _Store(_study(lambda p, D, C, s: 0.01))
+    assert sc.check_extrapolation_slope(flat, done, "demo", "b").ok is True
+    # each run's last checkpoint after an LR decay that halves its MSE: that run's last two checkpoints fall at
+    # log(0.5 x 2^-0.5) / log 2 = -1.5 (constant LR: -0.5), but the law is compared with the frontier's slope
     decayed = _study(lambda p, D, C, s: 0.2 * C ** -0.5 * (0.5 if C == p * 800 else 1.0))
     store = _Store(decayed)
     store.df["lr_phase"] = np.where(store.df["step"] == 800, "decay", "stable")
     check = sc.check_extrapolation_slope(flat, store, "demo", "b")
-    # closed forms: last two checkpoints (400 -> 800 steps): log(0.5 x 2^-0.5) / log 2 = -1.5; constant LR: -0.5
-    assert "vs last checkpoints -1.500" in check.measured and "constant-LR checkpoints: -0.500" in check.measured
+    assert "last two checkpoints -1.500 (constant LR: -0.500)" in check.measured
+
+
+def test_frontier_top_slope_against_brute_force():
+    """Slope of the running-minimum frontier over the top 4x of C: a least-squares line through the frontier points,
+    found here by an O(n^2) dominance test and the normal equations."""
+    rng = np.random.default_rng(3)
+    rows = _study(lambda p, D, C, s: 0.01 + 0.3 * (C / p ** 0.5) ** -0.6 * np.exp(rng.normal(0, 0.05)),
+                  ds=(1024,), steps=(100, 150, 200, 300, 400, 600, 800))
+    pts = pd.DataFrame(rows, columns=["run_id", "preset", "params", "D", "step", "compute_gflop", "value"])
+    c, m = pts["compute_gflop"].to_numpy(float), 10 ** (-pts["value"].to_numpy(float) / 10)
+    front = [i for i in range(len(c)) if not any(c[j] <= c[i] and m[j] <= m[i] and (c[j], m[j]) != (c[i], m[i])
+                                                 for j in range(len(c)))]
+    front = [i for i in front if c[i] >= c[front].max() / 4]
+    X = np.c_[np.ones(len(front)), np.log(c[front])]
+    expected = np.linalg.solve(X.T @ X, X.T @ np.log(m[front]))[1]
+    assert sc.frontier_top_slope(pts) == pytest.approx(expected, rel=1e-9)
+
+
+def test_checks_compare_presets_and_data_sizes_at_one_run_length():
+    """A grid with several run lengths at D = 1024 (w16 and w32 at 400 and 800 steps, w64 at 400 only): presets are
+    compared at 400 steps, the longest length all ran, not at each preset's longest run."""
+    law = lambda p, D, C, s: 0.01 + 0.2 * (C / p ** 0.6) ** -0.5 + 1.0 / D  # noqa: E731
+    rows = _study(law, ds=(16,), steps=(100, 200, 400))
+    for preset, params, lengths in (("w16", 1, (400, 800)), ("w32", 4, (400, 800)), ("w64", 16, (400,))):
+        for n in lengths:
+            rows += [(f"{preset}-1024-n{n}", preset, params, 1024, s, params * s, _psnr(law(params, 1024, params * s, 0)))
+                     for s in (100, n // 2, n)]
+    table = sc.final_mse_by_preset(_Store(rows), "demo", "b")
+    assert list(table["steps"]) == [400] * 3 and list(table["runs"]) == [1, 1, 1]
+    expected = [law(p, 1024, p * 400, 0) for p in (1, 4, 16)]
+    assert table["mean"].to_numpy() == pytest.approx(expected, rel=1e-9)
+    check = sc.check_overfit_mse(_Store(rows), "demo", "b")  # D = 16 ran 400 steps: compared with D = 1024 at 400
+    for p in (1, 4, 16):
+        assert f"held-out MSE {law(p, 16, p * 400, 0):.5f} vs {law(p, 1024, p * 400, 0):.5f}" in check.measured
 
 
 def test_holdout_within_ten_percent_and_inside_band():

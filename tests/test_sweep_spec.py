@@ -45,13 +45,21 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_the_mup_ladder_by_three_fractions_plus_a_holdout():
+def test_demo_grid_is_the_mup_ladder_by_four_fractions_and_several_lengths_plus_a_holdout():
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
     runs = [r for r in spec.runs() if r.sweep == "demo"]
     held = [r for r in spec.runs() if r.sweep == "demo-holdout"]
-    assert len(runs) == 9 and {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
+    assert {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
     assert all(r.model["parametrization"] == "mup" and r.model["mup_base_width"] == 16 for r in runs)
-    assert sorted({r.data.fraction for r in runs}) == [1 / 64, 1 / 8, 1.0]  # D = 16 / 128 / 1024 of 1024 clips
+    assert sorted({r.data.fraction for r in runs}) == [1 / 64, 1 / 16, 1 / 4, 1.0]  # D = 16 / 64 / 256 / 1024
+    # run lengths: 1000 steps at D <= 64, 1000 / 2000 at 256, 1000 / 2000 / 4000 at 1024 (w64 not 4000: held out)
+    cells = {(r.model["preset"], r.data.fraction, r.steps) for r in runs}
+    assert len(runs) == len(cells) == 20
+    assert {n for p, f, n in cells if p == "tiny-w16" and f == 1.0} == {1000, 2000, 4000}
+    assert {n for p, f, n in cells if p == "tiny-w64" and f == 1.0} == {1000, 2000}
+    assert {n for p, f, n in cells if f == 1 / 64} == {1000}
+    for r in runs:  # one WSD shape: constant LR, then halving 4 times over the last 20% of every length
+        assert r.optim.decay_start == 0.8 * r.steps and r.optim.decay_halve_every * 4 == 0.2 * r.steps, r.run_id
     assert all(r.model["preset"] in PRESETS for r in runs)
     # the primary (first) NVS benchmark is the in-distribution set; the held-out families get their own law
     assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "re10k-synth"]
@@ -60,9 +68,43 @@ def test_demo_grid_is_the_mup_ladder_by_three_fractions_plus_a_holdout():
         steps = r.eval.steps_for(r.steps)
         assert len(steps) >= 6 and min(steps) > r.optim.warmup_steps, r.run_id
         assert r.optim.skip_grad_factor is None  # the grad-spike rule is off
-    # the held-out run goes beyond the grid: the next width (more compute per step), the largest D
-    assert len(held) == 1 and held[0].model["preset"] == "tiny-w128"
-    assert held[0].data.fraction == max(r.data.fraction for r in runs)
+    # the held-out run goes beyond the grid: 2x the largest run's steps at the largest width and D, same WSD shape
+    assert len(held) == 1 and held[0].model["preset"] == "tiny-w64" and held[0].steps == 4000
+    assert held[0].data.fraction == 1.0 and held[0].optim.decay_start == 3200
+
+
+def test_run_length_axis_scales_the_schedule_and_excludes_points(tmp_path):
+    base = {"steps": 100, "data": {"resolution": 32}, "optim": {"decay_start": 80, "decay_halve_every": 5}}
+    spec = spec_from_mapping(_grid(base=base, grid={"presets": ["tiny-xs", "tiny-s"], "fractions": [0.1, 1.0],
+                                                    "steps": {0.1: [50], 1.0: [50, 200]},
+                                                    "exclude": [{"preset": "tiny-s", "steps": 200}]}))
+    runs = spec.runs()
+    assert sorted((r.model["preset"], r.data.fraction, r.steps) for r in runs) == [
+        ("tiny-s", 0.1, 50), ("tiny-s", 1.0, 50), ("tiny-xs", 0.1, 50), ("tiny-xs", 1.0, 50), ("tiny-xs", 1.0, 200)]
+    by_steps = {r.steps: (r.optim.decay_start, r.optim.decay_halve_every) for r in runs}
+    assert by_steps == {50: (40, 2), 200: (160, 10)}  # 80 x 0.5 / 2, round(5 x 0.5) = 2 (banker's), 5 x 2
+    assert len({r.run_id for r in runs}) == 5
+    # a plain list is an axis for every fraction; a grid without it keeps base.steps and the old run ids
+    flat = spec_from_mapping(_grid(base=base, grid={"presets": ["tiny-xs"], "fractions": [1.0], "steps": [100, 300]}))
+    assert [r.steps for r in flat.runs()] == [100, 300]
+    plain = spec_from_mapping(_grid(base=base, grid={"presets": ["tiny-xs"], "fractions": [1.0]}))
+    assert flat.runs()[0].run_id == plain.runs()[0].run_id  # the base length is the same run
+
+
+@pytest.mark.parametrize("grid, key", [
+    ({"steps": {0.1: [50]}}, "no run lengths for fraction"),
+    ({"steps": {0.5: [50], 0.1: [50], 1.0: [50]}}, "steps.0.5: not a fraction"),
+    ({"steps": [50, 50]}, "duplicates"),
+    ({"steps": [0]}, "positive integer"),
+    ({"exclude": [{"preset": "tiny-b"}]}, "grid.exclude[0]: matches no grid point"),
+    ({"exclude": [{"width": 3}]}, "exclude[0].width: unknown key"),
+    ({"exclude": [{"preset": ["tiny-xs", "tiny-s"]}]}, "every grid point is excluded"),
+])
+def test_run_length_axis_errors_name_the_key(tmp_path, grid, key):
+    data = _grid(grid={"presets": ["tiny-xs", "tiny-s"], "fractions": [0.1, 1.0], **grid})
+    with pytest.raises(ConfigError, match=None) as exc:
+        load_spec(_write(tmp_path, data))
+    assert key in str(exc.value) and "g.yaml" in str(exc.value)
 
 
 def test_expansion_and_identity(tmp_path):
