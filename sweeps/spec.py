@@ -20,7 +20,7 @@ A grid file has these top-level keys (every error names the file and the dotted 
                                     # fraction: {0.01: [1000], 1.0: [1000, 2000, 4000]}; base.optim's WSD decay
                                     # (decay_start, decay_halve_every, given for base.steps) scales with each length
       exclude:                      # optional: grid points not run, matched on preset / fraction / seed / steps
-        - {preset: L, steps: 4000}  # (a value or a list each); an entry that matches nothing is an error
+        - {preset: L, steps: 4000}  # (a value or a list each)
     holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
       - {preset: L, fraction: 1.0, set: {steps: 400000}}   # recorded as sweep `<name>-holdout`
     slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
@@ -486,7 +486,7 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
         for preset, overrides in spec.preset_overrides.items():
             if isinstance(overrides, dict) and "steps" in overrides:
                 raise ConfigError(f"{source}: preset_overrides.{preset}.steps: set by the grid (grid.steps), not here")
-    _check_exclude_matches(spec, source)
+    _check_exclude_matches(spec, source, set(PRESETS))
     for preset, overrides in spec.slurm.per_preset.items():
         if preset not in spec.grid.presets:
             raise ConfigError(f"{source}: slurm.per_preset.{preset}: not a preset of grid.presets "
@@ -497,15 +497,14 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
     return spec
 
 
-def _check_exclude_matches(spec: SweepSpec, source: str) -> None:
-    """Every `grid.exclude` entry must match a point of the full grid (a typo would silently run it), and something
-    must be left to run."""
-    full = [{"preset": p, "fraction": f, "seed": s, "steps": n}
-            for p, f, s in itertools.product(spec.grid.presets, spec.grid.fractions, spec.grid.seeds)
-            for n in spec.grid.lengths(f)]
+def _check_exclude_matches(spec: SweepSpec, source: str, known_presets: set[str]) -> None:
+    """`grid.exclude` names known presets (a typo would silently run the point) and leaves something to run. An entry
+    may match nothing (`--set grid.steps=[400]` keeps the file's exclusions valid)."""
     for i, entry in enumerate(spec.grid.exclude):
-        if not any(all(_matches(point[k], v) for k, v in entry.items()) for point in full):
-            raise ConfigError(f"{source}: grid.exclude[{i}]: matches no grid point ({entry})")
+        names = entry.get("preset", [])
+        for name in names if isinstance(names, list) else [names]:
+            if name not in known_presets:
+                raise ConfigError(f"{source}: grid.exclude[{i}].preset: unknown model preset {name!r}")
     if not spec.points():
         raise ConfigError(f"{source}: grid.exclude: every grid point is excluded")
 

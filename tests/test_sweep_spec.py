@@ -96,7 +96,7 @@ def test_run_length_axis_scales_the_schedule_and_excludes_points(tmp_path):
     ({"steps": {0.5: [50], 0.1: [50], 1.0: [50]}}, "steps.0.5: not a fraction"),
     ({"steps": [50, 50]}, "duplicates"),
     ({"steps": [0]}, "positive integer"),
-    ({"exclude": [{"preset": "tiny-b"}]}, "grid.exclude[0]: matches no grid point"),
+    ({"exclude": [{"preset": "tiny-w46"}]}, "grid.exclude[0].preset: unknown model preset 'tiny-w46'"),
     ({"exclude": [{"width": 3}]}, "exclude[0].width: unknown key"),
     ({"exclude": [{"preset": ["tiny-xs", "tiny-s"]}]}, "every grid point is excluded"),
 ])
