@@ -4,6 +4,7 @@ law on the in-distribution set, a second MSE law on the held-out texture familie
 The store is the demo-shaped synthetic store of tests/test_first_hour.py (MSE from a known law plus noise)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from rayder_core.store import ResultsStore
@@ -43,6 +44,14 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
         0.005 < fit.ci_low[e] and fit.ci_high[e] < 4.995 and fit.ci_high[e] - fit.ci_low[e] < 2 * fit.params[e]
         for e in ("alpha", "beta"))
     assert law.ok == expected
+    # a primary law with a parameter at a bound: the AIC comparison against gamma = 1 is printed and stored as
+    # `rayder-fit --compare kaplan,additive` stores it (one row per law, on the law's own points)
+    bounded = dataclasses.replace(fit, ci_high={**fit.ci_high, "beta": fit.law.bounds["beta"][1]})
+    demo.validate_and_check(spec, {**fits, "psnr": bounded}, n_frontier)
+    table = ResultsStore(db).law_comparisons("psnr")
+    assert sorted(t.split("[")[0] for t in table["law"]) == ["additive", "kaplan"]
+    assert set(table["sweep"]) == {"demo"} and set(table["n_points"]) == {len(fit.targets)}
+    assert "the card law vs gamma = 1" in capsys.readouterr().out
 
 
 def test_demo_without_validate_drops_holdout_runs() -> None:
