@@ -105,6 +105,11 @@ def test_run_length_axis_errors_name_the_key(tmp_path, grid, key):
     with pytest.raises(ConfigError, match=None) as exc:
         load_spec(_write(tmp_path, data))
     assert key in str(exc.value) and "g.yaml" in str(exc.value)
+    # with a run-length axis the grid owns the length: a per-preset `steps` would be overwritten silently
+    data = _grid(grid={"presets": ["tiny-xs"], "fractions": [1.0], "steps": [50]},
+                 preset_overrides={"tiny-xs": {"steps": 80}})
+    with pytest.raises(ConfigError, match=r"g.yaml: preset_overrides.tiny-xs.steps: set by the grid \(grid.steps\)"):
+        load_spec(_write(tmp_path, data))
 
 
 def test_expansion_and_identity(tmp_path):
