@@ -45,21 +45,14 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_the_mup_ladder_by_three_fractions_and_several_lengths_plus_a_holdout():
+def test_demo_grid_is_the_mup_ladder_by_three_fractions_plus_a_compute_optimal_holdout():
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
     runs = [r for r in spec.runs() if r.sweep == "demo"]
     held = [r for r in spec.runs() if r.sweep == "demo-holdout"]
-    assert {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
+    assert len(runs) == 9 and {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
     assert all(r.model["parametrization"] == "mup" and r.model["mup_base_width"] == 16 for r in runs)
-    assert sorted({r.data.fraction for r in runs}) == [1 / 64, 1 / 4, 1.0]  # D = 16 / 256 / 1024 of 1024 clips
-    # run lengths: 1000 steps at D = 16, 1000 / 2000 at 256, 1000 / 2000 / 4000 at 1024 (w64 not 4000: held out)
-    cells = {(r.model["preset"], r.data.fraction, r.steps) for r in runs}
-    assert len(runs) == len(cells) == 17
-    assert {n for p, f, n in cells if p == "tiny-w16" and f == 1.0} == {1000, 2000, 4000}
-    assert {n for p, f, n in cells if p == "tiny-w64" and f == 1.0} == {1000, 2000}
-    assert {n for p, f, n in cells if f == 1 / 64} == {1000}
-    for r in runs:  # one WSD shape: constant LR, then halving 4 times over the last 20% of every length
-        assert r.optim.decay_start == 0.8 * r.steps and r.optim.decay_halve_every * 4 == 0.2 * r.steps, r.run_id
+    assert sorted({r.data.fraction for r in runs}) == [1 / 64, 1 / 8, 1.0]  # D = 16 / 128 / 1024 of 1024 clips
+    assert {r.steps for r in runs} == {2000}
     assert all(r.model["preset"] in PRESETS for r in runs)
     # the primary (first) NVS benchmark is the in-distribution set; the held-out families get their own law
     assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "re10k-synth"]
@@ -68,9 +61,27 @@ def test_demo_grid_is_the_mup_ladder_by_three_fractions_and_several_lengths_plus
         steps = r.eval.steps_for(r.steps)
         assert len(steps) >= 6 and min(steps) > r.optim.warmup_steps, r.run_id
         assert r.optim.skip_grad_factor is None  # the grad-spike rule is off
-    # the held-out run goes beyond the grid: 2x the largest run's steps at the largest width and D, same WSD shape
+    # the held-out run goes beyond the grid: the largest width trained twice as long on all the data, with the same
+    # WSD shape (constant LR, then halving 4 times over the last 20%)
     assert len(held) == 1 and held[0].model["preset"] == "tiny-w64" and held[0].steps == 4000
-    assert held[0].data.fraction == 1.0 and held[0].optim.decay_start == 3200
+    assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (3200, 200)
+
+
+def test_lengths_grid_is_design_v6():
+    """sweeps/demo-lengths.yaml: D = 16 / 256 / 1024 with 1000 steps at D = 16, 1000 / 2000 at 256, 1000 / 2000 / 4000
+    at 1024 (w64 not 4000: its held-out run), one WSD shape for every length."""
+    spec = load_spec(REPO / "sweeps" / "demo-lengths.yaml")
+    runs = [r for r in spec.runs() if r.sweep == spec.name]
+    cells = {(r.model["preset"], r.data.fraction, r.steps) for r in runs}
+    assert len(runs) == len(cells) == 17
+    assert sorted({r.data.fraction for r in runs}) == [1 / 64, 1 / 4, 1.0]
+    assert {n for p, f, n in cells if p == "tiny-w16" and f == 1.0} == {1000, 2000, 4000}
+    assert {n for p, f, n in cells if p == "tiny-w64" and f == 1.0} == {1000, 2000}
+    assert {n for p, f, n in cells if f == 1 / 64} == {1000}
+    for r in runs:  # constant LR, then halving 4 times over the last 20% of every length
+        assert r.optim.decay_start == 0.8 * r.steps and r.optim.decay_halve_every * 4 == 0.2 * r.steps, r.run_id
+    held = [r for r in spec.runs() if r.sweep != spec.name]
+    assert [(h.model["preset"], h.steps) for h in held] == [("tiny-w64", 4000)]
 
 
 def test_run_length_axis_scales_the_schedule_and_excludes_points(tmp_path):
