@@ -166,7 +166,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
         law = fits["psnr"]
         store.write_law_comparison(comparison, metric="psnr", bench=bench, sweep=spec.name, x_cols=list(law.x),
                                    y_col=law.y, data_hash=law.data_hash)  # as `rayder-fit --compare` stores it
-        print("\ndemo: the MSE law has a parameter at a bound (" + ", ".join(sc.params_at_bound(fits["psnr"]))
+        print("\ndemo: the MSE law has a parameter at a bound (" + ", ".join(sc.params_at_bound(law))
               + "); the card law vs gamma = 1 on the same points (rayder-fit --compare kaplan,additive):\n"
               + format_comparison(comparison))
     checks = [sc.check_learning(store, spec.name), sc.check_baseline(store, spec.name, bench),

@@ -22,13 +22,13 @@ A grid file has these top-level keys (every error names the file and the dotted 
       exclude:                      # optional: grid points not run, matched on preset / fraction / seed / steps
         - {preset: L, steps: 4000}  # (a value or a list each)
     holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
-      - {preset: L, fraction: 1.0, set: {steps: 400000}}   # recorded as sweep `<name>-holdout`
+      - {preset: L, fraction: 1.0, steps: 400000}   # recorded as sweep `<name>-holdout`; `set:` other keys
     slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
     local: {...}                # LocalSpec: how many runs at once on the local executor
 
 The grid axes own `model.preset`, `data.fraction`, `seed`, `sweep` and `out_dir` (and `model.family` when
-`grid.families` is given, `steps` outside `base` when `grid.steps` is): setting them in `base` is an error. Without `grid.families` the family is `base.model.family`
-(default rayder), and an ablation may switch it (`ablations: {erayzer: {family: erayzer}}`). With it, runs of every
+`grid.families` is given, `steps` outside `base` when `grid.steps` is): setting them in `base` is an error. Without
+`grid.families` the family is `base.model.family` (default rayder), and an ablation may switch it (`ablations: {erayzer: {family: erayzer}}`). With it, runs of every
 family share the sweep name (the store's `runs.family` tells them apart) and every preset must exist in every family.
 """
 from __future__ import annotations
@@ -69,15 +69,12 @@ class GridAxes:
         if self.steps is None:
             return [None]
         if isinstance(self.steps, dict):
-            return next(v for f, v in self.steps.items() if abs(float(f) - fraction) <= 1e-12)
+            return next(v for f, v in self.steps.items() if _same_fraction(f, fraction))
         return list(self.steps)
 
-    def excluded(self, point: dict[str, Any]) -> int | None:
-        """Index of the first `exclude` entry that matches `point` (keys of EXCLUDE_KEYS), or None."""
-        for i, entry in enumerate(self.exclude):
-            if all(_matches(point[k], v) for k, v in entry.items()):
-                return i
-        return None
+    def excluded(self, point: dict[str, Any]) -> bool:
+        """Does an `exclude` entry match `point` (keys of EXCLUDE_KEYS)?"""
+        return any(all(_matches(point[k], v) for k, v in entry.items()) for entry in self.exclude)
 
     def _check_lengths(self) -> None:
         def check(values: Any, key: str) -> None:
@@ -96,11 +93,11 @@ class GridAxes:
         by_fraction = {}
         for f, values in self.steps.items():
             if isinstance(f, bool) or not isinstance(f, (int, float)) or not any(
-                    abs(float(f) - g) <= 1e-12 for g in self.fractions):
+                    _same_fraction(f, g) for g in self.fractions):
                 raise ValueError(f"steps.{f}: not a fraction of grid.fractions {self.fractions}")
             check(values, f"steps.{f}")
             by_fraction[float(f)] = values
-        missing = [g for g in self.fractions if not any(abs(g - f) <= 1e-12 for f in by_fraction)]
+        missing = [g for g in self.fractions if not any(_same_fraction(g, f) for f in by_fraction)]
         if missing:
             raise ValueError(f"steps: no run lengths for fraction(s) {missing} (give every fraction of grid.fractions)")
         self.steps = by_fraction
@@ -293,7 +290,7 @@ class SweepSpec:
         for preset, fraction, seed in itertools.product(self.grid.presets, self.grid.fractions, self.grid.seeds):
             for steps in self.grid.lengths(fraction):
                 point = {"preset": preset, "fraction": fraction, "seed": seed, "steps": steps}
-                if self.grid.excluded(point) is None:
+                if not self.grid.excluded(point):
                     out.append(point)
         return out
 
@@ -356,12 +353,16 @@ _GRID_OWNED = {("model", "preset"): "grid.presets", ("data", "fraction"): "grid.
                ("seed",): "grid.seeds", ("sweep",): "name", ("out_dir",): "out_dir"}
 
 
+def _same_fraction(a: Any, b: float) -> bool:
+    """Are `a` (a number from the grid file) and the fraction `b` the same data fraction?"""
+    return isinstance(a, (int, float)) and not isinstance(a, bool) and abs(float(a) - b) <= 1e-12
+
+
 def _matches(value: Any, wanted: Any) -> bool:
     """Does a grid point's value equal `wanted` (or one of its items)? Fractions compare as floats."""
     options = wanted if isinstance(wanted, list) else [wanted]
     if isinstance(value, float):
-        return any(isinstance(w, (int, float)) and not isinstance(w, bool) and abs(float(w) - value) <= 1e-12
-                   for w in options)
+        return any(_same_fraction(w, value) for w in options)
     return value in options
 
 
@@ -486,7 +487,7 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
         for preset, overrides in spec.preset_overrides.items():
             if isinstance(overrides, dict) and "steps" in overrides:
                 raise ConfigError(f"{source}: preset_overrides.{preset}.steps: set by the grid (grid.steps), not here")
-    _check_exclude_matches(spec, source, set(PRESETS))
+    _check_exclude_presets(spec, source, set(PRESETS))
     for preset, overrides in spec.slurm.per_preset.items():
         if preset not in spec.grid.presets:
             raise ConfigError(f"{source}: slurm.per_preset.{preset}: not a preset of grid.presets "
@@ -497,8 +498,8 @@ def spec_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> SweepS
     return spec
 
 
-def _check_exclude_matches(spec: SweepSpec, source: str, known_presets: set[str]) -> None:
-    """`grid.exclude` names known presets (a typo would silently run the point) and leaves something to run. An entry
+def _check_exclude_presets(spec: SweepSpec, source: str, known_presets: set[str]) -> None:
+    """`grid.exclude` names known presets (a typo would silently run the point) and leaves something to run; an entry
     may match nothing (`--set grid.steps=[400]` keeps the file's exclusions valid)."""
     for i, entry in enumerate(spec.grid.exclude):
         names = entry.get("preset", [])

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fitting.compare import compare_laws
+from fitting.frontier import running_frontier
 
 
 @dataclass
@@ -142,10 +143,7 @@ def frontier_presets(points: pd.DataFrame, share: float = 0.2) -> tuple[float, f
     """Mean parameter count of the compute-optimal frontier's points (running minimum of MSE along C over every
     checkpoint of `points`: columns compute_gflop, value (PSNR), params) in the bottom and the top `share` of the
     frontier's log-compute range."""
-    pts = points.sort_values("compute_gflop")
-    mse = _mse(pts["value"])
-    keep = mse < np.minimum.accumulate(np.r_[np.inf, mse[:-1]])
-    front = pts[keep]
+    front = points[running_frontier(points["compute_gflop"], _mse(points["value"]))]
     logc = np.log(front["compute_gflop"].to_numpy())
     lo, hi = logc.min(), logc.max()
     span = max(hi - lo, 1e-12)
@@ -307,10 +305,9 @@ def frontier_top_slope(points: pd.DataFrame, factor: float = 4.0) -> float | Non
     through the running-minimum frontier points (every checkpoint of `points`: compute_gflop, value = PSNR) with
     C >= C_max / `factor`: 0.0 when one frontier point lies there (nothing improved over that range), None for no
     points."""
-    pts = points.sort_values("compute_gflop")
-    mse = _mse(pts["value"])
-    keep = mse < np.minimum.accumulate(np.r_[np.inf, mse[:-1]])
-    c, m = pts["compute_gflop"].to_numpy()[keep], mse[keep]
+    mse = _mse(points["value"])
+    keep = running_frontier(points["compute_gflop"], mse)
+    c, m = points["compute_gflop"].to_numpy(dtype=float)[keep], mse[keep]
     if len(c) == 0:
         return None
     top = c >= c.max() / factor

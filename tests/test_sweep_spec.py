@@ -67,10 +67,17 @@ def test_demo_grid_is_the_mup_ladder_by_three_fractions_plus_a_compute_optimal_h
     assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (3200, 200)
 
 
+# design v6 of the demo as docs/benchmarks.md gives it: sweeps/demo.yaml with these overrides
+DESIGN_V6 = ["name=demo-lengths", "out_dir=runs/demo-lengths", "db=results-lengths.duckdb",
+             "grid.fractions=[0.015625, 0.25, 1.0]",
+             "grid.steps={0.015625: [1000], 0.25: [1000, 2000], 1.0: [1000, 2000, 4000]}",
+             "grid.exclude=[{preset: tiny-w64, steps: 4000}]"]
+
+
 def test_lengths_grid_is_design_v6():
-    """sweeps/demo-lengths.yaml: D = 16 / 256 / 1024 with 1000 steps at D = 16, 1000 / 2000 at 256, 1000 / 2000 / 4000
+    """The demo with DESIGN_V6: D = 16 / 256 / 1024 with 1000 steps at D = 16, 1000 / 2000 at 256, 1000 / 2000 / 4000
     at 1024 (w64 not 4000: its held-out run), one WSD shape for every length."""
-    spec = load_spec(REPO / "sweeps" / "demo-lengths.yaml")
+    spec = load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V6)
     runs = [r for r in spec.runs() if r.sweep == spec.name]
     cells = {(r.model["preset"], r.data.fraction, r.steps) for r in runs}
     assert len(runs) == len(cells) == 17
