@@ -180,6 +180,23 @@ def test_resume_is_exact_and_skips_without_decoding(corpus, monkeypatch):
         assert torch.equal(a["x"], b["x"])
 
 
+def test_shard_index_is_read_once_and_later_epochs_match_fresh_reads(corpus, monkeypatch):
+    """Each shard's tar index and JSON are parsed once per loader; epochs 1 and 2 then equal the batches of a fresh
+    loader resumed at those epochs (which reads the shards from disk again)."""
+    shards, _ = corpus
+    calls = []
+    real = loader_mod.read_refs
+    monkeypatch.setattr(loader_mod, "read_refs", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    got = take(VideoClipLoader(shards, batch_size=4, seed=5), 15)  # 5 batches per epoch: epochs 0, 1, 2
+    assert sorted(calls) == sorted(shards)
+    for epoch in (1, 2):
+        fresh = VideoClipLoader(shards, batch_size=4, seed=5)
+        fresh.load_state_dict({"epoch": epoch, "samples": 0, "batches": 5 * epoch})
+        for a, b in zip(got[5 * epoch:5 * epoch + 5], take(fresh, 5)):
+            assert a["key"] == b["key"] and torch.equal(a["x"], b["x"])
+    assert len(calls) == 3 * len(shards)  # the two fresh loaders read every shard once more each
+
+
 def test_workers_give_the_same_stream_as_in_process(corpus):
     shards, _ = corpus
     ref = take(VideoClipLoader(shards, batch_size=2, seed=3), 5)
