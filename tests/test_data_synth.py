@@ -182,6 +182,23 @@ def test_synthesize_writes_shards_is_cached_and_resumes(tmp_path, capsys):
     assert "different settings" in err and "clips: 6 -> 8" in err and "dynamic_share: 0.5 -> 0.3" in err
 
 
+def test_cached_corpus_gains_the_fractions_a_grid_asks_for(tmp_path):
+    """A corpus generated for fractions 1/4 and 1 and asked again for 1/2 keeps its clips (nothing rendered) and its
+    manifest gains 1/2, with the shards of 1/4 and 1 unchanged (same seed: the same shard order)."""
+    from rayder_core.data.manifest import Manifest
+
+    out = tmp_path / "synth"
+    kw = dict(clips=8, resolution=32, seconds=5, shard_size=2, workers=1, progress=False)
+    synth.synthesize(out, fractions=(0.25, 1.0), **kw)
+    before = Manifest.load(out / "manifest.json")
+    info = synth.synthesize(out, fractions=(0.5, 1.0), **kw)
+    after = Manifest.load(out / "manifest.json")
+    assert info["cached"]
+    assert sorted(after.fractions) == [0.25, 0.5, 1.0]
+    assert after.shards(0.25) == before.shards(0.25) and after.shards(1.0) == before.shards(1.0)
+    assert after.shards(0.5)[:1] == before.shards(0.25) and len(after.shards(0.5)) == 2 and after.num_videos(0.5) == 4
+
+
 def _decoded(root) -> dict[str, np.ndarray]:
     return {s.key: decode_mp4(s.files["mp4"]) for p in list_shards(root / "shards") for s in iter_shard(p)}
 

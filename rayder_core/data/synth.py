@@ -14,6 +14,7 @@ Everything here is numpy (float32) so that worker processes start fast; nothing 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import time
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from rayder_core.data.manifest import build_manifest
+from rayder_core.data.manifest import Manifest, build_manifest
 from rayder_core.data.shards import DEFAULT_FPS, encode_mp4, shard_path, write_shard
 
 TRAIN_FAMILIES = ("checker", "stripes", "noise", "bricks", "grid")
@@ -530,6 +531,16 @@ def _synth_shard(job: tuple[int, int, int, dict[str, Any], str]) -> tuple[int, i
     return shard_index, stop - start
 
 
+def _add_fractions(manifest_path: Path, shard_dir: Path, fractions: tuple[float, ...], seed: int) -> None:
+    """Rebuild the manifest of an existing corpus when it lacks some of `fractions` (e.g. a grid asking for 1/4
+    of a corpus generated for 1/8): its fractions plus the new ones, with the same seed, so the shard order and the
+    fractions it already had stay as they were."""
+    have = Manifest.load(manifest_path).fractions
+    new = [f for f in fractions if not any(math.isclose(f, g, rel_tol=1e-9, abs_tol=1e-12) for g in have)]
+    if new:
+        build_manifest(shard_dir, fractions=tuple(sorted([*have, *new])), seed=seed).save(manifest_path)
+
+
 def synthesize(out: str | os.PathLike, clips: int = 2000, resolution: int = 64, seconds: float = 5.0,
                dynamic_share: float = 0.3, seed: int = 0, workers: int = 2, shard_size: int = 20,
                fractions: tuple[float, ...] = (0.01, 0.1, 1.0), progress: bool = True,
@@ -564,6 +575,7 @@ def synthesize(out: str | os.PathLike, clips: int = 2000, resolution: int = 64, 
                              f"version 2 = lossless clips); use another --out, or --force to replace it")
         elif previous.get("complete") and all(shard_path(shard_dir, i).exists() for i in range(n_shards)) \
                 and (out / "manifest.json").exists():
+            _add_fractions(out / "manifest.json", shard_dir, fractions, seed)
             return {"cached": True, "out": str(out), "clips": clips, "shards": n_shards, "seconds": 0.0}
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"config": cfg, "complete": False}, indent=1))
