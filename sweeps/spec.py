@@ -234,7 +234,7 @@ class HoldoutRun:
 
     preset: str
     fraction: float = 1.0
-    seed: int = 0
+    seed: int | None = None  # None: one run per grid seed (a seed-1 study is validated by seed-1 runs)
     steps: int | None = None  # run length (None: base.steps); base.optim's WSD decay scales with it as in grid.steps
     set: dict[str, Any] = field(default_factory=dict)  # other TrainConfig keys that differ from base
 
@@ -318,16 +318,17 @@ class SweepSpec:
                 f" family={family}" if family else "")
             configs.append(_train_config(mapping, f"{self.source} ({where})"))
         for (family, family_model), (i, h) in itertools.product(self.family_models(), enumerate(self.holdout)):
-            mapping = _deep_merge(_deep_merge(_deep_merge(self.base, self.preset_overrides.get(h.preset, {})),
-                                              family_model), h.set)
-            mapping = with_length(mapping, h.steps)
-            mapping["model"] = {**mapping.get("model", {}), "preset": h.preset}
-            mapping.setdefault("data", {})["fraction"] = h.fraction
-            mapping["seed"] = h.seed
-            mapping["sweep"] = self.holdout_sweep
-            mapping["out_dir"] = out_dir
-            where = f"holdout[{i}]" + (f" family={family}" if family else "")
-            configs.append(_train_config(mapping, f"{self.source} ({where})"))
+            for seed in ([h.seed] if h.seed is not None else self.grid.seeds):
+                mapping = _deep_merge(_deep_merge(_deep_merge(self.base, self.preset_overrides.get(h.preset, {})),
+                                                  family_model), h.set)
+                mapping = with_length(mapping, h.steps)
+                mapping["model"] = {**mapping.get("model", {}), "preset": h.preset}
+                mapping.setdefault("data", {})["fraction"] = h.fraction
+                mapping["seed"] = seed
+                mapping["sweep"] = self.holdout_sweep
+                mapping["out_dir"] = out_dir
+                where = f"holdout[{i}] seed={seed}" + (f" family={family}" if family else "")
+                configs.append(_train_config(mapping, f"{self.source} ({where})"))
         seen: dict[str, int] = {}
         for i, cfg in enumerate(configs):
             if cfg.run_id in seen:

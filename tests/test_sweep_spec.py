@@ -67,6 +67,19 @@ def test_demo_grid_is_the_mup_ladder_by_three_fractions_plus_a_compute_optimal_h
     assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (3200, 200)
 
 
+def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
+    """A held-out entry without `seed` is trained once per grid seed (a seed-1 study is validated by a seed-1 run,
+    as `make seed-check` needs); with `seed` it is trained with that seed only."""
+    def held(*sets):
+        spec = load_spec(REPO / "sweeps" / "demo.yaml", list(sets))
+        return sorted(r.seed for r in spec.runs() if r.sweep == "demo-holdout")
+
+    assert held() == [0]
+    assert held("grid.seeds=[1]") == [1]
+    assert held("grid.seeds=[0, 1]") == [0, 1]
+    assert held("grid.seeds=[0, 1]", "holdout=[{preset: tiny-w64, fraction: 1.0, seed: 1}]") == [1]
+
+
 # design v6 of the demo as docs/benchmarks.md gives it: sweeps/demo.yaml with these overrides
 DESIGN_V6 = ["name=demo-lengths", "out_dir=runs/demo-lengths", "db=results-lengths.duckdb",
              "grid.fractions=[0.015625, 0.25, 1.0]",
