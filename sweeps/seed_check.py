@@ -42,19 +42,24 @@ def compare_effective(fit0, fit1) -> tuple[list[str], bool]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.seed_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default=str(demo.DEMO_GRID))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="grid override for both seeds (as `python -m sweeps.demo --set`; seed 1 keeps its own "
+                             "seeds, db and out_dir)")
+    parser.add_argument("--clips", type=int, default=None, help="synthetic training clips (passed to the demo)")
     parser.add_argument("--skip-runs", action="store_true", help="compare the existing stores only")
     args = parser.parse_args(argv)
-    spec0 = demo.demo_spec(args.grid)
-    spec1 = demo.demo_spec(args.grid, SEED1_SETS)
+    spec0 = demo.demo_spec(args.grid, args.overrides)
+    spec1 = demo.demo_spec(args.grid, [*args.overrides, *SEED1_SETS])
+    extra = [*sum((["--set", s] for s in args.overrides), []), *(["--clips", str(args.clips)] if args.clips else [])]
     if not args.skip_runs:
         status = ResultsStore(spec0.db_path).runs(spec0.name) if Path(spec0.db_path).exists() else None
         if status is None or int((status["status"] == "finished").sum()) < len(spec0.runs()):
             print("seed-check: the seed-0 demo first", flush=True)
-            if demo.main(["--grid", args.grid]):
+            if demo.main(["--grid", args.grid, *extra]):
                 print("seed-check: the seed-0 demo had failed runs (see above)", file=sys.stderr)
                 return 1
         print("seed-check: the demo with seed 1", flush=True)
-        if demo.main(["--grid", args.grid, *sum((["--set", s] for s in SEED1_SETS), []),
+        if demo.main(["--grid", args.grid, *extra, *sum((["--set", s] for s in SEED1_SETS), []),
                       "--pdf", "reports/out/study-seed1.pdf"]):
             print("seed-check: the seed-1 demo had failed runs (see above)", file=sys.stderr)
             return 1

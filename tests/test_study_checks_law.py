@@ -213,3 +213,19 @@ def test_gamma_one_comparison_reported_only_for_a_law_at_a_bound():
     assert row["aic"] == pytest.approx(aic, rel=1e-3, abs=0.05)
     check = sc.check_identified_law(bounded, "MSE", 0.97, comparison=table)
     assert check.ok is False and "AIC vs gamma = 1" in check.measured and "in favour of gamma = 1" in check.measured
+
+
+def test_seed_check_passes_grid_overrides_to_both_seeds(monkeypatch, tmp_path):
+    """`make seed-check` with `--set` / `--clips` runs both seeds' demos with those overrides (seed 1's own seeds, db
+    and out_dir last, so they win); the run stops at the first demo that fails."""
+    from sweeps import seed_check
+
+    calls = []
+    monkeypatch.setattr(seed_check.demo, "main", lambda argv: calls.append(argv) or (1 if len(calls) == 2 else 0))
+    sets = ["base.batch_size=4", f"db={tmp_path / 'seed0.duckdb'}"]
+    assert seed_check.main(["--set", sets[0], "--set", sets[1], "--clips", "64"]) == 1
+    assert len(calls) == 2  # seed 0 (its store had no finished grid), then seed 1, which failed here
+    for argv in calls:
+        assert argv[argv.index("--clips") + 1] == "64" and "base.batch_size=4" in argv
+    seed1 = calls[1]
+    assert seed1.index("grid.seeds=[1]") > seed1.index(sets[1]) and "db=results-seed1.duckdb" in seed1
