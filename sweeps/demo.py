@@ -158,6 +158,9 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
         held = holdout_points(store, bench, "psnr", spec.holdout_sweep)
         if not held.empty:
             table, summary_df = validate_holdout(fits["psnr"], held)
+            runs = store.runs(spec.holdout_sweep)
+            done = set(runs.loc[runs["status"] == "finished", "run_id"])
+            summary_df["finished"] = summary_df["run_id"].isin(done)  # a stopped run's last checkpoint is no test
             print("\n" + format_holdout(summary_df, "MSE"))
             store_holdout_validation(store, fits["psnr"], table, summary_df, bench=bench, metric="psnr",
                                      sweep=spec.holdout_sweep)

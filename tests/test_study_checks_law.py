@@ -188,6 +188,12 @@ def test_holdout_within_ten_percent_and_inside_band():
     assert sc.check_holdout_10(ok).ok is True
     assert sc.check_holdout_10(pd.DataFrame({"rel_err": [0.12], "inside": [True]})).ok is False
     assert sc.check_holdout_10(pd.DataFrame({"rel_err": [0.05], "inside": [False]})).ok is False
+    # a held-out run that stopped early (killed, preempted and not resumed) is no test of the law, however close
+    stopped = pd.DataFrame({"run_id": ["a", "b"], "step": [4000, 1207], "rel_err": [0.02, -0.065],
+                            "inside": [True, True], "finished": [True, False]})
+    check = sc.check_holdout_10(stopped)
+    assert check.ok is False and "b stopped at step 1207" in check.measured
+    assert sc.check_holdout_10(stopped.assign(finished=True)).ok is True
 
 
 def test_gamma_one_comparison_reported_only_for_a_law_at_a_bound():
