@@ -64,10 +64,12 @@ def store_holdout_validation(store, fit: FitResult, table: pd.DataFrame, summary
 
 
 def format_holdout(summary: pd.DataFrame, label: str = "MSE") -> str:
-    """One line per held-out run: measured vs predicted at its final checkpoint."""
+    """One line per held-out run: measured vs predicted at its final checkpoint (marked when a `finished` column says
+    the run stopped before its last step)."""
     lines = []
     for _, r in summary.iterrows():
-        lines.append(f"held-out {r['run_id']} at step {r['step']} (C = {r['C']:.4g} GFLOP, D = {r['D']:.0f}"
+        stopped = " (stopped before its last step)" if not r.get("finished", True) else ""
+        lines.append(f"held-out {r['run_id']} at step {r['step']}{stopped} (C = {r['C']:.4g} GFLOP, D = {r['D']:.0f}"
                      f"{', beyond the grid' if r['beyond_grid_c'] else ''}): {label} measured {r['measured']:.4g}, "
                      f"predicted {r['predicted']:.4g} ({r['rel_err']:+.1%}; "
                      f"{'inside' if r['inside'] else 'outside'} the 95% interval; "

@@ -195,6 +195,7 @@ def test_cached_corpus_gains_the_fractions_a_grid_asks_for(tmp_path):
     after = Manifest.load(out / "manifest.json")
     assert info["cached"]
     assert sorted(after.fractions) == [0.25, 0.5, 1.0]
+    assert after.has(0.5) and not before.has(0.5) and before.has(0.25 + 1e-15)
     assert after.shards(0.25) == before.shards(0.25) and after.shards(1.0) == before.shards(1.0)
     assert after.shards(0.5)[:1] == before.shards(0.25) and len(after.shards(0.5)) == 2 and after.num_videos(0.5) == 4
 

@@ -43,10 +43,18 @@ class Manifest:
     fractions: dict[float, int]
 
     # ---------------------------------------------------------------------------------------- queries
+    def _match(self, fraction: float) -> float | None:
+        """The manifest's fraction equal to `fraction` (up to float rounding), or None."""
+        return next((f for f in self.fractions if math.isclose(f, fraction, rel_tol=1e-9, abs_tol=1e-12)), None)
+
+    def has(self, fraction: float) -> bool:
+        """Whether `fraction` (e.g. 0.25) is one of the manifest's fractions."""
+        return self._match(fraction) is not None
+
     def _key(self, fraction: float) -> float:
-        for f in self.fractions:
-            if math.isclose(f, fraction, rel_tol=1e-9, abs_tol=1e-12):
-                return f
+        f = self._match(fraction)
+        if f is not None:
+            return f
         raise KeyError(f"fraction {fraction} is not in the manifest; available: "
                        f"{', '.join(fraction_label(f) for f in sorted(self.fractions))}")
 

@@ -14,7 +14,6 @@ Everything here is numpy (float32) so that worker processes start fast; nothing 
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing as mp
 import os
 import time
@@ -535,10 +534,10 @@ def _add_fractions(manifest_path: Path, shard_dir: Path, fractions: tuple[float,
     """Rebuild the manifest of an existing corpus when it lacks some of `fractions` (e.g. a grid asking for 1/4
     of a corpus generated for 1/8): its fractions plus the new ones, with the same seed, so the shard order and the
     fractions it already had stay as they were."""
-    have = Manifest.load(manifest_path).fractions
-    new = [f for f in fractions if not any(math.isclose(f, g, rel_tol=1e-9, abs_tol=1e-12) for g in have)]
+    manifest = Manifest.load(manifest_path)
+    new = [f for f in fractions if not manifest.has(f)]
     if new:
-        build_manifest(shard_dir, fractions=tuple(sorted([*have, *new])), seed=seed).save(manifest_path)
+        build_manifest(shard_dir, fractions=tuple(sorted([*manifest.fractions, *new])), seed=seed).save(manifest_path)
 
 
 def synthesize(out: str | os.PathLike, clips: int = 2000, resolution: int = 64, seconds: float = 5.0,
