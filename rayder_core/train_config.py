@@ -118,6 +118,11 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 0             # 0 keeps all (a scaling study evaluates every one)
+    checkpoint_steps: list[int] = field(default_factory=list)  # also saved at these steps and never pruned (the
+                                          # fork points of shorter runs that share this run's trunk)
+    start_from: str | None = None         # a checkpoint file of a run whose first steps are this run's (a longer
+                                          # run of the same grid point): without a checkpoint of its own, the run
+                                          # starts from a copy of it if it exists, else from step 0 (the same run)
     log_every: int = 10
     perceptual_weight: float = 0.0        # weight of an LPIPS-VGG term added to the MSE loss
     sweep: str = "default"
@@ -134,6 +139,8 @@ class TrainConfig:
             raise ValueError("steps and batch_size must be > 0")
         if self.checkpoint_every <= 0 or self.log_every <= 0:
             raise ValueError("checkpoint_every and log_every must be > 0")
+        if any(not 0 < s < self.steps for s in self.checkpoint_steps):
+            raise ValueError(f"checkpoint_steps must lie inside the run (1..{self.steps - 1}), got {self.checkpoint_steps}")
         if not self.dist_timeout_min > 0:
             raise ValueError(f"dist_timeout_min must be > 0 (minutes), got {self.dist_timeout_min}")
 
@@ -142,7 +149,7 @@ class TrainConfig:
         """The fields that define what is trained (not where it is written or how it is logged)."""
         d = to_mapping(self)
         for k in ("out_dir", "log_every", "keep_checkpoints", "device", "tf32", "dist_timeout_min", "store_mode",
-                  "compile"):
+                  "compile", "checkpoint_steps", "start_from"):
             d.pop(k)
         # the eval schedule decides which checkpoints exist; log_points only when used (older run ids stay valid)
         d["eval"] = {k: v for k, v in d["eval"].items()

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from rayder_core.store import ResultsStore, collect_runs
 from rayder_core.train_config import TrainConfig
+from rayder_core.training.trunk import start_step, trunk_run_id
 from rayder_core.yamlconf import ConfigError
 from sweeps.job import TrainJob
 from sweeps.preflight import (ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight, run_train_flops,
@@ -108,7 +109,8 @@ def plan_launch(cfgs: list[TrainConfig], *, queue: dict[str, str] | None, retry_
             else:
                 plans.append(PlannedRun(cfg, "submit", {"lost": "lost job, start again",
                                                          "failed": f"failed at start-up ({error}), start again"}
-                                        .get(shown, "new")))
+                                        .get(shown, f"new, from step {start_step(cfg)} of {trunk_run_id(cfg)}"
+                                             if cfg.start_from else "new")))
         else:
             why = "stale heartbeat" if shown == "STALE" else status
             if only_failed and why not in ("failed", "stale heartbeat"):
@@ -175,26 +177,59 @@ def _sbatch_message(exc: BaseException) -> str:
 def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *,
                   max_array_size: int | None = None) -> None:
     """Submit the runs as job arrays, one array per distinct resource set (e.g. nodes per preset), split at the
-    cluster's MaxArraySize. An array that sbatch rejects is reported with SLURM's message; the other arrays are
-    still submitted, and SubmissionError names the runs that were not (they keep no launch record)."""
+    cluster's MaxArraySize. A run that starts from a trunk submitted in the same launch (grid.steps with
+    share_trunks) is submitted after it with `--dependency=afterany:<trunk job>`. An array that sbatch rejects is
+    reported with SLURM's message; the other arrays are still submitted, and SubmissionError names the runs that
+    were not (they keep no launch record)."""
+    if max_array_size is None:
+        max_array_size = slurm_max_array_size()
+    failures: list[tuple[list[TrainConfig], str]] = []
+    submitting = {p.cfg.run_id for p in plans}
+    # a run that starts from a trunk submitted now waits for it (afterany: if the trunk fails, it trains from step 0)
+    waits = [p for p in plans if trunk_run_id(p.cfg) in submitting]
+    _submit_arrays(spec, [p for p in plans if p not in waits], result, failures, max_array_size)
+    orphans = [p.cfg for p in waits if trunk_run_id(p.cfg) not in result.job_ids]
+    if orphans:
+        failures.append((orphans, "(not sent: the run it starts from, its trunk, was not submitted)"))
+    _submit_arrays(spec, [p for p in waits if trunk_run_id(p.cfg) in result.job_ids], result, failures,
+                   max_array_size, after={p.cfg.run_id: result.job_ids.get(trunk_run_id(p.cfg)) for p in waits})
+    if failures:
+        not_submitted = [c.run_id for chunk, _ in failures for c in chunk]
+        lines = [f"SLURM rejected {len(failures)} job array(s); {len(not_submitted)} run(s) were NOT submitted "
+                 f"({len(result.job_ids)} were):"]
+        for chunk, said in failures:
+            presets = sorted({c.model["preset"] for c in chunk})
+            lines.append(f"  preset(s) {', '.join(presets)}: sbatch said: {said}")
+            lines += [f"    not submitted: {c.run_id}" for c in chunk]
+        lines.append(f"fix the grid's slurm settings and run `rayder-sweep launch {spec.cli_args()}` again: it "
+                     "submits exactly the runs that were not submitted")
+        raise SubmissionError("\n".join(lines), not_submitted)
+
+
+def _submit_arrays(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult,
+                   failures: list[tuple[list[TrainConfig], str]], max_array_size: int | None, *,
+                   after: dict[str, str | None] | None = None) -> None:
+    """Submit `plans` as job arrays, one per distinct resource set (and, with `after`, per job each run waits for:
+    `--dependency=afterany:<job>`), split at `max_array_size`; rejected arrays are appended to `failures`."""
     groups: dict[str, list[TrainConfig]] = {}
     resources: dict[str, Any] = {}
     for p in plans:
         res = spec.slurm_for(p.cfg.model["preset"])
-        key = json.dumps(res.executor_parameters(), sort_keys=True)
+        params = res.executor_parameters()
+        if after and after.get(p.cfg.run_id):
+            params["additional_parameters"] = {**params.get("additional_parameters", {}),
+                                               "dependency": f"afterany:{after[p.cfg.run_id]}"}
+        key = json.dumps(params, sort_keys=True)
         groups.setdefault(key, []).append(p.cfg)
-        resources[key] = res
-    if max_array_size is None:
-        max_array_size = slurm_max_array_size()
-    failures: list[tuple[list[TrainConfig], str]] = []
+        resources[key] = (res, params)
     for key, cfgs in groups.items():
-        res = resources[key]
+        res, params = resources[key]
         if res.time_min <= 10:
             print(f"rayder-sweep: warning: slurm.time_min = {res.time_min} <= 10: submitit treats every USR2 of "
                   "such a job as a timeout (counted against max_requeues), not a preemption", file=sys.stderr)
         folder = Path(cfgs[0].out_dir) / SUBMITIT_DIR / "%j"
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
-        executor.update_parameters(job_name=f"rayder-{spec.name}", **res.executor_parameters())
+        executor.update_parameters(job_name=f"rayder-{spec.name}", **params)
         job_fn = TrainJob(threads=res.cpus_per_task)
         chunks = split_arrays(cfgs, max_array_size)
         for index, chunk in enumerate(chunks):
@@ -215,18 +250,9 @@ def _submit_slurm(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult
                   f"({res.nodes} node(s) x {res.tasks_per_node} task(s), {res.gpus_per_node} GPU(s)/node, "
                   f"{res.time_min} min): {', '.join(c.model['preset'] + '/f' + format(c.data.fraction, 'g') for c in chunk)}"
                   + (f" [array {index + 1}/{len(chunks)}: MaxArraySize {max_array_size}]"
-                     if len(chunks) > 1 else ""))
-    if failures:
-        not_submitted = [c.run_id for chunk, _ in failures for c in chunk]
-        lines = [f"SLURM rejected {len(failures)} job array(s); {len(not_submitted)} run(s) were NOT submitted "
-                 f"({len(result.job_ids)} were):"]
-        for chunk, said in failures:
-            presets = sorted({c.model["preset"] for c in chunk})
-            lines.append(f"  preset(s) {', '.join(presets)}: sbatch said: {said}")
-            lines += [f"    not submitted: {c.run_id}" for c in chunk]
-        lines.append(f"fix the grid's slurm settings and run `rayder-sweep launch {spec.cli_args()}` again: it "
-                     "submits exactly the runs that were not submitted")
-        raise SubmissionError("\n".join(lines), not_submitted)
+                     if len(chunks) > 1 else "")
+                  + (f", after job {params['additional_parameters']['dependency'].split(':', 1)[1]} (its trunk)"
+                     if "dependency" in params.get("additional_parameters", {}) else ""))
 
 
 def _longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
@@ -252,7 +278,15 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
     job_fn = TrainJob(threads=_local_threads(spec))
     pending = deque(_longest_first(cfgs))
     active: dict[str, tuple[Any, TrainConfig]] = {}
-    total = sum(c.steps for c in cfgs)
+    trunk_of = {c.run_id: trunk_run_id(c) for c in cfgs if c.start_from}
+
+    def next_ready() -> TrainConfig | None:
+        """The first pending run whose trunk (if any) is neither pending nor running: a shorter run waits for the
+        checkpoint it starts from, while other runs take the free slots."""
+        waiting = set(active) | {c.run_id for c in pending}
+        return next((c for c in pending if trunk_of.get(c.run_id) not in waiting), None)
+
+    total = sum(c.steps - start_step(c) for c in cfgs)
     bar = tqdm(total=total, desc=f"sweep {spec.name}", unit="step", disable=not progress, dynamic_ncols=True,
                mininterval=2.0)
     finished = 0
@@ -266,8 +300,8 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
         previous = None
     try:
         while pending or active:
-            while pending and len(active) < spec.local.parallel:
-                cfg = pending.popleft()
+            while pending and len(active) < spec.local.parallel and (cfg := next_ready()) is not None:
+                pending.remove(cfg)
                 job = executor.submit(job_fn, cfg.to_dict(), str(spec.db_path))
                 active[cfg.run_id] = (job, cfg)
                 result.job_ids[cfg.run_id] = str(job.job_id)
@@ -295,7 +329,7 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
                 if run_id in result.errors:
                     tqdm.write(f"run {run_id} {result.outcomes[run_id]}: {result.errors[run_id]} "
                                f"(log: {job.paths.stderr})")
-            done_steps = sum(int((read_state(c.run_dir) or {}).get("step", 0)) for c in cfgs)
+            done_steps = sum(max(0, int((read_state(c.run_dir) or {}).get("step", 0)) - start_step(c)) for c in cfgs)
             bar.set_postfix_str(f"{finished}/{len(cfgs)} runs done, {len(active)} running", refresh=False)
             bar.update(max(0, min(done_steps, total) - bar.n))
             if pending or active:
@@ -324,7 +358,7 @@ def wait_for_runs(cfgs: list[TrainConfig], *, timeout_s: float | None = None, st
     """Poll the runs' state files (never submitit's `result()`, which blocks forever on a hard-killed job without
     SLURM accounting) until every run is finished, failed, STALE or lost, or `timeout_s` passes."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    total = sum(c.steps for c in cfgs)
+    total = sum(c.steps - start_step(c) for c in cfgs)
     bar = tqdm(total=total, desc="waiting", unit="step", disable=not progress, dynamic_ncols=True, mininterval=2.0)
     try:
         while True:

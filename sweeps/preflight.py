@@ -37,6 +37,7 @@ from rayder_core.data.manifest import Manifest
 from rayder_core.models import family_of, model_config, train_flops_per_step
 from rayder_core.store import ResultsStore
 from rayder_core.train_config import TrainConfig
+from rayder_core.training.trunk import start_step
 from sweeps.spec import SlurmSpec, SweepSpec
 
 # Assumed GPU throughput for the GPU-hour estimate: dense BF16 peak of an H100/H200 SXM (989 TFLOP/s, NVIDIA's
@@ -384,13 +385,14 @@ def check_slurm_resources(spec: SweepSpec, presets: list[str], partitions: dict[
 
 # ------------------------------------------------------------------------------------------------ compute
 def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
-    """Training FLOPs of one run: analytic FLOPs per step (rayder_core.models, exact convention) x steps."""
+    """Training FLOPs a launch of one run costs: analytic FLOPs per step (rayder_core.models, exact convention) x
+    the steps it trains (a run that starts from its trunk's checkpoint trains only the steps after it)."""
     cache = {} if cache is None else cache
     key = (repr(sorted(cfg.model.items())), cfg.data.resolution, cfg.data.frames, cfg.batch_size)
     if key not in cache:
         mc = model_config(dict(cfg.model))
         cache[key] = float(train_flops_per_step(mc, cfg.data.resolution, cfg.data.frames, cfg.batch_size))
-    return cache[key] * cfg.steps
+    return cache[key] * (cfg.steps - start_step(cfg))
 
 
 # ------------------------------------------------------------------------------------------------ main entry

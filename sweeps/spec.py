@@ -19,6 +19,9 @@ A grid file has these top-level keys (every error names the file and the dotted 
       steps: [1000, 2000, 4000]     # optional run-length axis (optimizer steps; Chinchilla approach 1), or per
                                     # fraction: {0.01: [1000], 1.0: [1000, 2000, 4000]}; base.optim's WSD decay
                                     # (decay_start, decay_halve_every, given for base.steps) scales with each length
+      share_trunks: true            # with grid.steps: a shorter run starts from the longest run's checkpoint at
+                                    # its decay start (the same run: rayder_core/training/trunk.py), so lengths
+                                    # 1000 / 2000 cost 2200 steps, not 3000 (default true)
       exclude:                      # optional: grid points not run, matched on preset / fraction / seed / steps
         - {preset: L, steps: 4000}  # (a value or a list each)
     holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
@@ -35,14 +38,17 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from fitting.holdout_runs import HOLDOUT_SUFFIX
 from rayder_core.models import FAMILIES, family_of, model_config, presets
 from rayder_core.train_config import TrainConfig
+from rayder_core.training.checkpoints import checkpoint_path
+from rayder_core.training.trunk import fork_step, trunk_identity
 from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml
 
 
@@ -63,6 +69,7 @@ class GridAxes:
     family_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> TrainConfig keys
     steps: list[int] | dict[float, list[int]] | None = None  # run lengths: every point, or per fraction
     exclude: list[dict[str, Any]] = field(default_factory=list)  # points not run: {preset, fraction, seed, steps}
+    share_trunks: bool = True           # shorter runs of a grid point start from its longest run (training/trunk.py)
 
     def lengths(self, fraction: float) -> list[int | None]:
         """Run lengths (optimizer steps) of the grid points at `fraction`; [None]: base.steps (no steps axis)."""
@@ -317,6 +324,8 @@ class SweepSpec:
                 f" steps={steps}" if steps else "") + (f" ablation={ablation}" if ablation else "") + (
                 f" family={family}" if family else "")
             configs.append(_train_config(mapping, f"{self.source} ({where})"))
+        if self.grid.share_trunks:
+            configs = share_trunks(configs)
         for (family, family_model), (i, h) in itertools.product(self.family_models(), enumerate(self.holdout)):
             for seed in ([h.seed] if h.seed is not None else self.grid.seeds):
                 mapping = _deep_merge(_deep_merge(_deep_merge(self.base, self.preset_overrides.get(h.preset, {})),
@@ -365,6 +374,27 @@ def _matches(value: Any, wanted: Any) -> bool:
     if isinstance(value, float):
         return any(_same_fraction(w, value) for w in options)
     return value in options
+
+
+def share_trunks(configs: list[TrainConfig]) -> list[TrainConfig]:
+    """`configs` with every run that shares its first steps with a longer run (the same grid point at another
+    length, `fork_step`) set to start from the longest such run's checkpoint at the fork step (`start_from`), and
+    that run saving and keeping the checkpoint (`checkpoint_steps`). Order and run ids are unchanged."""
+    by_trunk: dict[str, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        by_trunk.setdefault(json.dumps([cfg.sweep, trunk_identity(cfg)], sort_keys=True), []).append(i)
+    out = list(configs)
+    for members in by_trunk.values():
+        trunk = max(members, key=lambda i: configs[i].steps)
+        saves: set[int] = set()
+        for i in members:
+            step = fork_step(configs[i], configs[trunk]) if i != trunk else None
+            if step is not None:
+                out[i] = replace(configs[i], start_from=str(checkpoint_path(configs[trunk].run_dir, step)))
+                saves.add(step)
+        if saves:
+            out[trunk] = replace(configs[trunk], checkpoint_steps=sorted(saves | set(configs[trunk].checkpoint_steps)))
+    return out
 
 
 def with_length(mapping: dict[str, Any], steps: int | None) -> dict[str, Any]:

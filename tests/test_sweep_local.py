@@ -242,3 +242,21 @@ def test_hard_killed_run_is_stale_and_resumes_from_its_checkpoint(tiny_sweep, sy
     assert [p.reason for p in res.planned] == [f"resume from step {killed_at['step']} (stale heartbeat)"]
     assert res.outcomes == {cfg.run_id: "finished"}
     _check_complete_records(spec, cfg, restarted=True)
+
+
+@pytest.mark.slow
+def test_local_executor_starts_a_shorter_run_from_its_trunk(tiny_sweep, synth_data):
+    """grid.steps [8, 12] on 2 slots: the 8-step run waits for the 12-step run (its trunk) instead of taking the free
+    slot, then starts from the trunk's checkpoint at its decay start (step 5): it trains 3 steps, not 8."""
+    from sweeps.spec import spec_from_mapping
+
+    one = tiny_sweep(synth_data, fractions=(1.0,), optim={"warmup_steps": 2, "decay_start": 8, "decay_halve_every": 1})
+    data = {"name": one.name, "out_dir": one.out_dir, "db": one.db, "base": one.base,
+            "grid": {"presets": ["tiny-xs"], "fractions": [1.0], "steps": [8, 12]}, "local": {"parallel": 2}}
+    spec = spec_from_mapping(data, source="test-grid")
+    short, trunk = sorted(spec.runs(), key=lambda c: c.steps)
+    assert short.start_from and trunk.checkpoint_steps == [5]
+    res = launcher.launch(spec, executor="local", progress=False, poll_s=0.2)
+    assert res.outcomes == {short.run_id: "finished", trunk.run_id: "finished"}
+    assert json.loads((short.run_dir / "trunk.json").read_text()) == {"trunk_run": trunk.run_id, "step": 5}
+    assert [r["step"] for r in map(json.loads, (short.run_dir / "metrics.jsonl").read_text().splitlines())] == [6, 8]

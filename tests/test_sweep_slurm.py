@@ -4,6 +4,7 @@ requeued (`scontrol requeue`: SIGTERM, then SIGKILL) mid-training and resume fro
 complete, non-duplicated records. A second launch submits nothing and adds no rows."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -97,3 +98,23 @@ def test_slurm_sweep_survives_preemption_and_requeue(slurm_cluster, synth_data, 
     counts = store.table_counts()
     again = launcher.launch(spec, executor="slurm", progress=False)
     assert again.submitted == [] and store.table_counts() == counts
+
+
+@pytest.mark.slow
+def test_slurm_shorter_run_waits_for_its_trunk(slurm_cluster, synth_data, tiny_sweep):
+    """grid.steps [8, 12] on SLURM: the 8-step run is submitted with --dependency=afterany:<the 12-step run's job>
+    and starts from that run's checkpoint at its decay start (step 5)."""
+    from sweeps import launcher
+    from sweeps.spec import spec_from_mapping
+
+    one = tiny_sweep(synth_data, fractions=(1.0,), optim={"warmup_steps": 2, "decay_start": 8, "decay_halve_every": 1})
+    spec = spec_from_mapping({"name": one.name, "out_dir": one.out_dir, "db": one.db, "base": one.base,
+                              "grid": {"presets": ["tiny-xs"], "fractions": [1.0], "steps": [8, 12]},
+                              "slurm": {"cpus_per_task": 1, "time_min": 30}}, source="test-grid")
+    short, trunk = sorted(spec.runs(), key=lambda c: c.steps)
+    res = launcher.launch(spec, executor="slurm", progress=False)
+    script = Path(short.out_dir) / ".submitit" / res.job_ids[short.run_id] / f"{res.job_ids[short.run_id]}_submission.sh"
+    assert f"#SBATCH --dependency=afterany:{res.job_ids[trunk.run_id]}" in script.read_text()
+    rows = launcher.wait_for_runs(spec.runs(), timeout_s=240, poll_s=1, progress=False)
+    assert [r.state for r in rows] == ["finished", "finished"], launcher.format_table(rows)
+    assert json.loads((short.run_dir / "trunk.json").read_text()) == {"trunk_run": trunk.run_id, "step": 5}

@@ -9,6 +9,7 @@ import yaml
 
 from rayder_core.models.rayder.config import PRESETS
 from rayder_core.yamlconf import ConfigError
+from sweeps.preflight import run_train_flops
 from sweeps.spec import load_spec, spec_from_mapping
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +121,27 @@ def test_run_length_axis_scales_the_schedule_and_excludes_points(tmp_path):
     assert [r.steps for r in flat.runs()] == [100, 300]
     plain = spec_from_mapping(_grid(base=base, grid={"presets": ["tiny-xs"], "fractions": [1.0]}))
     assert flat.runs()[0].run_id == plain.runs()[0].run_id  # the base length is the same run
+
+
+def test_shorter_runs_start_from_the_longest_run_of_their_grid_point():
+    """grid.steps with share_trunks (default): each shorter run names the longest run's checkpoint at its own decay
+    start, which the longest run saves; runs of other grid points never share; run ids are those without sharing."""
+    base = {"steps": 100, "data": {"resolution": 32}, "optim": {"decay_start": 80, "decay_halve_every": 5}}
+    axes = {"presets": ["tiny-xs", "tiny-s"], "fractions": [0.1, 1.0], "steps": {0.1: [50], 1.0: [50, 100, 200]}}
+    runs = {(r.model["preset"], r.data.fraction, r.steps): r for r in spec_from_mapping(_grid(base=base, grid=axes)).runs()}
+    for preset in ("tiny-xs", "tiny-s"):
+        trunk = runs[(preset, 1.0, 200)]
+        assert trunk.start_from is None and trunk.checkpoint_steps == [40, 80]  # decay starts of lengths 50 / 100
+        for steps, fork in ((50, 40), (100, 80)):
+            assert runs[(preset, 1.0, steps)].start_from == str(trunk.run_dir / "checkpoints" / f"step_{fork:07d}.pt")
+        assert runs[(preset, 0.1, 50)].start_from is None and runs[(preset, 0.1, 50)].checkpoint_steps == []
+    unshared = spec_from_mapping(_grid(base=base, grid={**axes, "share_trunks": False})).runs()
+    assert {r.run_id for r in unshared} == {r.run_id for r in runs.values()}
+    assert all(r.start_from is None and r.checkpoint_steps == [] for r in unshared)
+    # the launch's compute estimate counts only the steps a run trains: 50 - 40 of the 50-step run
+    alone = {r.run_id: r for r in unshared}
+    short = runs[("tiny-xs", 1.0, 50)]
+    assert run_train_flops(short) == pytest.approx(run_train_flops(alone[short.run_id]) * 10 / 50)
 
 
 @pytest.mark.parametrize("grid, key", [

@@ -1,7 +1,8 @@
 """Training runs a scaling study can trust: exact compute, exact resume, stable steps, everything recorded.
 
 Modules: `trainer` (`Trainer`, `run_training`), `schedule` (the LR schedule), `checkpoints` (checkpoint files),
-`cooldown` (cooldown branches), `signals` (preemption), `cli` (`rayder-train`).
+`cooldown` (cooldown branches), `trunk` (a shorter run started from a longer run's checkpoint), `signals`
+(preemption), `cli` (`rayder-train`).
 
 `rayder-train CONFIG.yaml [--set key=value ...]` (or `run_training(cfg)`) trains one RayDer model on one data
 fraction. A run lives in `cfg.run_dir` (`<out_dir>/<run_id>/`):
@@ -14,6 +15,7 @@ fraction. A run lives in `cfg.run_dir` (`<out_dir>/<run_id>/`):
                        decay) of the checkpoint's last optimizer step
 - `branch.json`        only in a cooldown branch (`rayder-train CONFIG --cooldown-from STEP --cooldown-steps K`, see
                        `fork_cooldown`): parent_run, parent_step, cooldown_steps, schedule
+- `trunk.json`         only in a run started from another run's checkpoint (`start_from`, see `trunk`): trunk_run, step
 - `evals.jsonl`        one line per (checkpoint, benchmark): step, bench, values, n, missing
 - `checkpoints/step_XXXXXXX.pt`  model, optimizer, RNG and data-loader state, step, samples, cumulative FLOPs
 

@@ -3,13 +3,10 @@ checkpoint of its parent with a WSD decay, in its own run directory (Hägele et 
 from __future__ import annotations
 
 import json
-import os
-
-import torch
 
 from rayder_core.fileio import atomic_write_text
 from rayder_core.train_config import TrainConfig, load_train_config
-from rayder_core.training.checkpoints import checkpoint_path, latest_checkpoint
+from rayder_core.training.checkpoints import checkpoint_path, copy_checkpoint, latest_checkpoint
 from rayder_core.training.schedule import lr_phase
 
 COOLDOWN_HALVINGS = 10  # a cooldown branch halves its LR this many times over its steps: ~0.1% of the stable LR
@@ -51,13 +48,7 @@ def fork_cooldown(cfg: TrainConfig, from_step: int, steps: int) -> TrainConfig:
         if not src.is_file():
             raise FileNotFoundError(f"{src}: run {cfg.run_id} has no checkpoint at step {from_step} (it saves every "
                                     f"{cfg.checkpoint_every} steps; keep_checkpoints={cfg.keep_checkpoints})")
-        state = torch.load(src, map_location="cpu", weights_only=True)
-        state["run_id"] = branch.run_id
-        dst = checkpoint_path(run_dir, from_step)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, dst)
+        copy_checkpoint(src, run_dir, branch.run_id)
         halve = branch.optim.decay_halve_every
         atomic_write_text(run_dir / "branch.json", json.dumps({
             "parent_run": cfg.run_id, "parent_step": from_step, "cooldown_steps": steps,

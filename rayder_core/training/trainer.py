@@ -6,6 +6,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from rayder_core.runtime import apply_gpu_settings, runtime_info
 from rayder_core.store import ResultsStore, record_run_dir
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.checkpoints import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint
+from rayder_core.training.trunk import start_from_trunk
 from rayder_core.training.schedule import lr_at, lr_phase
 from rayder_core.training.signals import StopRequest
 
@@ -220,7 +222,8 @@ class Trainer:
     def _prune_checkpoints(self) -> None:
         keep = self.cfg.keep_checkpoints
         if keep > 0:
-            for old in sorted((self.run_dir / CHECKPOINT_DIR).glob("step_*.pt"))[:-keep]:
+            kept = {checkpoint_path(self.run_dir, s) for s in self.cfg.checkpoint_steps}
+            for old in [p for p in sorted((self.run_dir / CHECKPOINT_DIR).glob("step_*.pt")) if p not in kept][:-keep]:
                 old.unlink()
 
     def resume(self) -> bool:
@@ -343,6 +346,8 @@ def run_training(cfg: TrainConfig, *, db: str | None = "results.duckdb", progres
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.exists():
             atomic_write_text(cfg_path, config_text)
+        if cfg.start_from and latest_checkpoint(run_dir) is None:
+            print(start_from_trunk(cfg), file=sys.stderr, flush=True)
     if world > 1:
         dist.barrier()
     trainer = Trainer(cfg, db=db, rank=rank, world=world, device=device)
@@ -407,7 +412,8 @@ def _loop(trainer: Trainer, stop: StopRequest, progress: bool,
             trainer.latest = {"loss": logged["loss"], "psnr": logged["psnr"], "lr": logged["lr"]}
             trainer.write_state("running")
             bar.set_postfix(loss=f"{logged['loss']:.4f}", psnr=f"{logged['psnr']:.2f}", refresh=False)
-        at_ckpt = trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps
+        at_ckpt = (trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps
+                   or trainer.step in cfg.checkpoint_steps)
         eval_due = trainer.due_for_eval(trainer.step)
         if at_ckpt or eval_due:
             trainer.save_checkpoint()
