@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fitting.checkpoints import CHECKPOINT_MODES
+from fitting.cli_analyses import parse_constraints
 from rayder_core.store import DEFAULT_DB, StoreError
 from reports.report import ReportError, build_report
 
@@ -25,15 +27,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="bootstrap resamples of laws fitted now (stored fits are used when present)")
     parser.add_argument("--min-step", type=int, default=0,
                         help="ignore checkpoints before this step in frontiers and fits (paper: 50000)")
+    parser.add_argument("--checkpoints", choices=CHECKPOINT_MODES, default=None,
+                        help="fit only these checkpoints (as rayder-fit --checkpoints; default: every checkpoint)")
+    parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                        help="hold a law parameter fixed, e.g. --fix L_inf=0 (as rayder-fit --fix)")
     parser.add_argument("--refit", action="store_true", help="ignore stored fits and fit every law now")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the per-figure PNGs")
     args = parser.parse_args(argv)
 
+    fix, _ = parse_constraints(argparse.Namespace(fix=args.fix, tie=[]))
     formats = tuple(f.strip().lstrip(".") for f in args.formats.split(",") if f.strip())
     try:
         result = build_report(args.db, args.out, figures_dir=args.figures_dir, figure_formats=formats,
                               bootstrap=args.bootstrap, seed=args.seed, min_step=args.min_step,
+                              checkpoints=args.checkpoints, fix=fix,
                               use_stored_fits=not args.refit, dpi=args.dpi)
     except (ReportError, StoreError) as exc:
         print(f"rayder-report: {exc}", file=sys.stderr)

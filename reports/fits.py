@@ -74,17 +74,19 @@ def _stored_fit_row(study: Study, bench: str, metric: str, law: str, data_hash: 
 
 
 def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-               min_step: int = 0, use_stored: bool = True) -> MetricFit:
+               min_step: int = 0, use_stored: bool = True, checkpoints: str | None = None,
+               fix: dict[str, float] | None = None) -> MetricFit:
     """Frontier and law of one benchmark/metric: the newest stored fit if any (its bootstrap band is refitted
-    now), else a fit made now with `bootstrap` resamples. Too few points gives a MetricFit with `problem` set."""
+    now), else a fit made now with `bootstrap` resamples. Too few points gives a MetricFit with `problem` set.
+    `checkpoints` (None: every one) and `fix` are those of `rayder-fit --checkpoints / --fix`."""
     pts = study.eval_points(bench, metric)
     empty = MetricFit(bench, metric, frontier=pd.DataFrame(columns=["C", "D", "y", "on_frontier_d"]))
     if pts.empty:
         empty.problem = f"no {metric} values on {bench}"
         return empty
     options = StudyOptions(fit=FitOptions(law=DEFAULT_LAW, x=("C", "D"), y="y", bootstrap=bootstrap, seed=seed,
-                                          metric=metric, bench=bench, progress=False),
-                           metric=metric, checkpoints=None, min_step=min_step)  # the report keeps every checkpoint
+                                          metric=metric, bench=bench, progress=False, fix=dict(fix or {})),
+                           metric=metric, checkpoints=checkpoints, min_step=min_step)
     fitted = fit_study(pts, options)
     if fitted.table.empty:  # the frontier itself failed (e.g. non-positive values)
         empty.problem = (fitted.problem or "no frontier").splitlines()[0]
@@ -96,7 +98,8 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
         return result
     fresh = fitted.fit
     result.band_fit = fresh
-    stored, n_other = _stored_fit_row(study, bench, metric, DEFAULT_LAW, fresh.data_hash) if use_stored else (None, 0)
+    stored, n_other = (_stored_fit_row(study, bench, metric, fresh.law_label, fresh.data_hash) if use_stored
+                       else (None, 0))
     if n_other:
         result.notes.append(f"{n_other} stored fit(s) of {bench} {metric} used other points than this frontier "
                             f"(e.g. one model family or sweep, or fewer runs) and are not shown here")
@@ -116,10 +119,12 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
 
 
 def fit_all(study: Study, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, min_step: int = 0,
-            use_stored: bool = True) -> dict[tuple[str, str], MetricFit]:
+            use_stored: bool = True, checkpoints: str | None = None,
+            fix: dict[str, float] | None = None) -> dict[tuple[str, str], MetricFit]:
     """MetricFit for every NVS benchmark x metric (with a progress bar)."""
     keys = [(b, m) for b in study.nvs_benches for m in FITTED_NVS_METRICS]
-    return {k: fit_metric(study, *k, bootstrap=bootstrap, seed=seed, min_step=min_step, use_stored=use_stored)
+    return {k: fit_metric(study, *k, bootstrap=bootstrap, seed=seed, min_step=min_step, use_stored=use_stored,
+                          checkpoints=checkpoints, fix=fix)
             for k in tqdm(keys, desc="fitting laws", disable=not keys, leave=False)}
 
 

@@ -36,10 +36,6 @@ from sweeps.spec import SweepSpec, load_spec
 DEMO_GRID = Path(__file__).with_name("demo.yaml")
 FIT_METRICS = ("psnr", "ssim", "lpips")  # each quantity once: PSNR is fitted as MSE (no second MSE law)
 FIT_BOOTSTRAP = 100  # bootstrap resamples per fit (CIs) in the demo; rayder-fit defaults to 1000
-FIT_MIN_STEP = 300
-"""The laws ignore checkpoints before this step (`rayder-fit --min-step`, the paper's B.2.1 uses 50,000): at step 200
-the runs are still in their take-off, where two runs of one width differ by up to 0.018 in MSE at the same compute
-(docs/benchmarks.md, design v4)."""
 SUPERSAMPLE = 2
 """The corpus and benchmarks are rendered at this multiple of the training side and downsampled (antialiased) by the
 loaders: the ray caster shoots one ray per pixel, so a clip rendered at 16^2 would alias."""
@@ -97,14 +93,16 @@ def demo_spec(grid: str | Path = DEMO_GRID, overrides: list[str] | None = None, 
 
 
 def fit_one(store, spec: SweepSpec, bench: str, metric: str):
-    """Fit `metric` on `bench` over the grid's sweep (as `rayder-fit --metric METRIC --bench BENCH --sweep NAME
-    --bootstrap FIT_BOOTSTRAP --min-step FIT_MIN_STEP` would), store and print the law. Returns (FitResult or None, frontier points)."""
+    """Fit `metric` on `bench` over the grid's sweep with the grid's `fit:` settings (as `rayder-fit --metric METRIC
+    --bench BENCH --sweep NAME --bootstrap FIT_BOOTSTRAP` plus `spec.fit.rayder_fit_args()` would), store and print
+    the law. Returns (FitResult or None, frontier points)."""
     raw = store.eval_points(bench, metric, sweep=spec.name)
     if raw.empty:
         return None, 0
     options = StudyOptions(fit=FitOptions(bootstrap=FIT_BOOTSTRAP, seed=0, n_starts=20, progress=True,
-                                          metric=metric, bench=bench, sweep=spec.name),
-                           metric=metric, checkpoints="all", drop_warmup=True, min_step=FIT_MIN_STEP)
+                                          metric=metric, bench=bench, sweep=spec.name, fix=dict(spec.fit.fix)),
+                           metric=metric, checkpoints=spec.fit.checkpoints, drop_warmup=True,
+                           min_step=spec.fit.min_step)
     study = fit_points(raw, options)  # FitWarnings are kept in the result's warnings (the checks read them)
     print(f"demo: {metric} on {bench}: " + format_selection(study), flush=True)
     n_frontier = int(study.table["on_frontier_d"].sum()) if "on_frontier_d" in study.table else 0
@@ -139,8 +137,8 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
 def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
     """`rayder-report` the store to `pdf`; returns the path, or None when the report failed."""
     pdf.parent.mkdir(parents=True, exist_ok=True)
-    if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf),
-                                 "--bootstrap", str(FIT_BOOTSTRAP), "--min-step", str(FIT_MIN_STEP)]) != 0 or not pdf.is_file():
+    if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf), "--bootstrap", str(FIT_BOOTSTRAP),
+                                 *shlex.split(spec.fit.rayder_fit_args())]) != 0 or not pdf.is_file():
         print("demo: rayder-report failed (see above)", file=sys.stderr)
         return None
     return pdf
@@ -175,7 +173,8 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
     checks = [sc.check_learning(store, spec.name), sc.check_baseline(store, spec.name, bench),
               sc.check_size_matters(store, spec.name, bench), sc.check_overfit_mse(store, spec.name, bench),
               sc.check_frontier(n_frontier, minimum=20),
-              sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison),
+              sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison,
+                                      free_floor=sc.free_floor_fit(fits.get("psnr"), FIT_BOOTSTRAP)),
               sc.check_law(fits.get("ssim"), "1-SSIM", 0.93, False),
               sc.check_extrapolation_slope(fits.get("psnr"), store, spec.name, bench),
               sc.check_skips(store, spec.name)]
@@ -253,10 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     db = "" if Path(spec.db_path).resolve() == Path("results.duckdb").resolve() else f" --db {shlex.quote(str(spec.db_path))}"
     out = "" if Path(args.pdf).resolve() == Path("reports/out/study.pdf").resolve() else f" --out {shlex.quote(args.pdf)}"
     sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    fit = spec.fit.rayder_fit_args()
     print("\nnext:    " + "\n         ".join([
-        f"rayder-fit --metric mse --bench indist{db}     # the demo's primary law (in-distribution held-out set)",
-        f"rayder-fit --metric mse --bench re10k{db}      # the distribution-shift law (held-out texture families)",
-        f"rayder-report{db}{out}                           # the study PDF again",
+        f"rayder-fit --metric mse --bench indist{fit}{db}     # the demo's primary law (in-distribution held-out set)",
+        f"rayder-fit --metric mse --bench re10k{fit}{db}      # the distribution-shift law (held-out texture families)",
+        f"rayder-report{fit}{db}{out}                           # the study PDF again",
         f"rayder-sweep status {shlex.quote(grid)}{sets}       # state of every run"]))
     return 1 if result.errors else 0
 

@@ -26,6 +26,7 @@ A grid file has these top-level keys (every error names the file and the dotted 
         - {preset: L, steps: 4000}  # (a value or a list each)
     holdout:                    # runs beyond the grid that validate the law fitted on the grid alone (optional)
       - {preset: L, fraction: 1.0, steps: 400000}   # recorded as sweep `<name>-holdout`; `set:` other keys
+    fit: {checkpoints: final, min_step: 300, fix: {L_inf: 0}}   # how the study's laws are fitted (FitSpec)
     slurm: {...}                # SlurmSpec: resources of one run's job; per_preset overrides (e.g. nodes)
     local: {...}                # LocalSpec: how many runs at once on the local executor
 
@@ -44,7 +45,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from fitting.checkpoints import CHECKPOINT_MODES
 from fitting.holdout_runs import HOLDOUT_SUFFIX
+from fitting.laws import DEFAULT_LAW, get_law
 from rayder_core.models import FAMILIES, family_of, model_config, presets
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.checkpoints import checkpoint_path
@@ -234,6 +237,34 @@ class LocalSpec:
 
 
 @dataclass
+class FitSpec:
+    """How the study's laws are fitted from the store (`python -m sweeps.demo`, its report and seed check; the same
+    as `rayder-fit --checkpoints C --min-step N --fix NAME=VALUE`)."""
+
+    checkpoints: str = "all"            # all | cooldown | final (fitting.checkpoints.select_checkpoints)
+    min_step: int = 0                   # checkpoints before this training step are left out
+    fix: dict[str, float] = field(default_factory=dict)  # parameters of the card law held fixed, e.g. {L_inf: 0}
+
+    def __post_init__(self) -> None:
+        if self.checkpoints not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpoints must be one of {CHECKPOINT_MODES}, got {self.checkpoints!r}")
+        if self.min_step < 0:
+            raise ValueError(f"min_step must be >= 0, got {self.min_step}")
+        names = get_law(DEFAULT_LAW).param_names
+        for name, value in self.fix.items():
+            if name not in names:
+                raise ValueError(f"fix.{name}: not a parameter of the card law {list(names)}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"fix.{name}: expected a number, got {value!r}")
+
+    def rayder_fit_args(self) -> str:
+        """These settings as `rayder-fit` / `rayder-report` options."""
+        return (f" --checkpoints {self.checkpoints}" * (self.checkpoints != "all")
+                + f" --min-step {self.min_step}" * (self.min_step > 0)
+                + "".join(f" --fix {k}={v:g}" for k, v in self.fix.items()))
+
+
+@dataclass
 class HoldoutRun:
     """One run beyond the grid (a larger preset, or longer training): trained with the grid's `base` (plus its
     preset's overrides and `set`), recorded under the sweep `<name>-holdout` so that fits of the grid exclude it,
@@ -267,6 +298,7 @@ class SweepSpec:
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     local: LocalSpec = field(default_factory=LocalSpec)
     holdout: list[HoldoutRun] = field(default_factory=list)
+    fit: FitSpec = field(default_factory=FitSpec)
     source: str = field(default="<mapping>", init=False, repr=False)  # the grid file (for error messages)
     path: str | None = field(default=None, init=False, repr=False)     # the grid file as given (load_spec)
     overrides: list[str] = field(default_factory=list, init=False, repr=False)  # its --set overrides

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fitting.compare import compare_laws
+from fitting.fit import fit_law
 from fitting.frontier import running_frontier
 
 
@@ -245,15 +246,48 @@ def _comparison_text(table: pd.DataFrame) -> str:
             f"{abs(card['aic'] - one['aic']):.1f} in favour of {better})")
 
 
+def free_floor_fit(fit, bootstrap: int = 100):
+    """When `fit` holds L_inf fixed (grid `fit.fix`): the same law refitted on the same points with L_inf free, so
+    that the check can show whether the data pin the floor down (None when L_inf was free)."""
+    if fit is None or "L_inf" not in fit.fixed or fit.inputs is None:
+        return None
+    points = pd.DataFrame({"C": fit.inputs[0], "D": fit.inputs[1], "y": fit.targets})
+    return fit_law(points, law=fit.law.name, bootstrap=bootstrap, seed=0, n_starts=20, holdout=False, progress=False,
+                   fix={k: v for k, v in fit.fixed.items() if k != "L_inf"}, tie=dict(fit.tied) or None)
+
+
+def _aic(fit) -> float:
+    """AIC of a fit from its log residuals (Gaussian in log space, as fitting.compare; constants dropped)."""
+    r = np.log(fit.targets) - np.log(fit.predict(*fit.inputs[:2]))
+    n, k = len(r), fit.n_free + 1
+    return 2 * k + n * float(np.log(max(float(np.sum(r * r)) / n, 1e-300)))
+
+
+def _floor_text(fit, free) -> tuple[str, bool]:
+    """(what the free-floor fit says, whether holding L_inf fixed is consistent with it: the free L_inf's CI reaches
+    down to where the data cannot tell it from 0, below 1% of the smallest fitted target)."""
+    v, lo, hi = free.params["L_inf"], free.ci_low.get("L_inf", np.nan), free.ci_high.get("L_inf", np.nan)
+    ok = bool(np.isfinite(lo) and lo <= 0.01 * float(np.min(fit.targets)))
+    return (f"L_inf fixed at {fit.fixed['L_inf']:g}; free: {v:.3g} [{lo:.3g}, {hi:.3g}], AIC {_aic(free) - _aic(fit):+.1f} "
+            f"vs fixed ({'not identified' if ok else 'the data exclude 0'})"), ok
+
+
 def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str, ...] = ("alpha", "beta"),
-                         comparison: pd.DataFrame | None = None) -> Check:
+                         comparison: pd.DataFrame | None = None, free_floor=None) -> Check:
     """Issue 23, target 2: R^2 >= target; each exponent's bootstrap 95% CI excludes 0, stays clear of its bounds
     and is narrower than twice the estimate; L_inf has not drifted to 0; no parameter (or CI) at a bound. A
-    parameter at a bound is reported with `comparison` (`gamma_one_comparison`) when given."""
+    parameter at a bound is reported with `comparison` (`gamma_one_comparison`) when given. A floor held fixed
+    (grid `fit.fix`) is shown with `free_floor` (`free_floor_fit`) and passes only when the free fit cannot tell
+    L_inf from 0."""
     name = f"{label} law identified"
     if fit is None:
         return Check(name, "not fitted", f"R^2 >= {r2_target}", None)
     problems = []
+    floor = None
+    if "L_inf" in fit.fixed:
+        floor, ok = _floor_text(fit, free_floor) if free_floor is not None else ("L_inf fixed, no free fit", False)
+        if not ok:
+            problems.append("L_inf held fixed against the data")
     if fit.r2 < r2_target:
         problems.append(f"R^2 {fit.r2:.3f} < {r2_target}")
     parts = [f"R^2 {fit.r2:.3f}"]
@@ -275,9 +309,10 @@ def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str
         problems.append(f"{len(bounded)} parameter(s) at a bound")
     if comparison is not None and any("bound" in p for p in problems):
         problems.append(_comparison_text(comparison))
+    parts += [floor] if floor else []
     measured = ", ".join(parts) + (f"; {'; '.join(p for p in problems if p)}" if problems else "")
     return Check(name, measured, f"R^2 >= {r2_target}; exponent CIs exclude 0, clear of bounds, < 2x estimate; "
-                 "L_inf not at 0", not problems)
+                 "L_inf not at 0 (held fixed: only where a free L_inf's CI reaches 0)", not problems)
 
 
 def effective_exponents(fit) -> dict[str, tuple[float, float, float]]:

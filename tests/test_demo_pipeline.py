@@ -14,10 +14,10 @@ from tests.test_first_hour import _demo_like_store
 
 def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
-    monkeypatch.setattr(demo, "FIT_MIN_STEP", 0)  # the synthetic store's checkpoints are at steps 30..120
     db = tmp_path / "results.duckdb"
     _demo_like_store(db, bench="indist-synth", extra_bench="re10k-synth")
-    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}"])
+    # the synthetic store's checkpoints are at steps 30..120
+    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.min_step=0"])
     assert demo.nvs_benches(spec) == ["indist-synth", "re10k-synth"]
     fits, n_frontier = demo.fit_study(spec)
     out = capsys.readouterr().out
@@ -93,17 +93,40 @@ def test_demo_renders_data_at_twice_the_training_side(monkeypatch) -> None:
 
 
 def test_demo_laws_ignore_checkpoints_before_the_min_step(tmp_path: Path, monkeypatch) -> None:
-    """FIT_MIN_STEP drops the take-off checkpoints from the demo's frontier (`rayder-fit --min-step`)."""
+    """The grid's `fit.min_step` drops the take-off checkpoints from the demo's frontier (`rayder-fit --min-step`)."""
     monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 0)
     db = tmp_path / "results.duckdb"
     _demo_like_store(db, bench="indist-synth")
-    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}"])
     store = ResultsStore(db)
     counts = {}
     for min_step in (0, 90):
-        monkeypatch.setattr(demo, "FIT_MIN_STEP", min_step)
+        spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", f"fit.min_step={min_step}"])
         _, counts[min_step] = demo.fit_one(store, spec, "indist-synth", "psnr")
     raw = store.eval_points("indist-synth", "psnr", sweep="demo")
     late = raw[raw["step"] >= 90]
     assert 0 < counts[90] <= late.groupby("D").size().sum() < len(raw)
     assert counts[90] < counts[0]
+
+
+def test_grid_fit_settings_reach_the_fit_and_the_report(tmp_path: Path, monkeypatch) -> None:
+    """`fit: {checkpoints: final, fix: {L_inf: 0}}` in the grid: the demo fits only each run's last checkpoint with
+    L_inf held at 0, and the report given the same options (`spec.fit.rayder_fit_args()`) shows that stored law."""
+    import pytest
+
+    from reports.common import load_study
+    from reports.fits import fit_metric
+    from rayder_core.yamlconf import ConfigError
+
+    monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
+    db = tmp_path / "results.duckdb"
+    _demo_like_store(db, bench="indist-synth")
+    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.checkpoints=final", "fit.min_step=0",
+                                           "fit.fix={L_inf: 0}"])
+    assert spec.fit.rayder_fit_args() == " --checkpoints final --fix L_inf=0"
+    fit, n = demo.fit_one(ResultsStore(db), spec, "indist-synth", "psnr")
+    runs = ResultsStore(db).eval_points("indist-synth", "psnr", sweep="demo")["run_id"].nunique()
+    assert fit.params["L_inf"] == 0 and fit.fixed == {"L_inf": 0.0} and 0 < n <= runs  # one point per run at most
+    shown = fit_metric(load_study(db), "indist-synth", "psnr", bootstrap=4, checkpoints="final", fix={"L_inf": 0})
+    assert shown.source.startswith("stored fit") and shown.formula == fit.formula()
+    with pytest.raises(ConfigError, match=r"fit.fix.Linf: not a parameter"):
+        demo.demo_spec(demo.DEMO_GRID, ["fit.fix={Linf: 0}"])

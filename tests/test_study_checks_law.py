@@ -83,7 +83,7 @@ def test_overfit_check():
 def _fit(**over):
     base = dict(r2=0.985, params={"L_inf": 0.01, "alpha": 0.5, "beta": 0.4, "gamma": 1.0},
                 ci_low={"L_inf": 0.005, "alpha": 0.35, "beta": 0.3, "gamma": 0.8},
-                ci_high={"L_inf": 0.015, "alpha": 0.7, "beta": 0.55, "gamma": 1.2}, warnings=[],
+                ci_high={"L_inf": 0.015, "alpha": 0.7, "beta": 0.55, "gamma": 1.2}, warnings=[], fixed={},
                 law=SimpleNamespace(bounds={"alpha": (0.0, 5.0), "beta": (0.0, 5.0), "gamma": (0.05, 5.0)},
                                     param_names=("L_inf", "A", "alpha", "B", "beta", "gamma")))
     base.update(over)
@@ -235,3 +235,23 @@ def test_seed_check_passes_grid_overrides_to_both_seeds(monkeypatch, tmp_path):
         assert argv[argv.index("--clips") + 1] == "64" and "base.batch_size=4" in argv
     seed1 = calls[1]
     assert seed1.index("grid.seeds=[1]") > seed1.index(sets[1]) and "db=results-seed1.duckdb" in seed1
+
+
+def test_floor_held_at_zero_passes_only_where_a_free_floor_is_not_identified():
+    """Fits of the card law with L_inf held at 0 (grid `fit.fix`), on points made from the card law with 1% noise:
+    without a floor the free refit's L_inf CI reaches 0 (holding it is consistent); with a floor of 0.01, above
+    which the points' reducible part falls to ~10% of it, the free refit pins it and the check fails."""
+    from fitting.fit import fit_law
+
+    rng = np.random.default_rng(3)
+    C, D = np.meshgrid(np.geomspace(1e2, 1e5, 8), np.array([100.0, 1000.0, 10000.0]))
+    C, D = C.ravel(), D.ravel()
+    for floor, expect in ((0.0, True), (0.01, False)):
+        y = (floor + (2.0 * C ** -0.5 + 5.0 * D ** -0.6) ** 1.0) * np.exp(rng.normal(0, 0.01, C.size))
+        pts = pd.DataFrame({"C": C, "D": D, "y": y})
+        held = fit_law(pts, bootstrap=30, seed=0, n_starts=20, holdout=False, progress=False, fix={"L_inf": 0.0})
+        free = sc.free_floor_fit(held, bootstrap=30)
+        check = sc.check_identified_law(held, "MSE", 0.5, free_floor=free)
+        assert ("L_inf fixed at 0; free:" in check.measured) and (
+            ("held fixed against the data" not in check.measured) is expect), check.measured
+    assert sc.free_floor_fit(fit_law(pts, bootstrap=0, holdout=False, progress=False)) is None  # L_inf was free
