@@ -329,7 +329,8 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
                 if run_id in result.errors:
                     tqdm.write(f"run {run_id} {result.outcomes[run_id]}: {result.errors[run_id]} "
                                f"(log: {job.paths.stderr})")
-            done_steps = sum(max(0, int((read_state(c.run_dir) or {}).get("step", 0)) - start_step(c)) for c in cfgs)
+            done_steps = sum(max(0, int((read_state(c.run_dir) or {}).get("step", 0)) - start_step(c))
+                             for c in cfgs)
             bar.set_postfix_str(f"{finished}/{len(cfgs)} runs done, {len(active)} running", refresh=False)
             bar.update(max(0, min(done_steps, total) - bar.n))
             if pending or active:

@@ -32,9 +32,9 @@ from rayder_core.runtime import apply_gpu_settings, runtime_info
 from rayder_core.store import ResultsStore, record_run_dir
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.checkpoints import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint
-from rayder_core.training.trunk import start_from_trunk
 from rayder_core.training.schedule import lr_at, lr_phase
 from rayder_core.training.signals import StopRequest
+from rayder_core.training.trunk import start_from_trunk
 
 
 class TrainingDiverged(RuntimeError):
@@ -222,8 +222,9 @@ class Trainer:
     def _prune_checkpoints(self) -> None:
         keep = self.cfg.keep_checkpoints
         if keep > 0:
-            kept = {checkpoint_path(self.run_dir, s) for s in self.cfg.checkpoint_steps}
-            for old in [p for p in sorted((self.run_dir / CHECKPOINT_DIR).glob("step_*.pt")) if p not in kept][:-keep]:
+            kept = {checkpoint_path(self.run_dir, s) for s in self.cfg.checkpoint_steps}  # fork points: never pruned
+            prunable = [p for p in sorted((self.run_dir / CHECKPOINT_DIR).glob("step_*.pt")) if p not in kept]
+            for old in prunable[:-keep]:
                 old.unlink()
 
     def resume(self) -> bool:
