@@ -105,6 +105,27 @@ def test_lengths_grid_is_design_v6():
     assert [(h.model["preset"], h.steps) for h in held] == [("tiny-w64", 4000)]
 
 
+DESIGN_V8 = ["name=v8", "out_dir=runs/v8", "db=results-v8.duckdb", "base.batch_size=32",
+             "grid.fractions=[0.0625, 0.25, 1.0]", "grid.steps=[1250, 1600, 2000]", "fit.checkpoints=final",
+             "fit.fix={L_inf: 0}"]
+
+
+def test_design_v8_shares_trunks_and_fits_final_checkpoints():
+    """The demo with DESIGN_V8 (docs/benchmarks.md): 3 widths x D = 128 / 512 / 2048 x lengths 1250 / 1600 / 2000; the
+    2000-step run of each point saves steps 1000 and 1280, where the shorter runs start; laws on final checkpoints
+    with L_inf held at 0; the held-out run is tiny-w64 x 4000 (no trunk)."""
+    spec = load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V8)
+    runs = [r for r in spec.runs() if r.sweep == spec.name]
+    assert len(runs) == 27 and {r.batch_size for r in runs} == {32}
+    trunks = [r for r in runs if r.steps == 2000]
+    assert all(t.checkpoint_steps == [1000, 1280] and t.start_from is None for t in trunks)
+    assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 2000) == \
+        [(1250, 1000)] * 9 + [(1600, 1280)] * 9
+    assert spec.fit.checkpoints == "final" and spec.fit.fix == {"L_inf": 0}
+    held = [r for r in spec.runs() if r.sweep != spec.name]
+    assert [(h.model["preset"], h.steps, h.start_from) for h in held] == [("tiny-w64", 4000, None)]
+
+
 def test_run_length_axis_scales_the_schedule_and_excludes_points(tmp_path):
     base = {"steps": 100, "data": {"resolution": 32}, "optim": {"decay_start": 80, "decay_halve_every": 5}}
     spec = spec_from_mapping(_grid(base=base, grid={"presets": ["tiny-xs", "tiny-s"], "fractions": [0.1, 1.0],
