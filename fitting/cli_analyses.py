@@ -74,20 +74,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     an.add_argument("--ci", type=float, default=0.95, help="level of intervals and bands (default: %(default)s)")
 
 
-def parse_constraints(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, str]]:
-    """--fix NAME=VALUE and --tie NAME=OTHER (repeatable, or comma separated) -> (fix, tie); SystemExit if bad."""
+def parse_constraints(args: argparse.Namespace, prog: str = "rayder-fit") -> tuple[dict[str, float], dict[str, str]]:
+    """--fix NAME=VALUE and --tie NAME=OTHER (repeatable, or comma separated) -> (fix, tie); SystemExit (naming
+    `prog`) if bad."""
     fix: dict[str, float] = {}
     tie: dict[str, str] = {}
     for opt, items, out in (("--fix", args.fix, fix), ("--tie", args.tie, tie)):
         for item in (s for it in items for s in it.split(",") if s.strip()):
             name, sep, value = item.partition("=")
             if not sep or not name.strip() or not value.strip():
-                raise SystemExit(f"rayder-fit: {opt} {item!r}: expected NAME=VALUE")
+                raise SystemExit(f"{prog}: {opt} {item!r}: expected NAME=VALUE")
             if opt == "--fix":
                 try:
                     out[name.strip()] = float(value)
                 except ValueError:
-                    raise SystemExit(f"rayder-fit: --fix {item!r}: {value!r} is not a number") from None
+                    raise SystemExit(f"{prog}: --fix {item!r}: {value!r} is not a number") from None
             else:
                 out[name.strip()] = value.strip()
     return fix, tie

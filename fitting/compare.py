@@ -22,10 +22,22 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .fit import FitWarning, fit_law
+from .fit import FitResult, FitWarning, fit_law
 from .laws import get_law
 
 COMPARE_DELTA = 1e6  # Huber delta on log residuals: effectively plain least squares in log space
+
+
+def log_likelihood(res: FitResult) -> tuple[float, int, float, float, float]:
+    """(rss_log, k, sigma2, loglik, aic) of a fit: Gaussian log residuals with their variance estimated, k = free
+    parameters + 1 (sigma), the AIC every comparison of this module ranks laws by."""
+    law = res.law
+    r = np.log(res.targets) - np.log(res.predict(*res.inputs[:2], **({"U": res.inputs[2]}
+                                                                      if law.n_inputs == 3 else {})))
+    n, rss, k = len(r), float(np.sum(r * r)), res.n_free + 1
+    sigma2 = max(rss / n, 1e-300)
+    loglik = -0.5 * n * (math.log(2 * math.pi * sigma2) + 1.0)
+    return rss, k, sigma2, loglik, 2 * k - 2 * loglik
 
 
 def compare_laws(df: pd.DataFrame, laws: Sequence[str], x: Sequence[str] = ("C", "D"), y: str = "y", *,
@@ -57,13 +69,7 @@ def compare_laws(df: pd.DataFrame, laws: Sequence[str], x: Sequence[str] = ("C",
             res = fit_law(df, law=name, x=x[:law.n_inputs], y=y, delta=COMPARE_DELTA, bootstrap=0, holdout=False,
                           n_starts=n_starts, fix=(fix or {}).get(name), tie=(tie or {}).get(name))
         n = res.n_points
-        r = np.log(res.targets) - np.log(res.predict(*res.inputs[:2], **({"U": res.inputs[2]}
-                                                                          if law.n_inputs == 3 else {})))
-        rss = float(np.sum(r * r))
-        k = res.n_free + 1
-        sigma2 = max(rss / n, 1e-300)
-        loglik = -0.5 * n * (math.log(2 * math.pi * sigma2) + 1.0)
-        aic = 2 * k - 2 * loglik
+        rss, k, sigma2, loglik, aic = log_likelihood(res)
         row = {"law": res.law_label, "n_inputs": law.n_inputs, "n": n, "k": k, "rss_log": rss,
                "sigma_log": math.sqrt(sigma2), "loglik": loglik, "aic": aic,
                "aicc": aic + (2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else math.inf),

@@ -9,6 +9,7 @@ import sys
 
 from fitting.checkpoints import CHECKPOINT_MODES
 from fitting.cli_analyses import parse_constraints
+from fitting.laws import DEFAULT_LAW, constrain
 from rayder_core.store import DEFAULT_DB, StoreError
 from reports.report import ReportError, build_report
 
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the per-figure PNGs")
     args = parser.parse_args(argv)
 
-    fix, _ = parse_constraints(argparse.Namespace(fix=args.fix, tie=[]))
+    fix, _ = parse_constraints(argparse.Namespace(fix=args.fix, tie=[]), prog="rayder-report")
+    try:
+        constrain(DEFAULT_LAW, fix)
+    except ValueError as exc:
+        parser.error(f"--fix: {exc}")
     formats = tuple(f.strip().lstrip(".") for f in args.formats.split(",") if f.strip())
     try:
         result = build_report(args.db, args.out, figures_dir=args.figures_dir, figure_formats=formats,

@@ -47,7 +47,7 @@ from typing import Any
 
 from fitting.checkpoints import CHECKPOINT_MODES
 from fitting.holdout_runs import HOLDOUT_SUFFIX
-from fitting.laws import DEFAULT_LAW, get_law
+from fitting.laws import DEFAULT_LAW, constrain, get_law
 from rayder_core.models import FAMILIES, family_of, model_config, presets
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.checkpoints import checkpoint_path
@@ -251,11 +251,12 @@ class FitSpec:
         if self.min_step < 0:
             raise ValueError(f"min_step must be >= 0, got {self.min_step}")
         names = get_law(DEFAULT_LAW).param_names
-        for name, value in self.fix.items():
+        for name, value in self.fix.items():  # per key, so that the error names it (fit.fix.NAME)
             if name not in names:
                 raise ValueError(f"fix.{name}: not a parameter of the card law {list(names)}")
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"fix.{name}: expected a number, got {value!r}")
+        constrain(DEFAULT_LAW, self.fix)  # the fit's own check of the values (e.g. a positive constant at 0)
 
     def rayder_fit_args(self) -> str:
         """These settings as `rayder-fit` / `rayder-report` options."""

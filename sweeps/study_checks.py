@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fitting.compare import compare_laws
+from fitting.compare import compare_laws, log_likelihood
 from fitting.fit import FitWarning, fit_law
 from fitting.frontier import running_frontier
 
@@ -260,19 +260,12 @@ def free_floor_fit(fit, bootstrap: int = 100):
                        tie=dict(fit.tied) or None)
 
 
-def _aic(fit) -> float:
-    """AIC of a fit from its log residuals (Gaussian in log space, as fitting.compare; constants dropped)."""
-    r = np.log(fit.targets) - np.log(fit.predict(*fit.inputs[:2]))
-    n, k = len(r), fit.n_free + 1
-    return 2 * k + n * float(np.log(max(float(np.sum(r * r)) / n, 1e-300)))
-
-
 def _floor_text(fit, free) -> tuple[str, bool]:
     """(what the free-floor fit says, whether holding L_inf fixed is consistent with it: the free L_inf's CI reaches
     down to where the data cannot tell it from 0, below 1% of the smallest fitted target)."""
     v, lo, hi = free.params["L_inf"], free.ci_low.get("L_inf", np.nan), free.ci_high.get("L_inf", np.nan)
     ok = bool(np.isfinite(lo) and lo <= 0.01 * float(np.min(fit.targets)))
-    return (f"L_inf fixed at {fit.fixed['L_inf']:g}; free: {v:.3g} [{lo:.3g}, {hi:.3g}], AIC {_aic(free) - _aic(fit):+.1f} "
+    return (f"L_inf fixed at {fit.fixed['L_inf']:g}; free: {v:.3g} [{lo:.3g}, {hi:.3g}], AIC {log_likelihood(free)[4] - log_likelihood(fit)[4]:+.1f} "
             f"vs fixed ({'not identified' if ok else 'the data exclude 0'})"), ok
 
 

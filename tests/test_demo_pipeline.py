@@ -130,3 +130,7 @@ def test_grid_fit_settings_reach_the_fit_and_the_report(tmp_path: Path, monkeypa
     assert shown.source.startswith("stored fit") and shown.formula == fit.formula()
     with pytest.raises(ConfigError, match=r"fit.fix.Linf: not a parameter"):
         demo.demo_spec(demo.DEMO_GRID, ["fit.fix={Linf: 0}"])
+    from reports import cli as report_cli
+    with pytest.raises(SystemExit) as bad:  # rayder-report --fix with a name the law lacks: a usage error, no report
+        report_cli.main(["--db", str(db), "--out", str(tmp_path / "r.pdf"), "--fix", "Linf=0"])
+    assert bad.value.code == 2 and not (tmp_path / "r.pdf").exists()

@@ -18,7 +18,6 @@ from typing import Any
 from rayder_core.fileio import atomic_write_text
 from rayder_core.train_config import TrainConfig, load_train_config
 from rayder_core.training.checkpoints import copy_checkpoint
-from rayder_core.training.schedule import lr_at
 
 LENGTH_KEYS = (("steps",), ("optim", "decay_start"), ("optim", "decay_halve_every"), ("eval",))
 """Identity keys in which runs of one trunk may differ: the length, the decay that scales with it, and the eval
@@ -38,14 +37,13 @@ def trunk_identity(cfg: TrainConfig) -> dict[str, Any]:
 
 def fork_step(short: TrainConfig, long: TrainConfig) -> int | None:
     """The step from which `short` can start from `long`'s checkpoint: the last step before either run leaves its
-    constant LR (`short`'s decay start, at most `long`'s), if the two runs share a trunk; else None."""
+    constant LR (`short`'s decay start, at most `long`'s), if the two runs share a trunk; else None. Equal trunk
+    identities mean the same peak LR and warmup, so `lr_at` agrees on every step before both decay starts."""
     if trunk_identity(short) != trunk_identity(long) or short.steps >= long.steps:
         return None
     starts = [c.optim.decay_start for c in (short, long) if c.optim.decay_start is not None]
     step = min(starts) if starts else short.steps - 1
-    if not 0 < step < short.steps or any(lr_at(t, short) != lr_at(t, long) for t in range(step)):
-        return None
-    return step
+    return step if 0 < step < short.steps else None
 
 
 def trunk_run_id(cfg: TrainConfig) -> str | None:
