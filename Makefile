@@ -38,9 +38,10 @@ demo: install
 validate: install
 	$(PY) -m sweeps.demo --validate $(DEMO_ARGS)
 
-# The demo again with seed 1 (its own store and runs) and the comparison of the two laws (effective exponents).
+# The demo and `make validate` with seed 0 and seed 1 (its own store and runs), and the comparison of the two laws
+# (effective exponents). DEMO_ARGS takes --set / --clips here (both seeds get them).
 seed-check: install
-	$(PY) -m sweeps.seed_check
+	$(PY) -m sweeps.seed_check --validate $(DEMO_ARGS)
 
 bench: install
 	$(PY) benchmarks/train_step.py

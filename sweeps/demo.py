@@ -219,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a grid key, e.g. --set base.steps=400")
     parser.add_argument("--executor", default="local", choices=("local", "slurm", "auto"),
                         help="where the runs train (default: local; slurm waits for the jobs)")
-    parser.add_argument("--clips", type=int, default=1024, help="synthetic training clips (default 1024)")
+    parser.add_argument("--clips", type=int, default=2048, help="synthetic training clips (default 2048)")
     parser.add_argument("--shard-size", type=int, default=8,
-                        help="clips per shard (default 8: the demo's fractions of 1024 clips give D = 16/128/1024)")
+                        help="clips per shard (default 8: the demo's fractions of 2048 clips give D = 128/512/1024/2048)")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length in seconds (default 5)")
     parser.add_argument("--bench-scenes", type=int, default=32, help="benchmark scenes (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="data-generation processes (default 2)")

@@ -4,8 +4,9 @@ Runs the demo grid again with seed 1 into its own store and run directory (`resu
 `runs/demo-seed1`; the seed-0 demo is run first when its store has no finished grid), fits the primary MSE law on
 both, and prints the comparison: the effective exponents alpha*gamma and beta*gamma of seed 1 (what the data
 identify when one term dominates) against seed 0's bootstrap 95% CIs, whether those CIs are narrower than the
-estimates, and the answer of each seed to "does size matter at the largest D?". Exit status 0 when every
-comparison holds, 1 otherwise.
+estimates, and the answer of each seed to "does size matter at the largest D?". With `--validate` (as `make
+seed-check` calls it) each seed's demo also trains its held-out runs and predicts them (`make validate`). Exit status
+0 when every comparison holds, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -46,14 +47,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="grid override for both seeds (as `python -m sweeps.demo --set`; seed 1 keeps its own "
                              "seeds, db and out_dir)")
     parser.add_argument("--clips", type=int, default=None, help="synthetic training clips (passed to the demo)")
+    parser.add_argument("--validate", action="store_true",
+                        help="also train each seed's held-out runs and check its law against them (`make validate`)")
     parser.add_argument("--skip-runs", action="store_true", help="compare the existing stores only")
     args = parser.parse_args(argv)
     spec0 = demo.demo_spec(args.grid, args.overrides)
     spec1 = demo.demo_spec(args.grid, [*args.overrides, *SEED1_SETS])
-    extra = [*sum((["--set", s] for s in args.overrides), []), *(["--clips", str(args.clips)] if args.clips else [])]
+    extra = [*sum((["--set", s] for s in args.overrides), []), *(["--clips", str(args.clips)] if args.clips else []),
+             *(["--validate"] if args.validate else [])]
     if not args.skip_runs:
         status = ResultsStore(spec0.db_path).runs(spec0.name) if Path(spec0.db_path).exists() else None
-        if status is None or int((status["status"] == "finished").sum()) < len(spec0.runs()):
+        if args.validate or status is None or int((status["status"] == "finished").sum()) < len(spec0.runs()):
             print("seed-check: the seed-0 demo first", flush=True)
             if demo.main(["--grid", args.grid, *extra]):
                 print("seed-check: the seed-0 demo had failed runs (see above)", file=sys.stderr)

@@ -16,8 +16,8 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
     monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
     db = tmp_path / "results.duckdb"
     _demo_like_store(db, bench="indist-synth", extra_bench="re10k-synth")
-    # the synthetic store's checkpoints are at steps 30..120
-    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.min_step=0"])
+    # the synthetic store's checkpoints are at steps 30..120; its law has a floor, fitted free on every checkpoint
+    spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.min_step=0", "fit.checkpoints=all", "fit.fix={}"])
     assert demo.nvs_benches(spec) == ["indist-synth", "re10k-synth"]
     fits, n_frontier = demo.fit_study(spec)
     out = capsys.readouterr().out
@@ -65,14 +65,16 @@ def test_demo_without_validate_drops_holdout_runs() -> None:
 
 def test_local_runs_start_largest_first() -> None:
     """The local executor starts runs by training FLOPs, largest first (LPT): the demo's tiny-w64 runs start
-    before tiny-w16's, and the order is non-increasing in the FLOPs counted independently per run."""
+    before tiny-w16's, and the order is non-increasing in the FLOPs counted independently per run (the steps it
+    trains: a run that starts from its trunk's checkpoint trains only the steps after it)."""
     from rayder_core.models import model_config, train_flops_per_step
+    from rayder_core.training.trunk import start_step
     from sweeps.launcher import _longest_first
 
     cfgs = demo.demo_spec().runs()
     ordered = _longest_first(cfgs)
     assert sorted(c.run_id for c in ordered) == sorted(c.run_id for c in cfgs)
-    flops = [c.steps * train_flops_per_step(model_config(c.model, source="test"), c.data.resolution, c.data.frames,
+    flops = [(c.steps - start_step(c)) * train_flops_per_step(model_config(c.model, source="test"), c.data.resolution, c.data.frames,
                                              c.batch_size) for c in ordered]
     assert flops == sorted(flops, reverse=True)
     assert ordered[0].model["preset"] == "tiny-w64" and ordered[-1].model["preset"] == "tiny-w16"
@@ -100,7 +102,7 @@ def test_demo_laws_ignore_checkpoints_before_the_min_step(tmp_path: Path, monkey
     store = ResultsStore(db)
     counts = {}
     for min_step in (0, 90):
-        spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", f"fit.min_step={min_step}"])
+        spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", f"fit.min_step={min_step}", "fit.checkpoints=all"])
         _, counts[min_step] = demo.fit_one(store, spec, "indist-synth", "psnr")
     raw = store.eval_points("indist-synth", "psnr", sweep="demo")
     late = raw[raw["step"] >= 90]

@@ -235,6 +235,11 @@ def test_seed_check_passes_grid_overrides_to_both_seeds(monkeypatch, tmp_path):
         assert argv[argv.index("--clips") + 1] == "64" and "base.batch_size=4" in argv
     seed1 = calls[1]
     assert seed1.index("grid.seeds=[1]") > seed1.index(sets[1]) and "db=results-seed1.duckdb" in seed1
+    assert not any("--validate" in argv for argv in calls)
+    # `make seed-check` passes --validate: both seeds train and predict their held-out runs
+    calls.clear()
+    assert seed_check.main(["--validate", "--set", sets[1]]) == 1
+    assert len(calls) == 2 and all("--validate" in argv for argv in calls)
 
 
 def test_floor_held_at_zero_passes_only_where_a_free_floor_is_not_identified():

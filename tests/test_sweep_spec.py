@@ -46,25 +46,33 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_the_mup_ladder_by_three_fractions_plus_a_compute_optimal_holdout():
+def test_demo_grid_is_design_v9():
+    """The demo (design v9): the muP ladder x D = 128 / 512 / 1024 / 2048 of 2048 clips x lengths 1250 / 1600 / 2000
+    sharing the 2000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0, plus a held-out run at 2x
+    the grid's largest compute."""
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
     runs = [r for r in spec.runs() if r.sweep == "demo"]
     held = [r for r in spec.runs() if r.sweep == "demo-holdout"]
-    assert len(runs) == 9 and {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
+    assert len(runs) == 36 and {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
     assert all(r.model["parametrization"] == "mup" and r.model["mup_base_width"] == 16 for r in runs)
-    assert sorted({r.data.fraction for r in runs}) == [1 / 64, 1 / 8, 1.0]  # D = 16 / 128 / 1024 of 1024 clips
-    assert {r.steps for r in runs} == {2000}
+    assert sorted({r.data.fraction for r in runs}) == [1 / 16, 1 / 4, 1 / 2, 1.0]  # D = 128 .. 2048 of 2048 clips
+    assert {r.steps for r in runs} == {1250, 1600, 2000} and {r.batch_size for r in runs} == {32}
     assert all(r.model["preset"] in PRESETS for r in runs)
+    # the shorter runs start from their trunk's checkpoints at 80% of their own length (where their decay starts)
+    assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 2000) == \
+        [(1250, 1000)] * 12 + [(1600, 1280)] * 12
+    assert spec.fit.checkpoints == "final" and spec.fit.min_step == 300 and spec.fit.fix == {"L_inf": 0}
     # the primary (first) NVS benchmark is the in-distribution set; the held-out families get their own law
     assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "re10k-synth"]
     assert [b.protocols for b in runs[0].eval.benchmarks if b.kind == "probe"] == [["per_scene"]]
-    for r in runs:  # >= 6 log-spaced evaluated checkpoints per run, all after warmup
+    for r in runs:  # 6 log-spaced evaluated checkpoints per trunk, all after warmup
         steps = r.eval.steps_for(r.steps)
-        assert len(steps) >= 6 and min(steps) > r.optim.warmup_steps, r.run_id
+        assert len(steps) == 6 and min(steps) > r.optim.warmup_steps, r.run_id
         assert r.optim.skip_grad_factor is None  # the grad-spike rule is off
     # the held-out run goes beyond the grid: the largest width trained twice as long on all the data, with the same
     # WSD shape (constant LR, then halving 4 times over the last 20%)
     assert len(held) == 1 and held[0].model["preset"] == "tiny-w64" and held[0].steps == 4000
+    assert held[0].start_from is None
     assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (3200, 200)
 
 
