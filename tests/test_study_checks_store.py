@@ -1,0 +1,87 @@
+"""The demo's plain study checks (learning, baseline, frontier points, 1-SSIM law, skipped steps) on real DuckDB stores
+with known values: each check passes on a store built to pass and fails on one built to fail it."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rayder_core.store import ResultsStore
+from sweeps import study_checks as sc
+
+
+def _store(tmp_path: Path, runs: dict[str, list[float]], skipped: dict[str, int] | None = None,
+           sweep: str = "demo") -> ResultsStore:
+    """A store with one finished run per key of `runs`, whose logged training losses are the given values (one per
+    step); `skipped[run]` of its steps are marked skipped."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(tmp_path / "results.duckdb")
+    for run_id, losses in runs.items():
+        store.upsert_run(run_id, sweep=sweep, preset="tiny-w16", params=1000, fraction=1.0, D=64, config={},
+                         status="finished")
+        n_skip = (skipped or {}).get(run_id, 0)
+        store.add_train_log(run_id, [{"step": i + 1, "loss": loss, "skipped": int(i < n_skip)}
+                                     for i, loss in enumerate(losses)])
+    return store
+
+
+def test_learning_passes_when_every_run_falls_and_fails_on_one_flat_run(tmp_path):
+    falling = list(np.linspace(1.0, 0.2, 50))
+    store = _store(tmp_path, {"a": falling, "b": [2 * x for x in falling]})
+    check = sc.check_learning(store, "demo")
+    k = 5  # 10% of 50 logged steps
+    ratio = np.mean(falling[-k:]) / np.mean(falling[:k])  # the same in both runs (b is a x 2)
+    assert check.ok is True and f"{ratio:.2f}..{ratio:.2f} over 2 runs" in check.measured
+
+    store = _store(tmp_path / "flat", {"a": falling, "flat": [0.5] * 50})
+    check = sc.check_learning(store, "demo")
+    assert check.ok is False and check.measured.endswith("..1.00 over 2 runs")
+    assert sc.check_learning(store, "another-sweep").ok is None  # no logs: not computed, never passed
+
+
+def test_baseline_compares_the_best_checkpoint_with_its_own_mean_colour_psnr(tmp_path):
+    store = _store(tmp_path, {"a": [1.0] * 20, "b": [1.0] * 20})
+    # run a reaches 23.5 dB over a 20 dB baseline at step 200; run b 21 dB over 19 dB
+    for run_id, step, psnr, base in (("a", 100, 21.0, 20.0), ("a", 200, 23.5, 20.0), ("b", 200, 21.0, 19.0)):
+        store.add_evals(run_id, step, bench="indist-synth", values={"psnr": psnr, "baseline_psnr": base}, n=4)
+    check = sc.check_baseline(store, "demo", "indist-synth")
+    assert check.ok is True and "23.50 dB vs baseline 20.00 dB (+3.50 dB)" in check.measured
+
+    weak = _store(tmp_path / "weak", {"a": [1.0] * 20})
+    weak.add_evals("a", 100, bench="indist-synth", values={"psnr": 22.9, "baseline_psnr": 20.0}, n=4)
+    check = sc.check_baseline(weak, "demo", "indist-synth")
+    assert check.ok is False and "(+2.90 dB)" in check.measured
+    assert sc.check_baseline(weak, "demo", "other-bench").ok is None
+
+
+def test_frontier_points_against_the_minimum():
+    assert sc.check_frontier(20, minimum=20).ok is True
+    assert sc.check_frontier(19, minimum=20).ok is False
+
+
+def _fit(r2: float, warnings: tuple[str, ...] = (), beta_ci: tuple[float, float] = (0.2, 0.6)):
+    return SimpleNamespace(r2=r2, warnings=list(warnings), params={"beta": 0.4},
+                           ci_low={"beta": beta_ci[0]}, ci_high={"beta": beta_ci[1]})
+
+
+@pytest.mark.parametrize("fit, need_beta, ok", [
+    (_fit(0.95), False, True),
+    (_fit(0.92), False, False),                                       # R^2 short of 0.93
+    (_fit(0.99, ("gamma at its lower bound 0.05",)), False, False),   # a parameter at a bound
+    (_fit(0.99, beta_ci=(0.0, 0.6)), True, False),                    # beta's CI reaches 0
+    (_fit(0.99, beta_ci=(0.0, 0.6)), False, True),                    # ... which the 1-SSIM check does not ask
+])
+def test_law_check(fit, need_beta, ok):
+    check = sc.check_law(fit, "1-SSIM", 0.93, need_beta)
+    assert check.ok is ok and f"R^2 {fit.r2:.3f}" in check.measured
+    assert sc.check_law(None, "1-SSIM", 0.93, False).ok is None
+
+
+def test_skipped_steps_are_counted_over_the_sweep(tmp_path):
+    store = _store(tmp_path, {"a": [1.0] * 20, "b": [1.0] * 20})
+    assert sc.check_skips(store, "demo").ok is True
+    bad = _store(tmp_path / "bad", {"a": [1.0] * 20, "b": [1.0] * 20}, skipped={"b": 3})
+    check = sc.check_skips(bad, "demo")
+    assert check.ok is False and check.measured == "3"
