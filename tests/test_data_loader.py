@@ -246,3 +246,26 @@ def test_decoded_video_cache_gives_identical_batches(synth_data):
             assert loader_batch["key"] == ref["key"], i
             assert torch.equal(loader_batch["x"], ref["x"]), i
     assert cached_loader._stream._cache and 0 < len(small_loader._stream._cache) < len(cached_loader._stream._cache)
+
+
+def test_downsampled_frames_are_cached_as_model_input_with_identical_batches(synth_data):
+    """Training at half the clips' side (32^2 clips -> 16^2, as the demo does): the cache keeps each video converted
+    to model input (resized once), and every batch over several epochs is bit-identical to decoding and resizing per
+    sample, also when the budget holds only part of the videos."""
+    from rayder_core.data.manifest import Manifest
+
+    shards = Manifest.load(synth_data.manifest).shards(0.01)
+    kw = dict(frames=4, fps=2.0, resolution=16, batch_size=4, seed=3)
+    plain = iter(VideoClipLoader(shards, **kw))
+    cached_loader = VideoClipLoader(shards, cache_mb=64, **kw)
+    small_loader = VideoClipLoader(shards, cache_mb=0.05, **kw)  # room for about one clip
+    cached, small = iter(cached_loader), iter(small_loader)
+    for i in range(15):  # three epochs
+        ref = next(plain)
+        for loader_batch in (next(cached), next(small)):
+            assert loader_batch["key"] == ref["key"], i
+            assert torch.equal(loader_batch["x"], ref["x"]), i
+    stream = cached_loader._stream
+    assert stream._model_cache and not stream._cache  # 32^2 clips at 16^2: kept as model input, not as pixels
+    assert all(v.shape[1:] == (3, 16, 16) and v.dtype == torch.float32 for v in stream._model_cache.values())
+    assert 0 < len(small_loader._stream._model_cache) < len(stream._model_cache)
