@@ -46,15 +46,24 @@ def fork_step(short: TrainConfig, long: TrainConfig) -> int | None:
     return step if 0 < step < short.steps else None
 
 
+def trunk_of(start_from: str | None) -> tuple[str | None, int]:
+    """(run id, step) of the checkpoint path `start_from` (<run_dir>/checkpoints/step_XXXXXXX.pt); (None, 0) for
+    none, step 0 for a path not named as a step checkpoint."""
+    if not start_from:
+        return None, 0
+    path = Path(start_from)
+    match = re.fullmatch(r"step_(\d+)\.pt", path.name)
+    return path.parent.parent.name, int(match.group(1)) if match else 0
+
+
 def trunk_run_id(cfg: TrainConfig) -> str | None:
     """The run id of the run whose checkpoint `cfg.start_from` names (None without `start_from`)."""
-    return Path(cfg.start_from).parent.parent.name if cfg.start_from else None
+    return trunk_of(cfg.start_from)[0]
 
 
 def start_step(cfg: TrainConfig) -> int:
     """The step run `cfg` starts training from when its `start_from` checkpoint exists (0 without one)."""
-    match = re.fullmatch(r"step_(\d+)\.pt", Path(cfg.start_from).name) if cfg.start_from else None
-    return int(match.group(1)) if match else 0
+    return trunk_of(cfg.start_from)[1]
 
 
 def start_from_trunk(cfg: TrainConfig) -> str:
