@@ -152,6 +152,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
     if bench is None:
         return [], None
     summary_df = None
+    free_floor = sc.free_floor_fit(fits.get("psnr"), FIT_BOOTSTRAP)  # None unless the grid holds L_inf fixed
     if spec.holdout and fits.get("psnr") is not None:
         held = holdout_points(store, bench, "psnr", spec.holdout_sweep)
         if not held.empty:
@@ -160,6 +161,9 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
             done = set(runs.loc[runs["status"] == "finished", "run_id"])
             summary_df["finished"] = summary_df["run_id"].isin(done)  # a stopped run's last checkpoint is no test
             print("\n" + format_holdout(summary_df, "MSE"))
+            line = sc.free_floor_holdout(free_floor, held)  # the floor a free refit finds, tested beyond the grid
+            if line:
+                print(line)
             store_holdout_validation(store, fits["psnr"], table, summary_df, bench=bench, metric="psnr",
                                      sweep=spec.holdout_sweep)
     comparison = sc.gamma_one_comparison(fits.get("psnr"))
@@ -174,7 +178,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
               sc.check_size_matters(store, spec.name, bench), sc.check_overfit_mse(store, spec.name, bench),
               sc.check_frontier(n_frontier, minimum=20),
               sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison,
-                                      free_floor=sc.free_floor_fit(fits.get("psnr"), FIT_BOOTSTRAP)),
+                                      free_floor=free_floor),
               sc.check_law(fits.get("ssim"), "1-SSIM", 0.93, False),
               sc.check_extrapolation_slope(fits.get("psnr"), store, spec.name, bench),
               sc.check_skips(store, spec.name)]

@@ -27,6 +27,7 @@ import pandas as pd
 from fitting.compare import compare_laws, log_likelihood
 from fitting.fit import FitWarning, fit_law
 from fitting.frontier import running_frontier
+from fitting.holdout_runs import validate_holdout
 from rayder_core.training.trunk import trunk_of
 
 
@@ -233,16 +234,23 @@ def check_overfit_mse(store, sweep: str, bench: str) -> Check:
 
 
 def _at_bound(fit, name: str) -> bool:
-    """Is the estimate or an end of the 95% CI of `name` within 0.1% (relative to the bound, at least 1e-3) of a bound?
-    (Scale parameters bounded by 1e-30..1e30 are at a bound only near 1e-30 or 1e30.)"""
+    """Is the estimate or an end of the 95% CI of `name` within 0.1% of its bounds' range from a bound? Positive
+    constants fitted in log space (A, B, L_inf: bounds 1e-30..1e30) are measured in decades: 2e-21 is 9 decades from
+    1e-30, not at it; a value <= 0 is at the lower bound."""
     lo, hi = fit.law.bounds.get(name, (-np.inf, np.inf))
-    return any(np.isfinite(b) and abs(v - b) <= 1e-3 * max(1.0, abs(b))
-               for v in (fit.ci_low[name], fit.ci_high[name], fit.params[name]) for b in (lo, hi))
+    values = (fit.ci_low[name], fit.ci_high[name], fit.params[name])
+    if name in fit.law.log_params and lo > 0:
+        width = 1e-3 * (np.log10(hi) - np.log10(lo))
+        return any(v <= 0 or min(abs(np.log10(v) - np.log10(lo)), abs(np.log10(v) - np.log10(hi))) <= width
+                   for v in values)
+    return any(np.isfinite(b) and abs(v - b) <= 1e-3 * max(1.0, abs(b)) for v in values for b in (lo, hi))
 
 
 def params_at_bound(fit) -> list[str]:
-    """Names of the fit's parameters whose estimate or bootstrap 95% CI touches one of the law's bounds."""
-    return [n for n in fit.params if n in fit.law.bounds and _at_bound(fit, n)]
+    """Names of the fit's free parameters whose estimate or bootstrap 95% CI touches one of the law's bounds (a
+    parameter held fixed, e.g. the grid's `fit.fix`, is not one)."""
+    fixed = getattr(fit, "fixed", None) or {}
+    return [n for n in fit.params if n in fit.law.bounds and n not in fixed and _at_bound(fit, n)]
 
 
 def gamma_one_comparison(fit) -> pd.DataFrame | None:
@@ -275,6 +283,18 @@ def free_floor_fit(fit, bootstrap: int = 100):
         return fit_law(points, law=fit.law.name, bootstrap=bootstrap, seed=0, n_starts=20, holdout=False,
                        progress=False, fix={k: v for k, v in fit.fixed.items() if k != "L_inf"},
                        tie=dict(fit.tied) or None)
+
+
+def free_floor_holdout(free, held: pd.DataFrame | None) -> str | None:
+    """One line: how the free-floor refit (`free_floor_fit`) predicts the held-out runs' final checkpoints
+    (`fitting.holdout_runs.holdout_points` rows), so that a floor the grid identifies in-sample is also seen against
+    runs beyond it; None without a refit or held-out points. Reported beside the checks, never one of them."""
+    if free is None or held is None or held.empty:
+        return None
+    _, summary = validate_holdout(free, held)
+    errs = ", ".join(f"{r.rel_err * 100:+.1f}% ({'inside' if r.inside else 'outside'} its 95% band)"
+                     for r in summary.itertuples())
+    return f"the held-out run(s) predicted by the law with L_inf free ({free.params['L_inf']:.3g}): {errs}"
 
 
 def _floor_text(fit, free) -> tuple[str, bool]:

@@ -77,6 +77,25 @@ def test_law_fitted_on_the_grid_predicts_held_out_runs(known_store):
                                mse_law(np.array([500, 2000, 4000]) * 32.0, 1000), rtol=1e-9)
 
 
+def test_free_floor_refit_is_tested_on_the_held_out_runs(known_store):
+    """A grid fitted with L_inf held at 0 on data that have a floor (TRUE's 0.02): the free-floor refit the checks
+    make recovers the floor and predicts the on-law held-out run at 4x the grid's compute (< 1%), as its own
+    `validate_holdout` does; the line says so, and it is absent without a refit or without held-out runs."""
+    from sweeps import study_checks as sc
+
+    pts = known_store.eval_points("re10k-synth", "psnr", sweep="demo")
+    fixed = fit_law(frontier(pts, "psnr"), bootstrap=20, seed=0, progress=False, fix={"L_inf": 0})
+    free = sc.free_floor_fit(fixed, bootstrap=20)
+    assert free.params["L_inf"] == pytest.approx(TRUE["L_inf"], rel=0.02)
+    held = holdout_points(known_store, "re10k-synth", "psnr", "demo-holdout")
+    line = sc.free_floor_holdout(free, held)
+    _, summary = validate_holdout(free, held)
+    on = summary.set_index("run_id").loc["held-on-law"]
+    assert abs(on["rel_err"]) < 0.01 and f"{on['rel_err'] * 100:+.1f}% (inside its 95% band)" in line
+    assert line.startswith(f"the held-out run(s) predicted by the law with L_inf free ({free.params['L_inf']:.3g})")
+    assert sc.free_floor_holdout(None, held) is None and sc.free_floor_holdout(free, held.iloc[:0]) is None
+
+
 def test_grid_holdout_runs_expand_under_their_own_sweep():
     grid = {"name": "demo", "base": {"steps": 100, "data": {"frames": 4, "resolution": 32}},
             "grid": {"presets": ["tiny-xs", "tiny-s"], "fractions": [0.1, 1.0]},

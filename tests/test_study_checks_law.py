@@ -85,7 +85,8 @@ def _fit(**over):
                 ci_low={"L_inf": 0.005, "alpha": 0.35, "beta": 0.3, "gamma": 0.8},
                 ci_high={"L_inf": 0.015, "alpha": 0.7, "beta": 0.55, "gamma": 1.2}, warnings=[], fixed={},
                 law=SimpleNamespace(bounds={"alpha": (0.0, 5.0), "beta": (0.0, 5.0), "gamma": (0.05, 5.0)},
-                                    param_names=("L_inf", "A", "alpha", "B", "beta", "gamma")))
+                                    param_names=("L_inf", "A", "alpha", "B", "beta", "gamma"),
+                                    log_params=frozenset({"L_inf", "A", "B"})))
     base.update(over)
     return SimpleNamespace(**base)
 
@@ -102,6 +103,23 @@ def test_identified_law_passes_and_each_failure_mode_fails():
     assert "beta or its CI at a bound" in sc.check_identified_law(at_bound, "MSE", 0.97).measured
     drift = _fit(warnings=["L_inf = 1e-12 drifted towards 0 (below ...)"])
     assert sc.check_identified_law(drift, "MSE", 0.97).ok is False
+
+
+def test_bounds_of_log_space_constants_are_measured_in_decades():
+    """A, B, L_inf (bounds 1e-30..1e30, fitted as logs): a CI end at 2e-21 is 9 decades from the bound, not at it; one
+    at 1e-30 or 0 is; a parameter held fixed (grid `fit.fix`) is never reported at a bound."""
+    from fitting.laws import get_law
+
+    law = get_law("kaplan")
+    params = {"L_inf": 0.0, "A": 2.5e-11, "alpha": 1.25, "B": 3e-10, "beta": 2.1, "gamma": 0.15}
+    lows = {"L_inf": 0.0, "A": 2.2e-21, "alpha": 0.58, "B": 8e-19, "beta": 0.84, "gamma": 0.08}
+    highs = {"L_inf": 0.0, "A": 5.5e-4, "alpha": 2.35, "B": 2.5e-3, "beta": 4.67, "gamma": 0.40}
+    v9 = _fit(params=params, ci_low=lows, ci_high=highs, law=law, fixed={"L_inf": 0.0})
+    assert sc.params_at_bound(v9) == []  # design v9's seed-0 law: it listed "L_inf, A, B" before
+    touching = _fit(params=params, ci_low={**lows, "A": 1e-30, "B": 0.0}, ci_high=highs, law=law, fixed={})
+    assert sc.params_at_bound(touching) == ["L_inf", "A", "B"]  # free L_inf at 0, A at 1e-30, B at 0
+    assert sc.params_at_bound(_fit(params=params, ci_low=lows, ci_high={**highs, "gamma": 20.0}, law=law,
+                                   fixed={"L_inf": 0.0})) == ["gamma"]
 
 
 def test_effective_exponents_from_bootstrap_rows():
