@@ -268,8 +268,8 @@ class _Stream:
         """Frames `idx` of `ref`'s video as model input (`to_model_frames`). When the frames are downsampled (a clip
         wider than twice the training side: its float32 frames take no more memory than its uint8 pixels) and the
         cache budget allows, the whole video is converted once and kept, so later epochs index it instead of
-        resizing again (0.26 of the loader's 0.50 ms per sample at 32^2 -> 16^2); the values are the same either
-        way (`F.interpolate` resizes each frame on its own)."""
+        resizing again (0.12-0.16 -> 0.06 ms per sample at 32^2 -> 16^2, benchmarks/RESULTS.md); the values are the
+        same either way (`F.interpolate` resizes each frame on its own)."""
         key = (ref.shard, ref.offset)
         video = self._model_cache.get(key)
         if video is None:
