@@ -24,6 +24,7 @@ given.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 
@@ -122,16 +123,22 @@ def main(argv: list[str] | None = None) -> None:
             precisions.remove("bf16")
             print(f"bf16 left out: its matmul peak here is {peaks['bf16'] / 1e9:.1f} vs fp32 {peaks['fp32'] / 1e9:.1f} "
                   "GFLOP/s (no native bf16; precision auto trains in fp32); --precisions fp32,bf16 times it anyway")
+    backend = overrides.pop("attention_backend", "sdpa" if device.type == "cpu" else "auto")
+    if backend == "auto":
+        backend = "natten" if importlib.util.find_spec("natten") is not None else "sdpa"
+    print(f"attention backend: {backend}" + (" (natten is not installed here: masked SDPA, every query-key pair "
+                                             "computed and counted)" if device.type == "cuda" and backend == "sdpa"
+                                             else ""))
     timed = []
     modes = ["eager"] + (["compiled"] if args.compile else [])
     jobs = [(n, p, m) for n in presets for m in modes for p in precisions]
     for name, precision, mode in tqdm(jobs, desc="benchmark", leave=False):
         for p, dtype in PRECISIONS.items():  # both peaks before every row: the best of the run is the denominator
             peaks[p] = max(peaks[p], matmul_peak(dtype, device=device, time_budget_s=PEAK_BUDGET_S))
-        cfg = ModelConfig.from_preset(name, attention_backend="sdpa" if device.type == "cpu" else "auto", **overrides)
+        cfg = ModelConfig.from_preset(name, attention_backend=backend, **overrides)
         report = count_flops(cfg, args.resolution, args.views)
-        # the CPU path computes every query-key pair (masked SDPA); the CUDA path only the allowed ones (NATTEN/flex)
-        step_flops = args.batch * (report.train_per_sample_dense if device.type == "cpu" else report.train_per_sample)
+        # masked SDPA computes every query-key pair; NATTEN only the allowed ones
+        step_flops = args.batch * (report.train_per_sample_dense if backend == "sdpa" else report.train_per_sample)
         sec = time_steps(cfg, precision, args.resolution, args.views, args.batch, args.steps, args.warmup, device,
                          compiled=mode == "compiled")
         timed.append((name, precision, mode, sec, step_flops))
