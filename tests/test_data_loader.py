@@ -229,43 +229,37 @@ def test_centre_crop_and_antialiased_resize():
     assert y.std() < 0.02 and abs(float(y.mean())) < 0.02  # antialiased: a 1-px checker averages to grey
 
 
-def test_decoded_video_cache_gives_identical_batches(synth_data):
-    """cache_mb keeps whole decoded videos in memory: batches over several epochs equal uncached decoding, also
-    when the budget is too small to hold them all (the rest is decoded per sample)."""
+def _cached_streams_match_plain(synth_data, resolution: int):
+    """A loader with a large cache and one with room for about one clip, each checked batch by batch over three
+    epochs (20 clips per shard: 15 batches of 4) against decoding every sample; returns the two streams."""
     from rayder_core.data.manifest import Manifest
 
     shards = Manifest.load(synth_data.manifest).shards(0.01)
-    kw = dict(frames=4, fps=2.0, resolution=32, batch_size=4, seed=3)
+    kw = dict(frames=4, fps=2.0, resolution=resolution, batch_size=4, seed=3)
     plain = iter(VideoClipLoader(shards, **kw))
     cached_loader = VideoClipLoader(shards, cache_mb=64, **kw)
-    small_loader = VideoClipLoader(shards, cache_mb=0.05, **kw)  # room for about one clip
+    small_loader = VideoClipLoader(shards, cache_mb=0.05, **kw)
     cached, small = iter(cached_loader), iter(small_loader)
-    for i in range(15):  # 20 clips per shard: 15 batches of 4 span three epochs
+    for i in range(15):
         ref = next(plain)
         for loader_batch in (next(cached), next(small)):
             assert loader_batch["key"] == ref["key"], i
             assert torch.equal(loader_batch["x"], ref["x"]), i
-    assert cached_loader._stream._cache and 0 < len(small_loader._stream._cache) < len(cached_loader._stream._cache)
+    return cached_loader._stream, small_loader._stream
+
+
+def test_decoded_video_cache_gives_identical_batches(synth_data):
+    """cache_mb keeps whole decoded videos in memory: batches over several epochs equal uncached decoding, also
+    when the budget is too small to hold them all (the rest is decoded per sample)."""
+    stream, small = _cached_streams_match_plain(synth_data, resolution=32)
+    assert stream._cache and 0 < len(small._cache) < len(stream._cache)
 
 
 def test_downsampled_frames_are_cached_as_model_input_with_identical_batches(synth_data):
     """Training at half the clips' side (32^2 clips -> 16^2, as the demo does): the cache keeps each video converted
     to model input (resized once), and every batch over several epochs is bit-identical to decoding and resizing per
     sample, also when the budget holds only part of the videos."""
-    from rayder_core.data.manifest import Manifest
-
-    shards = Manifest.load(synth_data.manifest).shards(0.01)
-    kw = dict(frames=4, fps=2.0, resolution=16, batch_size=4, seed=3)
-    plain = iter(VideoClipLoader(shards, **kw))
-    cached_loader = VideoClipLoader(shards, cache_mb=64, **kw)
-    small_loader = VideoClipLoader(shards, cache_mb=0.05, **kw)  # room for about one clip
-    cached, small = iter(cached_loader), iter(small_loader)
-    for i in range(15):  # three epochs
-        ref = next(plain)
-        for loader_batch in (next(cached), next(small)):
-            assert loader_batch["key"] == ref["key"], i
-            assert torch.equal(loader_batch["x"], ref["x"]), i
-    stream = cached_loader._stream
+    stream, small = _cached_streams_match_plain(synth_data, resolution=16)
     assert stream._model_cache and not stream._cache  # 32^2 clips at 16^2: kept as model input, not as pixels
     assert all(v.shape[1:] == (3, 16, 16) and v.dtype == torch.float32 for v in stream._model_cache.values())
-    assert 0 < len(small_loader._stream._model_cache) < len(stream._model_cache)
+    assert 0 < len(small._model_cache) < len(stream._model_cache)

@@ -74,8 +74,9 @@ def test_local_runs_start_largest_first() -> None:
     cfgs = demo.demo_spec().runs()
     ordered = _longest_first(cfgs)
     assert sorted(c.run_id for c in ordered) == sorted(c.run_id for c in cfgs)
-    flops = [(c.steps - start_step(c)) * train_flops_per_step(model_config(c.model, source="test"), c.data.resolution, c.data.frames,
-                                             c.batch_size) for c in ordered]
+    flops = [(c.steps - start_step(c)) * train_flops_per_step(model_config(c.model, source="test"),
+                                                              c.data.resolution, c.data.frames, c.batch_size)
+             for c in ordered]
     assert flops == sorted(flops, reverse=True)
     assert ordered[0].model["preset"] == "tiny-w64" and ordered[-1].model["preset"] == "tiny-w16"
 
