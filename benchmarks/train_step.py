@@ -35,6 +35,7 @@ from rayder_core.models.rayder.flops import count_flops
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.precision import matmul_peak, sync_device
+from rayder_core.runtime import compile_layers
 from rayder_core.yamlconf import ConfigError, parse_override
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -47,8 +48,6 @@ def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, ba
     torch.manual_seed(0)
     model = RayDer(cfg).to(device).train()
     if compiled:
-        from rayder_core.training.trainer import compile_layers
-
         compile_layers(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     frames = torch.rand(batch, views, 3, resolution, resolution, device=device) * 2 - 1

@@ -71,3 +71,15 @@ def runtime_info(model: torch.nn.Module, device: torch.device, world: int = 1) -
                             "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if device.type == "cuda" else None}
     info |= natten_status() if backend == "natten" else {"natten_version": None, "natten_fused": None}
     return info
+
+
+def compile_layers(model: torch.nn.Module) -> int:
+    """`torch.compile` the model's transformer layers in place (regional compilation: small graphs without the
+    data-dependent mask checks of the full loss, shared by all layers of one class; inductor's on-disk cache makes
+    later runs reuse them). A region that fails to compile runs eagerly (dynamo's suppress_errors). Returns the
+    number of compiled modules (0 for a family without `compile_regions`)."""
+    torch._dynamo.config.suppress_errors = True  # eager fallback for any region that cannot be compiled
+    regions = list(getattr(model, "compile_regions", lambda: [])())
+    for module in regions:
+        module.compile(dynamic=False)
+    return len(regions)

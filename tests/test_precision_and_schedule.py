@@ -50,7 +50,7 @@ def test_bf16_loss_matches_fp32_within_2_percent(trained_tiny):
 @pytest.mark.slow
 def test_compiled_layers_match_eager_fp32(trained_tiny):
     """`compile: true` (regional torch.compile of every layer) gives the eager fp32 loss within 1e-4 relative."""
-    from rayder_core.training.trainer import compile_layers
+    from rayder_core.runtime import compile_layers
 
     model, frames = trained_tiny
     ref = float(_loss(model, frames, False))

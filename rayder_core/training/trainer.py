@@ -28,7 +28,7 @@ from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl, trun
 from rayder_core.metrics import LpipsMetric
 from rayder_core.models import build_for_training, model_config, parametrization_of, train_flops_per_step  # model.family selects
 from rayder_core.precision import resolve_precision
-from rayder_core.runtime import apply_gpu_settings, runtime_info
+from rayder_core.runtime import apply_gpu_settings, compile_layers, runtime_info
 from rayder_core.store import ResultsStore, record_run_dir
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.checkpoints import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint
@@ -46,18 +46,6 @@ class TrainOutcome:
     status: str      # "finished" | "preempted"
     step: int
     run_dir: Path
-
-
-def compile_layers(model: torch.nn.Module) -> int:
-    """`torch.compile` the model's transformer layers in place (regional compilation: small graphs without the
-    data-dependent mask checks of the full loss, shared by all layers of one class; inductor's on-disk cache makes
-    later runs reuse them). A region that fails to compile runs eagerly (dynamo's suppress_errors). Returns the
-    number of compiled modules (0 for a family without `compile_regions`)."""
-    torch._dynamo.config.suppress_errors = True  # eager fallback for any region that cannot be compiled
-    regions = list(getattr(model, "compile_regions", lambda: [])())
-    for module in regions:
-        module.compile(dynamic=False)
-    return len(regions)
 
 
 def _all_reduce_mean(x: float, world: int, device: torch.device) -> float:
