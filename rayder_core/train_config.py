@@ -61,6 +61,7 @@ class DataConfig:
     resolution: int = 64           # square training resolution in pixels (divisible by 16)
     num_workers: int = 0           # DataLoader workers per rank
     cache_mb: float = 0.0          # MiB per loader process for whole decoded videos (0: decode every sample)
+    decoded_dir: str = ""          # decoded copy of the shards shared by a sweep's runs ("": none); not in the run id
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)  # frame sampling (none: by fps)
 
     def __post_init__(self) -> None:
@@ -156,6 +157,7 @@ class TrainConfig:
                      if k in ("every", "from_step") or (k == "log_points" and v)}
         if d["model"].get("parametrization") == "standard":  # the default: the same run as without the key
             d["model"] = {k: v for k, v in d["model"].items() if k != "parametrization"}
+        d["data"].pop("decoded_dir")  # where decoded pixels are kept, not what is trained
         if d["data"]["curriculum"]["mode"] == "none":  # fps sampling: run ids from before the curriculum stay valid
             d["data"].pop("curriculum")
         return d

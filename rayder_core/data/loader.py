@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from rayder_core.data import curriculum as cur
+from rayder_core.data.decoded import DecodedCopy
 from rayder_core.data.manifest import Manifest
 from rayder_core.data.shards import VideoDecodeError, check_member, decode_mp4, split_member_name
 from rayder_core.geometry import Camera
@@ -154,7 +155,8 @@ class _Stream:
     def __init__(self, shards: list[str], frames: int, fps: float, resolution: int, batch_size: int, seed: int,
                  rank: int, world_size: int, shuffle_buffer: int, cache_mb: float = 0.0, curriculum: Any = None,
                  total_batches: int | None = None, overlap_source: str = "auto",
-                 overlap_extractor: str = "thumbnail"):
+                 overlap_extractor: str = "thumbnail", decoded_dir: str | None = None):
+        self.decoded = DecodedCopy(decoded_dir) if decoded_dir else None
         self.shards, self.frames, self.fps, self.resolution = shards, frames, fps, resolution
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
@@ -276,8 +278,7 @@ class _Stream:
             side = min(int(ref.meta.get("height", 0)), int(ref.meta.get("width", 0)))
             if side < 2 * self.resolution or key in self._cache or self._cached_bytes >= self.cache_bytes:
                 return to_model_frames(self._cached_frames(ref, idx, fh), self.resolution)
-            fh.seek(ref.offset)
-            video = to_model_frames(decode_mp4(fh.read(ref.size)), self.resolution)
+            video = to_model_frames(self._whole_video(ref, fh), self.resolution)
             self._model_cache[key] = video
             self._cached_bytes += video.numel() * video.element_size()
         if int(np.max(idx)) >= len(video):
@@ -285,19 +286,29 @@ class _Stream:
                                    f"(video has {len(video)} frames)")
         return video[torch.from_numpy(np.asarray(idx, dtype=np.int64))]
 
+    def _whole_video(self, ref: SampleRef, fh: Any) -> np.ndarray:
+        """All frames of `ref`'s video, uint8 (T, H, W, 3): from the shared decoded copy when the loader has one
+        (`decoded_dir`; `rayder_core.data.decoded`), else decoded from the shard (raises `VideoDecodeError`)."""
+        if self.decoded is not None:
+            video = self.decoded.video(ref, self.shard_refs(ref.shard, warn=False))
+            if video is not None:
+                return video
+        fh.seek(ref.offset)
+        return decode_mp4(fh.read(ref.size))
+
     def _cached_frames(self, ref: SampleRef, idx: np.ndarray, fh: Any) -> np.ndarray:
         """Frames `idx` of `ref`'s video. With a cache budget, a video is decoded whole once and kept (uint8) while
         the budget lasts, so later epochs index memory instead of decoding; the frames are the same either way."""
         key = (ref.shard, ref.offset)
         video = self._cache.get(key)
         if video is None:
-            fh.seek(ref.offset)
-            data = fh.read(ref.size)
-            if self._cached_bytes >= self.cache_bytes:
-                return decode_mp4(data, idx, fps=float(ref.meta["fps"]))
-            video = decode_mp4(data)
-            self._cache[key] = video
-            self._cached_bytes += video.nbytes
+            if self._cached_bytes >= self.cache_bytes and self.decoded is None:
+                fh.seek(ref.offset)
+                return decode_mp4(fh.read(ref.size), idx, fps=float(ref.meta["fps"]))
+            video = self._whole_video(ref, fh)
+            if self._cached_bytes < self.cache_bytes:
+                self._cache[key] = video
+                self._cached_bytes += video.nbytes
         if int(np.max(idx)) >= len(video):
             raise VideoDecodeError(f"frames {sorted(set(int(i) for i in idx if i >= len(video)))[:5]} not found "
                                    f"(video has {len(video)} frames)")
@@ -378,6 +389,8 @@ class VideoClipLoader:
         shuffle_buffer: samples held by the buffer shuffle.
         cache_mb: memory (MiB, per process) for whole decoded videos, reused by later epochs; 0 = decode every
             sample (small corpora at low resolution fit: 2000 clips of 30 frames at 32^2 take ~180 MiB).
+        decoded_dir: folder of a decoded copy of the shards shared by processes and runs
+            (`rayder_core.data.decoded`): each shard is decoded once per sweep instead of once per run; None = off.
         curriculum: a `rayder_core.data.curriculum.CurriculumSampler` (mode ``frame_interval`` or
             ``overlap``) drawing each clip's frames at the training progress; None or mode ``none``: ``fps`` sampling.
         total_batches: batches of the whole training (its optimizer steps): progress = batch index / total_batches.
@@ -390,7 +403,8 @@ class VideoClipLoader:
     def __init__(self, shards: list[str], frames: int = 8, fps: float = 2.0, resolution: int = 64,
                  batch_size: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  shuffle_buffer: int = 256, cache_mb: float = 0.0, curriculum: Any = None,
-                 total_batches: int | None = None, overlap_source: str = "auto", overlap_extractor: str = "thumbnail"):
+                 total_batches: int | None = None, overlap_source: str = "auto", overlap_extractor: str = "thumbnail",
+                 decoded_dir: str | None = None):
         shards = [str(s) for s in shards]
         if not shards:
             raise ValueError("VideoClipLoader needs at least one shard")
@@ -411,7 +425,8 @@ class VideoClipLoader:
                              f"{OVERLAP_EXTRACTORS}, got {overlap_source!r}, {overlap_extractor!r}")
         self.num_workers = num_workers
         self._stream = _Stream(shards, frames, float(fps), resolution, batch_size, seed, rank, world_size,
-                               shuffle_buffer, cache_mb, curriculum, total_batches, overlap_source, overlap_extractor)
+                               shuffle_buffer, cache_mb, curriculum, total_batches, overlap_source, overlap_extractor,
+                               decoded_dir)
         self._epoch, self._samples, self._batches = 0, 0, 0
 
     @classmethod

@@ -119,7 +119,8 @@ class Trainer:
                                       num_workers=cfg.data.num_workers, cache_mb=cfg.data.cache_mb,
                                       curriculum=cfg.data.curriculum.sampler(), total_batches=cfg.steps,
                                       overlap_source=cfg.data.curriculum.overlap_source,
-                                      overlap_extractor=cfg.data.curriculum.overlap_extractor)
+                                      overlap_extractor=cfg.data.curriculum.overlap_extractor,
+                                      decoded_dir=cfg.data.decoded_dir or None)
         self.flops_per_step = float(train_flops_per_step(self.model_cfg, cfg.data.resolution, cfg.data.frames,
                                                          cfg.batch_size))
         self.step = 0
