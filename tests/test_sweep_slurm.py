@@ -118,3 +118,35 @@ def test_slurm_shorter_run_waits_for_its_trunk(slurm_cluster, synth_data, tiny_s
     rows = launcher.wait_for_runs(spec.runs(), timeout_s=240, poll_s=1, progress=False)
     assert [r.state for r in rows] == ["finished", "finished"], launcher.format_table(rows)
     assert json.loads((short.run_dir / "trunk.json").read_text()) == {"trunk_run": trunk.run_id, "step": 5}
+
+
+@pytest.mark.slow
+def test_slurm_shorter_run_trains_from_step_0_when_its_trunk_is_cancelled(slurm_cluster, synth_data, tiny_sweep):
+    """The trunk's job is cancelled before it ever runs (the partition is held down meanwhile, so the order is
+    certain): the 8-step run, submitted with afterany on it, still runs, finds no fork checkpoint and trains its 8
+    steps from step 0 (the same run at full cost): no trunk.json, every logged step from the first, a log line
+    saying so."""
+    from rayder_core.store import ResultsStore
+    from sweeps import launcher
+    from sweeps.spec import spec_from_mapping
+
+    one = tiny_sweep(synth_data, fractions=(1.0,), optim={"warmup_steps": 2, "decay_start": 8, "decay_halve_every": 1})
+    spec = spec_from_mapping({"name": one.name, "out_dir": one.out_dir, "db": one.db, "base": one.base,
+                              "grid": {"presets": ["tiny-xs"], "fractions": [1.0], "steps": [8, 12]},
+                              "slurm": {"cpus_per_task": 1, "time_min": 30}}, source="test-grid")
+    short, trunk = sorted(spec.runs(), key=lambda c: c.steps)
+    partition = ["scontrol", "update", "PartitionName=debug"]
+    subprocess.run([*partition, "State=DOWN"], check=True)
+    try:
+        res = launcher.launch(spec, executor="slurm", progress=False)
+        subprocess.run(["scancel", res.job_ids[trunk.run_id]], check=True)
+    finally:
+        subprocess.run([*partition, "State=UP"], check=True)
+    rows = launcher.wait_for_runs([short], timeout_s=240, poll_s=1, progress=False)
+    assert [r.state for r in rows] == ["finished"], launcher.format_table(rows)
+    assert not (short.run_dir / "trunk.json").exists() and not trunk.run_dir.joinpath("checkpoints").exists()
+    steps = list(ResultsStore(spec.db_path).train_log(short.run_id)["step"])
+    assert steps[0] <= short.log_every and steps[-1] == 8, steps
+    job = res.job_ids[short.run_id]
+    err = (Path(short.out_dir) / ".submitit" / job / f"{job}_0_log.err").read_text()
+    assert "is not there (yet): training from step 0" in err
