@@ -46,9 +46,9 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_design_v9():
-    """The demo (design v9): the muP ladder x D = 128 / 512 / 1024 / 2048 of 2048 clips x lengths 1250 / 1600 / 2000
-    sharing the 2000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0, plus a held-out run at 2x
+def test_demo_grid_is_design_v11():
+    """The demo (design v11): the muP ladder x D = 128 / 512 / 1024 / 2048 of 2048 clips x lengths 1250 / 2000 / 4000
+    sharing the 4000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0, plus a held-out run at 2x
     the grid's largest compute."""
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
     runs = [r for r in spec.runs() if r.sweep == "demo"]
@@ -56,11 +56,11 @@ def test_demo_grid_is_design_v9():
     assert len(runs) == 36 and {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
     assert all(r.model["parametrization"] == "mup" and r.model["mup_base_width"] == 16 for r in runs)
     assert sorted({r.data.fraction for r in runs}) == [1 / 16, 1 / 4, 1 / 2, 1.0]  # D = 128 .. 2048 of 2048 clips
-    assert {r.steps for r in runs} == {1250, 1600, 2000} and {r.batch_size for r in runs} == {32}
+    assert {r.steps for r in runs} == {1250, 2000, 4000} and {r.batch_size for r in runs} == {32}
     assert all(r.model["preset"] in PRESETS for r in runs)
     # the shorter runs start from their trunk's checkpoints at 80% of their own length (where their decay starts)
-    assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 2000) == \
-        [(1250, 1000)] * 12 + [(1600, 1280)] * 12
+    assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 4000) == \
+        [(1250, 1000)] * 12 + [(2000, 1600)] * 12
     assert spec.fit.checkpoints == "final" and spec.fit.min_step == 300 and spec.fit.fix == {"L_inf": 0}
     # the primary (first) NVS benchmark is the in-distribution set; the held-out families get their own law
     assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "re10k-synth"]
@@ -71,9 +71,12 @@ def test_demo_grid_is_design_v9():
         assert r.optim.skip_grad_factor is None  # the grad-spike rule is off
     # the held-out run goes beyond the grid: the largest width trained twice as long on all the data, with the same
     # WSD shape (constant LR, then halving 4 times over the last 20%)
-    assert len(held) == 1 and held[0].model["preset"] == "tiny-w64" and held[0].steps == 4000
+    assert len(held) == 1 and held[0].model["preset"] == "tiny-w64" and held[0].steps == 8000
     assert held[0].start_from is None
-    assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (3200, 200)
+    assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (6400, 400)
+    # the runs of design v9 (lengths 1250 / 1600 / 2000) are the same runs in this design where lengths agree
+    v9 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V9).runs() if r.sweep == "demo"}
+    assert len(v9 & {r.run_id for r in runs}) == 24  # the 1250- and 2000-step runs
 
 
 def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
@@ -93,7 +96,7 @@ def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
 DESIGN_V6 = ["name=demo-lengths", "out_dir=runs/demo-lengths", "db=results-lengths.duckdb",
              "grid.fractions=[0.015625, 0.25, 1.0]",
              "grid.steps={0.015625: [1000], 0.25: [1000, 2000], 1.0: [1000, 2000, 4000]}",
-             "grid.exclude=[{preset: tiny-w64, steps: 4000}]"]
+             "grid.exclude=[{preset: tiny-w64, steps: 4000}]", "holdout=[{preset: tiny-w64, fraction: 1.0, steps: 4000}]"]
 
 
 def test_lengths_grid_is_design_v6():
@@ -113,9 +116,13 @@ def test_lengths_grid_is_design_v6():
     assert [(h.model["preset"], h.steps) for h in held] == [("tiny-w64", 4000)]
 
 
+# design v9 (the demo before lengths reached 4000 steps), as docs/benchmarks.md gives it
+DESIGN_V9 = ["base.steps=2000", "base.optim.decay_start=1600", "base.optim.decay_halve_every=100",
+             "grid.steps=[1250, 1600, 2000]", "holdout=[{preset: tiny-w64, fraction: 1.0, steps: 4000}]"]
+
 DESIGN_V8 = ["name=v8", "out_dir=runs/v8", "db=results-v8.duckdb", "base.batch_size=32",
              "grid.fractions=[0.0625, 0.25, 1.0]", "grid.steps=[1250, 1600, 2000]", "fit.checkpoints=final",
-             "fit.fix={L_inf: 0}"]
+             "fit.fix={L_inf: 0}", *DESIGN_V9[:3], DESIGN_V9[4]]
 
 
 def test_design_v8_shares_trunks_and_fits_final_checkpoints():
