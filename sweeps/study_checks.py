@@ -43,16 +43,21 @@ def _runs(store, sweep: str) -> pd.DataFrame:
     return store.runs(sweep)
 
 
-def whole_train_log(store, run_id: str, config: dict | str | None) -> pd.DataFrame:
+def whole_train_log(store, run_id: str, config: dict | str | None, _depth: int = 0) -> pd.DataFrame:
     """A run's logged training steps from its step 1: a run that started from its trunk's checkpoint
     (`start_from`, rayder_core.training.trunk) logged only the steps after it, so the trunk's steps up to that
-    checkpoint come first (the two runs are the same run until then)."""
+    checkpoint come first (the two runs are the same run until then); a trunk that itself started from another run's
+    checkpoint is read the same way (at most 8 links)."""
     log = store.train_log(run_id).sort_values("step")
     cfg = json.loads(config) if isinstance(config, str) else (config or {})
     trunk, step = trunk_of(cfg.get("start_from"))
     if trunk is None or step == 0:
         return log
-    before = store.train_log(trunk)
+    if _depth < 8:
+        row = store.query("SELECT config FROM runs WHERE run_id = ?", [trunk])
+        before = whole_train_log(store, trunk, row["config"].iloc[0] if len(row) else None, _depth + 1)
+    else:
+        before = store.train_log(trunk)
     return pd.concat([before[before["step"] <= step], log[log["step"] > step]]).sort_values("step")
 
 

@@ -61,6 +61,19 @@ def test_learning_counts_a_run_started_from_its_trunk_from_step_1(tmp_path):
     assert sc.check_learning(alone, "demo").ok is False
 
 
+def test_learning_follows_a_chain_of_trunks(tmp_path):
+    """A run forked at step 20 from a run that was itself forked at step 40 from the trunk (e.g. a run of an
+    earlier design reused by its id): its steps 1..20 come from the trunk, through the middle run."""
+    trunk = list(np.linspace(1.0, 0.2, 50))
+    ckpt = lambda run, step: str(tmp_path / "runs" / run / "checkpoints" / f"step_{step:07d}.pt")  # noqa: E731
+    store = _store(tmp_path, {"trunk": trunk, "middle": [0.22] * 10, "short": [0.5] * 5},
+                   configs={"middle": {"start_from": ckpt("trunk", 40)}, "short": {"start_from": ckpt("middle", 20)}},
+                   first_step={"middle": 41, "short": 21})
+    whole = sc.whole_train_log(store, "short", store.runs("demo").set_index("run_id").loc["short", "config"])
+    assert list(whole["step"]) == list(range(1, 26))
+    assert list(whole["loss"]) == trunk[:20] + [0.5] * 5
+
+
 def test_baseline_compares_the_best_checkpoint_with_its_own_mean_colour_psnr(tmp_path):
     store = _store(tmp_path, {"a": [1.0] * 20, "b": [1.0] * 20})
     # run a reaches 23.5 dB over a 20 dB baseline at step 200; run b 21 dB over 19 dB
