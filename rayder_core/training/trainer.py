@@ -91,9 +91,8 @@ class Trainer:
         self.precision, peaks = self._resolve_precision()
         self.runtime.update(precision=self.precision, requested_precision=cfg.precision,
                             **{f"matmul_peak_{k}_gflops": round(v / 1e9, 1) for k, v in peaks.items()})
-        if cfg.compile:
-            self.runtime["compiled_layers"] = compile_layers(self.model)
         self.ddp = None
+        self.loss_fn = self.model.training_loss  # replaced by its compiled form under `compile: loss`
         if world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 _TrainingLoss(self.model), device_ids=[device.index] if device.type == "cuda" else None,
@@ -249,6 +248,31 @@ class Trainer:
             self._synced_log_step = -1
         return True
 
+    def compile_for_remaining_steps(self) -> str:
+        """Apply `compile` now that the start step is known (after a resume or a fork from a trunk): only when this
+        process trains at least `compile_min_steps` more steps. Returns what was done (recorded as
+        `runtime.compile`). `loss` compiles the whole training loss (forward and backward; the first step pays the
+        compilation, later processes reuse inductor's on-disk cache); `layers` each transformer layer, which is also
+        what `loss` does under DDP (a compiled DDP module is not covered by this project's tests)."""
+        cfg, mode = self.cfg, self.cfg.compile_mode
+        remaining = cfg.steps - self.step
+        if mode == "off":
+            done = "off"
+        elif remaining < cfg.compile_min_steps:
+            done = f"eager: {remaining} steps left < compile_min_steps {cfg.compile_min_steps}"
+        elif mode == "layers" or self.ddp is not None:
+            done = f"layers ({compile_layers(self.model)} modules)"
+            if mode == "loss":
+                done += " instead of loss under DDP"
+        else:
+            torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly (warned)
+            self.loss_fn = torch.compile(self.model.training_loss, dynamic=False)
+            done = "loss"
+            print(f"{cfg.run_id}: compiling the training loss at its first step ({remaining} steps to train; "
+                  "minutes cold, ~15 s with inductor's on-disk cache)", file=sys.stderr, flush=True)
+        self.runtime["compile"] = done
+        return done
+
     # -------------------------------------------------------------------------------------------- one step
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         """One optimizer step on a local batch x (B,K,3,H,W) in [-1,1]; returns the logged scalars."""
@@ -260,7 +284,7 @@ class Trainer:
                                   enabled=self.precision == "bf16")
         with autocast:
             if self.ddp is None:
-                out = self.model.training_loss(x, generator=self.generator)
+                out = self.loss_fn(x, generator=self.generator)
             else:
                 out = self.ddp(x, generator=self.generator)
             loss = out["loss"]
@@ -351,6 +375,7 @@ def run_training(cfg: TrainConfig, *, db: str | None = "results.duckdb", progres
             return TrainOutcome("finished", trainer.step, run_dir)
         if resumed and trainer.due_for_eval(trainer.step) and not _has_eval(run_dir, trainer.step):
             trainer.evaluate()  # killed between checkpoint and evaluation last time
+        trainer.compile_for_remaining_steps()
         trainer.write_state("running")
         trainer.sync_store("running")
         return _loop(trainer, stop, progress, should_stop)
