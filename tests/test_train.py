@@ -1,6 +1,7 @@
 """Training: LR schedule, bit-exact resume, step skipping on NaN, DDP-gloo gradient equivalence, run records."""
 from __future__ import annotations
 
+import faulthandler
 import json
 import math
 import os
@@ -172,6 +173,9 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     # host name resolves to), and both the process group and the test's wait for the ranks are bounded.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    # It hung once more on 2026-12-04 (1 of 9 runs on a loaded 2-core machine, not reproduced since): a rank still
+    # alive shortly before the test gives up prints where every thread is and exits, so a hang says where it is.
+    faulthandler.dump_traceback_later(int(1.5 * DDP_TIMEOUT_S), exit=True)
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -216,7 +220,8 @@ def test_ddp_gloo_matches_single_process(tmp_path):
         if time.monotonic() > deadline:
             for proc in ranks.processes:
                 proc.kill()
-            pytest.fail(f"the two gloo ranks did not finish within {2 * DDP_TIMEOUT_S} s (killed)")
+            pytest.fail(f"the two gloo ranks did not finish within {2 * DDP_TIMEOUT_S} s (killed; a rank alive at "
+                        f"{int(1.5 * DDP_TIMEOUT_S)} s printed its stacks to stderr)")
     ddp_grads = torch.load(tmp_path / "ddp.pt", weights_only=True)
     torch.manual_seed(0)
     model = RayDer(ModelConfig.from_preset("tiny-xs", autoregression="ordered", state_dropout=0.0))
