@@ -14,6 +14,7 @@ from tests.test_first_hour import _demo_like_store
 
 def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
+    monkeypatch.setattr(demo, "PRIMARY_BOOTSTRAP", 12)
     db = tmp_path / "results.duckdb"
     _demo_like_store(db, bench="indist-synth", extra_bench="re10k-synth")
     # the synthetic store's checkpoints are at steps 30..120; its law has a floor, fitted free on every checkpoint
@@ -32,6 +33,8 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
     # the MSE law of a demo-shaped study: the frontier is counted, and the fit explains the known surface
     assert n_frontier > 0
     assert fits["psnr"].r2 > 0.9
+    # the checks judge the primary law's CIs: they get PRIMARY_BOOTSTRAP resamples, the other laws FIT_BOOTSTRAP
+    assert (fits["psnr"].n_bootstrap, fits["ssim"].n_bootstrap) == (12, 8)
 
     checks, holdout = demo.validate_and_check(spec, fits, n_frontier)
     names = [c.name for c in checks]
@@ -121,6 +124,7 @@ def test_grid_fit_settings_reach_the_fit_and_the_report(tmp_path: Path, monkeypa
     from rayder_core.yamlconf import ConfigError
 
     monkeypatch.setattr(demo, "FIT_BOOTSTRAP", 8)
+    monkeypatch.setattr(demo, "PRIMARY_BOOTSTRAP", 8)
     db = tmp_path / "results.duckdb"
     _demo_like_store(db, bench="indist-synth")
     spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.checkpoints=final", "fit.min_step=0",
