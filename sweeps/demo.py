@@ -28,6 +28,7 @@ from fitting import fit_study as fit_points
 from fitting.compare import format_comparison
 from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
 from fitting.study import format_selection
+from rayder_core.data.manifest import Manifest
 from rayder_core.store import ResultsStore
 from sweeps import study_checks as sc
 from sweeps.launcher import launch
@@ -70,9 +71,15 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
                                           "--shard-size", str(shard_size),
                                           "--fractions", fractions]):
         raise SystemExit("demo: generating the synthetic corpus failed (see above)")
-    if not manifest.is_file():
+    seed, lacking = 0, []
+    if manifest.is_file():
+        lacking, seed = manifest_lacks(manifest, spec.grid.fractions)
+        if lacking:  # e.g. a grid with a fraction more: the same shard order, so the other fractions keep their shards
+            print(f"demo: {manifest} has no data fraction {', '.join(f'{f:g}' for f in lacking)}: rebuilt with the "
+                  f"grid's fractions (seed {seed}: every fraction it had keeps its shards)", flush=True)
+    if not manifest.is_file() or lacking:
         if _run_tool("rayder_core.data.cli", ["manifest", "--shards", str(root / "shards"), "--fractions",
-                                              fractions, "--out", str(manifest)]):
+                                              fractions, "--seed", str(seed), "--out", str(manifest)]):
             raise SystemExit("demo: building the manifest failed (see above)")
     bench_roots = {Path(b.path).parent for b in cfg.eval.benchmarks}
     for bench_root in sorted(bench_roots):
@@ -83,6 +90,12 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
         if _run_tool("rayder_core.data.cli", ["bench", "--out", str(bench_root), "--scenes", str(bench_scenes),
                                               "--resolution", res, *families]):
             raise SystemExit("demo: generating the benchmarks failed (see above)")
+
+
+def manifest_lacks(manifest: Path, fractions) -> tuple[list[float], int]:
+    """The grid's data fractions that the manifest file does not define, and the manifest's shard-order seed."""
+    loaded = Manifest.load(manifest)
+    return [f for f in sorted(fractions) if not loaded.has(f)], loaded.seed
 
 
 def demo_spec(grid: str | Path = DEMO_GRID, overrides: list[str] | None = None, *,

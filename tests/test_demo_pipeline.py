@@ -90,6 +90,7 @@ def test_demo_renders_data_at_twice_the_training_side(monkeypatch) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(demo, "_run_tool", lambda module, args: calls.append(args) or 0)
     monkeypatch.setattr(Path, "is_file", lambda self: True)
+    monkeypatch.setattr(demo, "manifest_lacks", lambda manifest, fractions: ([], 0))  # a manifest with every fraction
     spec = demo.demo_spec()
     demo.prepare_data(spec, clips=16, bench_scenes=2, workers=1, seconds=5.0)
     train_side = spec.runs()[0].data.resolution
@@ -141,3 +142,30 @@ def test_grid_fit_settings_reach_the_fit_and_the_report(tmp_path: Path, monkeypa
     with pytest.raises(SystemExit) as bad:  # rayder-report --fix with a name the law lacks: a usage error, no report
         report_cli.main(["--db", str(db), "--out", str(tmp_path / "r.pdf"), "--fix", "Linf=0"])
     assert bad.value.code == 2 and not (tmp_path / "r.pdf").exists()
+
+
+def test_a_grid_with_a_new_fraction_rebuilds_the_manifest_keeping_the_old_fractions(synth_data, tmp_path: Path,
+                                                                                  monkeypatch, capsys) -> None:
+    """An existing corpus whose manifest lacks one of the grid's fractions (a design with one D more) gets its
+    manifest rebuilt with the same shard order: every fraction it had keeps its shards (so its runs stay valid). A
+    manifest that has every fraction is left as it is. Real `rayder-data manifest`; corpus and benchmarks skipped."""
+    import json
+    import shutil
+
+    root = tmp_path / "synth"
+    shutil.copytree(synth_data.root / "shards", root / "shards")
+    shutil.copy(synth_data.manifest, root / "manifest.json")  # fractions 0.01 / 0.1 / 1.0, shard paths relative
+    before = json.loads((root / "manifest.json").read_text())
+    real = demo._run_tool
+    monkeypatch.setattr(demo, "_run_tool", lambda module, args: real(module, args) if args[0] == "manifest" else 0)
+    spec = demo.demo_spec(overrides=[f"base.data.manifest={root / 'manifest.json'}", "grid.fractions=[0.1, 0.5, 1.0]"])
+    demo.prepare_data(spec, clips=40, bench_scenes=2, workers=1, seconds=5.0)
+    assert "has no data fraction 0.5: rebuilt" in capsys.readouterr().out
+    after = json.loads((root / "manifest.json").read_text())
+    shards = lambda m: {e["fraction"]: e["shards"] for e in m["fractions"]}  # noqa: E731
+    assert sorted(shards(after)) == [0.1, 0.5, 1.0]
+    assert shards(after)[0.1] == shards(before)[0.1] and shards(after)[1.0] == shards(before)[1.0]
+    assert after["shards"] == before["shards"] and after["seed"] == before["seed"]
+    text = (root / "manifest.json").read_text()
+    demo.prepare_data(spec, clips=40, bench_scenes=2, workers=1, seconds=5.0)  # nothing lacking: left as it is
+    assert (root / "manifest.json").read_text() == text and "rebuilt" not in capsys.readouterr().out
