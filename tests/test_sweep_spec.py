@@ -77,6 +77,9 @@ def test_demo_grid_is_design_v11():
     # the runs of design v9 (lengths 1250 / 1600 / 2000) are the same runs in this design where lengths agree
     v9 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V9).runs() if r.sweep == "demo"}
     assert len(v9 & {r.run_id for r in runs}) == 24  # the 1250- and 2000-step runs
+    # design v12 (docs/benchmarks.md: one D more, not adopted) adds D = 256 and keeps every run of this design
+    v12 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V12).runs() if r.sweep == "demo"}
+    assert len(v12) == 45 and {r.run_id for r in runs} < v12
 
 
 def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
@@ -115,6 +118,8 @@ def test_lengths_grid_is_design_v6():
     held = [r for r in spec.runs() if r.sweep != spec.name]
     assert [(h.model["preset"], h.steps) for h in held] == [("tiny-w64", 4000)]
 
+
+DESIGN_V12 = ["grid.fractions=[0.0625,0.125,0.25,0.5,1.0]"]
 
 # design v9 (the demo before lengths reached 4000 steps), as docs/benchmarks.md gives it
 DESIGN_V9 = ["base.steps=2000", "base.optim.decay_start=1600", "base.optim.decay_halve_every=100",

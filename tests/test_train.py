@@ -194,6 +194,10 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None},
                    Path(out_dir) / "ddp.pt")
+    # The hang's stack (CI of 4696426): rank 1 blocked after this function, while its DDP module was being freed
+    # after destroy_process_group. Free the module (its reducer) first, while the process group still exists.
+    del out, ddp
+    dist.barrier()
     dist.destroy_process_group()
 
 
