@@ -10,6 +10,8 @@ patch 2, no neighbourhood-attention layers, one thread per run (`--threads`).
 
     .venv/bin/python benchmarks/train_step.py                          # eager fp32 + bf16, the demo's settings
     .venv/bin/python benchmarks/train_step.py --compile --presets tiny-l    # adds torch.compile'd layers (slow)
+    .venv/bin/python benchmarks/train_step.py --compile-loss --presets tiny-w16 --precisions fp32 --resolution 16 \
+        --batch 32 --steps 10 --warmup 3    # adds the whole loss compiled (`compile: loss`), the demo's settings
 
 On a GPU one command measures the paper's presets XS..L at 256^2 in bf16, batch 1 (the defaults that `--device cuda`
 implies unless given), with TF32 on for fp32 work, and writes the MFU table as markdown for benchmarks/RESULTS.md:
@@ -35,7 +37,7 @@ from rayder_core.models.rayder.flops import count_flops
 from rayder_core.models.rayder.model import RayDer
 from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.precision import matmul_peak, sync_device
-from rayder_core.runtime import compile_layers
+from rayder_core.runtime import compile_layers, compile_training_loss
 from rayder_core.yamlconf import ConfigError, parse_override
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -43,11 +45,13 @@ PEAK_BUDGET_S = 5.0  # seconds per dtype and row for the matmul peak (an emulate
 
 
 def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, batch: int, steps: int, warmup: int,
-               device: torch.device = torch.device("cpu"), compiled: bool = False):
-    """Best (least contended) seconds per training step (compiled: regional torch.compile, as `compile: true`)."""
+               device: torch.device = torch.device("cpu"), mode: str = "eager"):
+    """Best (least contended) seconds per training step; mode `compiled`: regional torch.compile (`compile: true`),
+    `loss-compiled`: the whole training loss compiled (`compile: loss`; its compilation is in the warmup steps)."""
     torch.manual_seed(0)
     model = RayDer(cfg).to(device).train()
-    if compiled:
+    loss_fn = compile_training_loss(model) if mode == "loss-compiled" else model.training_loss
+    if mode == "compiled":
         compile_layers(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     frames = torch.rand(batch, views, 3, resolution, resolution, device=device) * 2 - 1
@@ -57,7 +61,7 @@ def time_steps(cfg: ModelConfig, precision: str, resolution: int, views: int, ba
         sync_device(device)
         t = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model.training_loss(frames, generator=gen)
+            out = loss_fn(frames, generator=gen)
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -78,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", action="append", default=None, metavar="KEY=VALUE",
                         help="model config overrides (default on CPU: the demo's patch=2 local_layers=false)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd layers (minutes each)")
+    parser.add_argument("--compile-loss", action="store_true",
+                        help="also time the whole training loss compiled, as `compile: loss` (minutes each cold)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on CPU: 1, as a "
                         "demo run; on CUDA: torch's default)")
     parser.add_argument("--batch", type=int, default=None, help="default: 4 on CPU, 1 on CUDA")
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                                              "computed and counted)" if device.type == "cuda" and backend == "sdpa"
                                              else ""))
     timed = []
-    modes = ["eager"] + (["compiled"] if args.compile else [])
+    modes = ["eager"] + (["compiled"] if args.compile else []) + (["loss-compiled"] if args.compile_loss else [])
     jobs = [(n, p, m) for n in presets for m in modes for p in precisions]
     for name, precision, mode in tqdm(jobs, desc="benchmark", leave=False):
         for p, dtype in PRECISIONS.items():  # both peaks before every row: the best of the run is the denominator
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         # masked SDPA computes every query-key pair; NATTEN only the allowed ones
         step_flops = args.batch * (report.train_per_sample_dense if backend == "sdpa" else report.train_per_sample)
         sec = time_steps(cfg, precision, args.resolution, args.views, args.batch, args.steps, args.warmup, device,
-                         compiled=mode == "compiled")
+                         mode=mode)
         timed.append((name, precision, mode, sec, step_flops))
     best = max(peaks.values())
     for p, v in peaks.items():
@@ -151,11 +157,11 @@ def main(argv: list[str] | None = None) -> None:
         write_markdown(args.markdown, rows, args=args, device=device, peaks=peaks, settings=gpu_defaults)
         print(f"markdown table written to {args.markdown}")
 
-    print(f"{'preset':>8} {'mode':>8} {'prec':>5} {'s/step':>7} {'samples/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+    print(f"{'preset':>8} {'mode':>13} {'prec':>5} {'s/step':>7} {'samples/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} "
           f"{'of prec peak':>12} {'of best peak':>12}")
     for name, precision, mode, sec, fl in timed:
         fps = fl / sec
-        print(f"{name:>8} {mode:>8} {precision:>5} {sec:7.3f} {args.batch / sec:9.2f} {fl / 1e9:10.2f} "
+        print(f"{name:>8} {mode:>13} {precision:>5} {sec:7.3f} {args.batch / sec:9.2f} {fl / 1e9:10.2f} "
               f"{fps / 1e9:8.1f} {fps / peaks[precision]:12.1%} {fps / best:12.1%}")
     print("GFLOP/step: analytic training FLOPs of the executed work (dense attention pairs, 3 x forward); 'of prec "
           "peak' = achieved / best square-matmul FLOP/s of the same precision, 'of best peak' = achieved / the best "

@@ -9,7 +9,7 @@ kernels can be told apart afterwards.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -71,6 +71,14 @@ def runtime_info(model: torch.nn.Module, device: torch.device, world: int = 1) -
                             "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if device.type == "cuda" else None}
     info |= natten_status() if backend == "natten" else {"natten_version": None, "natten_fused": None}
     return info
+
+
+def compile_training_loss(model: torch.nn.Module) -> Callable[..., dict]:
+    """`torch.compile` of the model's whole `training_loss` (forward and backward through AOTAutograd; `compile:
+    loss`): the first call compiles, later processes reuse inductor's on-disk cache. A graph that fails to compile runs
+    eagerly (dynamo's suppress_errors). The model is not wrapped: its state_dict and other methods are unchanged."""
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(model.training_loss, dynamic=False)
 
 
 def compile_layers(model: torch.nn.Module) -> int:

@@ -116,7 +116,7 @@ class TrainConfig:
                                           # peak beats fp32's (rayder_core.precision), else fp32; fixed per run
     compile: bool | Literal["layers", "loss"] = False  # torch.compile: true / layers = each transformer layer
                                           # (regional, eager fallback); loss = the whole training loss, forward and
-                                          # backward (1.6-2.2x per step at the demo's widths; minutes to compile)
+                                          # backward (speed and compile time: benchmarks/RESULTS.md)
     compile_min_steps: int = 0            # compile only when this process trains at least this many steps (a
                                           # run forked or resumed near its end stays eager: compiling costs more)
     device: str = "auto"                  # auto | cpu | cuda

@@ -71,13 +71,12 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
                                           "--shard-size", str(shard_size),
                                           "--fractions", fractions]):
         raise SystemExit("demo: generating the synthetic corpus failed (see above)")
-    seed, lacking = 0, []
-    if manifest.is_file():
-        lacking, seed = manifest_lacks(manifest, spec.grid.fractions)
-        if lacking:  # e.g. a grid with a fraction more: the same shard order, so the other fractions keep their shards
-            print(f"demo: {manifest} has no data fraction {', '.join(f'{f:g}' for f in lacking)}: rebuilt with the "
-                  f"grid's fractions (seed {seed}: every fraction it had keeps its shards)", flush=True)
-    if not manifest.is_file() or lacking:
+    have_manifest = manifest.is_file()
+    lacking, seed = manifest_lacks(manifest, spec.grid.fractions) if have_manifest else ([], 0)
+    if lacking:  # e.g. a grid with a fraction more: the same shard order, so the other fractions keep their shards
+        print(f"demo: {manifest} has no data fraction {', '.join(f'{f:g}' for f in lacking)}: rebuilt with the "
+              f"grid's fractions (seed {seed}: every fraction it had keeps its shards)", flush=True)
+    if not have_manifest or lacking:
         if _run_tool("rayder_core.data.cli", ["manifest", "--shards", str(root / "shards"), "--fractions",
                                               fractions, "--seed", str(seed), "--out", str(manifest)]):
             raise SystemExit("demo: building the manifest failed (see above)")

@@ -4,6 +4,7 @@ process has fewer than `compile_min_steps` steps left to train, as a run forked 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def _runtime(cfg) -> dict:
 
 
 def test_compile_modes_are_validated_and_not_part_of_the_run_id(tmp_path):
-    paths = type("P", (), {"manifest": tmp_path / "m.json"})
+    paths = SimpleNamespace(manifest=tmp_path / "m.json")  # never read: nothing is trained
     eager = load_train_config(_mapping(paths, tmp_path))
     assert eager.compile_mode == "off"
     for value, mode in ((True, "layers"), ("layers", "layers"), ("loss", "loss"), (False, "off")):

@@ -173,8 +173,8 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     # host name resolves to), and both the process group and the test's wait for the ranks are bounded.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-    # It hung once more on 2026-12-04 (1 of 9 runs on a loaded 2-core machine, not reproduced since): a rank still
-    # alive shortly before the test gives up prints where every thread is and exits, so a hang says where it is.
+    # A rank still alive shortly before the test gives up prints where every thread is and exits, so a hang says
+    # where it is (that is how the teardown order below was found).
     faulthandler.dump_traceback_later(int(1.5 * DDP_TIMEOUT_S), exit=True)
     torch.set_num_threads(1)
     import torch.distributed as dist

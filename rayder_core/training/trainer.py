@@ -28,7 +28,7 @@ from rayder_core.fileio import append_jsonl, atomic_write_text, read_jsonl, trun
 from rayder_core.metrics import LpipsMetric
 from rayder_core.models import build_for_training, model_config, parametrization_of, train_flops_per_step  # model.family selects
 from rayder_core.precision import resolve_precision
-from rayder_core.runtime import apply_gpu_settings, compile_layers, runtime_info
+from rayder_core.runtime import apply_gpu_settings, compile_layers, compile_training_loss, runtime_info
 from rayder_core.store import ResultsStore, record_run_dir
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.checkpoints import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint
@@ -265,11 +265,10 @@ class Trainer:
             if mode == "loss":
                 done += " instead of loss under DDP"
         else:
-            torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly (warned)
-            self.loss_fn = torch.compile(self.model.training_loss, dynamic=False)
+            self.loss_fn = compile_training_loss(self.model)
             done = "loss"
-            print(f"{cfg.run_id}: compiling the training loss at its first step ({remaining} steps to train; "
-                  "minutes cold, ~15 s with inductor's on-disk cache)", file=sys.stderr, flush=True)
+            print(f"{cfg.run_id}: compiling the training loss at its first step ({remaining} steps to train; minutes "
+                  "on an empty inductor cache, seconds once it holds the kernels)", file=sys.stderr, flush=True)
         self.runtime["compile"] = done
         return done
 
