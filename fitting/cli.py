@@ -21,6 +21,7 @@ import pandas as pd
 from rayder_core.store import BenchLookupError, ResultsStore
 
 from .checkpoints import format_report
+from .replicates import REPLICATE_MODES
 from .cli_analyses import (add_arguments, parse_constraints, run_analysis, run_isoflop, select_store_points,
                            wants_analysis)
 from .fit import FitOptions
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--family", default=None, help="only runs of this model family (store column runs.family: "
                                                     "rayder, erayzer)")
     src.add_argument("--min-step", type=int, default=0, help="ignore checkpoints before this step (paper: 50000)")
+    src.add_argument("--replicates", choices=REPLICATE_MODES, default="mean",
+                     help="runs that differ only in their seed: mean = one point per cell and checkpoint step, their "
+                          "mean loss (default); all = every run a point (the frontier then takes the best seed)")
     src.add_argument("--no-write", action="store_true", help="do not write the fit to the store's `fits` table")
     ext = p.add_argument_group("external data")
     ext.add_argument("--csv", help="CSV file with one point per row (fitted as given unless --frontier)")
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                                bench=args.bench, store=store, d_col="S")
         fit_options = replace(fit_options, metric=args.metric, bench=args.bench)
         options = StudyOptions(fit=fit_options, metric=args.metric, checkpoints=args.checkpoints,
-                               drop_warmup=not args.keep_warmup, min_step=args.min_step, where=args.where)
+                               drop_warmup=not args.keep_warmup, min_step=args.min_step, where=args.where,
+                               replicates=args.replicates)
     if wants_analysis(args):
         return _run_analysis(args, points, options, store, fix, tie)
     study = fit_study(points, options)

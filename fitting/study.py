@@ -24,6 +24,7 @@ from .checkpoints import format_report, select_checkpoints
 from .fit import FitOptions, FitResult, FitWarning, fit_with_options
 from .laws import get_law
 from .frontier import frontier, running_frontier
+from .replicates import REPLICATE_MODES, average_replicates
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class StudyOptions:
     checkpoints: str | None = "all"
     drop_warmup: bool = True
     min_step: int = 0
+    replicates: str = "mean"
     where: str | None = None
     frontier_x: str | None = None
     frontier_by: str | None = None
@@ -139,14 +141,22 @@ def mixed_column_notes(points: pd.DataFrame, x: list[str]) -> list[str]:
 
 
 def _store_table(points: pd.DataFrame, o: StudyOptions) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+    if o.replicates not in REPLICATE_MODES:
+        raise ValueError(f"replicates must be one of {REPLICATE_MODES}, got {o.replicates!r}")
     selection: list[tuple[str, int]] = []
+    min_step = o.min_step
     if o.checkpoints is not None:
         points, selection = select_checkpoints(points, o.checkpoints, drop_warmup=o.drop_warmup, min_step=o.min_step)
         if points.empty:
             raise ValueError("no checkpoints left after the checkpoint filters (try --checkpoints all or "
                              "--keep-warmup)")
-        return frontier(points, o.metric), selection
-    return frontier(points, o.metric, min_step=o.min_step), selection
+        min_step = 0
+    if o.replicates == "mean":
+        before = len(points)
+        points, cells = average_replicates(points, o.metric)
+        if cells:
+            selection.append((f"seeds averaged in {cells} cell(s) (--replicates mean)", before - len(points)))
+    return frontier(points, o.metric, min_step=min_step), selection
 
 
 def prepare_points(points: pd.DataFrame, options: StudyOptions) -> tuple[pd.DataFrame, list[tuple[str, int]],

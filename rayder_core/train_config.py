@@ -5,8 +5,6 @@ directory and the same rows in the results store; launching it again resumes or 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +12,7 @@ from typing import Any, Literal
 from rayder_core.data.curriculum import CurriculumSampler
 from rayder_core.eval_config import EvalConfig
 from rayder_core.models import model_config
+from rayder_core.run_identity import identity_digest, identity_of
 from rayder_core.yamlconf import ConfigError, apply_overrides, from_mapping, load_yaml, to_mapping
 
 
@@ -153,26 +152,15 @@ class TrainConfig:
 
     # --------------------------------------------------------------------------------------------- identity
     def identity(self) -> dict[str, Any]:
-        """The fields that define what is trained (not where it is written or how it is logged)."""
-        d = to_mapping(self)
-        for k in ("out_dir", "log_every", "keep_checkpoints", "device", "tf32", "dist_timeout_min", "store_mode",
-                  "compile", "compile_min_steps", "checkpoint_steps", "start_from"):
-            d.pop(k)
-        # the eval schedule decides which checkpoints exist; log_points only when used (older run ids stay valid)
-        d["eval"] = {k: v for k, v in d["eval"].items()
-                     if k in ("every", "from_step") or (k == "log_points" and v)}
-        if d["model"].get("parametrization") == "standard":  # the default: the same run as without the key
-            d["model"] = {k: v for k, v in d["model"].items() if k != "parametrization"}
-        d["data"].pop("decoded_dir")  # where decoded pixels are kept, not what is trained
-        if d["data"]["curriculum"]["mode"] == "none":  # fps sampling: run ids from before the curriculum stay valid
-            d["data"].pop("curriculum")
-        return d
+        """The fields that define what is trained (not where it is written or how it is logged):
+        `rayder_core.run_identity.identity_of` of this config."""
+        return identity_of(to_mapping(self))
 
     @property
     def run_id(self) -> str:
         """Stable id: `<sweep>-<preset>-f<fraction>-<hash of the resolved config>`; a model family other than RayDer
         is named before the preset (`<sweep>-erayzer-<preset>-...`), so RayDer's ids are those of before families."""
-        digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+        digest = identity_digest(self.identity())
         frac = f"{self.data.fraction:g}"
         family = self.model.get("family", "rayder")
         prefix = f"{self.sweep}-" if family == "rayder" else f"{self.sweep}-{family}-"

@@ -16,11 +16,30 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 
+from rayder_core.run_identity import replicate_key
 from rayder_core.store.schema import (DEFAULT_FAMILY, FAMILY_FROM_CONFIG, FLOPS_CONVENTION, LR_PHASES, RUN_STATUSES,
                                       SCHEMA_VERSION, create_or_migrate)
 
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0
+
+def with_replicates(points: pd.DataFrame) -> pd.DataFrame:
+    """`points` (with the runs' `config` JSON) with columns seed and replicate in place of config: one
+    `replicate_key` per run, so runs that differ only in their seed share it. A run whose config has no seed (or
+    does not parse) is keyed alone ("run:<run_id>"): nothing says what it replicates."""
+    keys: dict[str, tuple[Any, str]] = {}
+    for run_id, config in points[["run_id", "config"]].drop_duplicates("run_id").itertuples(index=False):
+        try:
+            mapping = json.loads(config)
+            seed = mapping.get("seed")
+            keys[run_id] = (seed, replicate_key(mapping) if isinstance(seed, int) else f"run:{run_id}")
+        except (TypeError, ValueError, AttributeError):
+            keys[run_id] = (None, f"run:{run_id}")
+    out = points.drop(columns="config")
+    out["seed"] = pd.array([keys[r][0] for r in out["run_id"]], dtype="Int64")
+    out["replicate"] = [keys[r][1] for r in out["run_id"]]
+    return out
+
 
 class StoreError(RuntimeError):
     """The results store cannot be used as asked (newer schema, not a DuckDB file, lock timeout...)."""
@@ -382,8 +401,9 @@ class ResultsStore:
 
         Columns: run_id, sweep, family (the run's model family; `family` filters), preset, params, fraction, D, step,
         samples, compute_gflop (C, GFLOP), value (raw metric as evaluated), n (scenes), lr and lr_phase of the
-        checkpoint (NULL before schema 3), status of the run and is_last (the run's newest checkpoint). Checkpoints
-        whose metric is missing are excluded (see `missing_evals`).
+        checkpoint (NULL before schema 3), status of the run, is_last (the run's newest checkpoint), seed (the run's
+        training seed; NULL when its config has none) and replicate (`run_identity.replicate_key`: equal for runs
+        that differ only in their seed). Checkpoints whose metric is missing are excluded (see `missing_evals`).
         """
         # schema 3 adds the LR phase per checkpoint; older stores (read as they are) give NULL there
         lr_cols = ("c.lr, c.lr_phase" if self._has_column("checkpoints", "lr_phase")
@@ -392,7 +412,8 @@ class ResultsStore:
         sql = f"""
             SELECT r.run_id, r.sweep, {fam} AS family, r.preset, r.params, r.fraction, r.D, e.step, c.samples,
                    c.compute_gflop, e.value, e.n, {lr_cols}, r.status,
-                   c.step = (SELECT max(c2.step) FROM checkpoints c2 WHERE c2.run_id = c.run_id) AS is_last
+                   c.step = (SELECT max(c2.step) FROM checkpoints c2 WHERE c2.run_id = c.run_id) AS is_last,
+                   r.config
             FROM evals e JOIN runs r USING (run_id) JOIN checkpoints c ON c.run_id = e.run_id AND c.step = e.step
             WHERE e.bench = ? AND e.metric = ? AND e.value IS NOT NULL"""
         params: list = [bench, metric]
@@ -402,7 +423,7 @@ class ResultsStore:
         if family is not None:
             sql += f" AND {fam} = ?"
             params.append(family)
-        return self.query(sql + " ORDER BY r.run_id, e.step", params)
+        return with_replicates(self.query(sql + " ORDER BY r.run_id, e.step", params))
 
     def bench_metric_counts(self) -> pd.DataFrame:
         """What the store holds, per benchmark x metric: columns bench, metric, evaluated (checkpoints with a value),
