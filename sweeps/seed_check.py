@@ -5,8 +5,9 @@ Runs the demo grid again with seed 1 into its own store and run directory (`resu
 both, and prints the comparison: the effective exponents alpha*gamma and beta*gamma of seed 1 (what the data
 identify when one term dominates) against seed 0's bootstrap 95% CIs, whether those CIs are narrower than the
 estimates, and the answer of each seed to "does size matter at the largest D?". With `--validate` (as `make
-seed-check` calls it) each seed's demo also trains its held-out runs and predicts them (`make validate`). Exit status
-0 when every comparison holds, 1 otherwise.
+seed-check` calls it) each seed's demo also trains its held-out runs and predicts them (`make validate`). A grid with
+several seeds per cell (`--set "grid.seeds=[0,1]"`: its laws are fitted on the seeds' mean, `rayder-fit --replicates
+mean`) is compared with a grid of as many new seeds ([2, 3]). Exit status 0 when every comparison holds, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -24,9 +25,25 @@ from sweeps import study_checks as sc
 SEED1_SETS = ["grid.seeds=[1]", "db=results-seed1.duckdb", "out_dir=runs/demo-seed1"]
 
 
-def compare_effective(fit0, fit1) -> tuple[list[str], bool]:
-    """Lines comparing seed 1's effective exponents with seed 0's CIs, and whether all hold: each seed-1 estimate
-    inside seed 0's 95% CI, and seed 0's CI narrower than its estimate."""
+def other_seeds(seeds: list[int]) -> list[int]:
+    """The seeds of the comparison grid: as many as the grid has, after its largest ([0] -> [1]; a grid that
+    averages two seeds per cell, [0, 1] -> [2, 3])."""
+    return [max(seeds) + 1 + i for i in range(len(seeds))]
+
+
+def other_seed_sets(seeds: list[int]) -> list[str]:
+    """Overrides of the comparison demo: its seeds (`other_seeds`), its own store and run directory."""
+    seeds1 = other_seeds(seeds)
+    return [f"grid.seeds=[{','.join(map(str, seeds1))}]", *SEED1_SETS[1:]]
+
+
+def seeds_label(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+
+
+def compare_effective(fit0, fit1, labels: tuple[str, str] = ("seed 0", "seed 1")) -> tuple[list[str], bool]:
+    """Lines comparing the second grid's effective exponents with the first's CIs, and whether all hold: each
+    estimate of the second inside the first's 95% CI, and the first's CI narrower than its estimate."""
     e0, e1 = sc.effective_exponents(fit0), sc.effective_exponents(fit1)
     lines, ok = [], True
     for name, (est, lo, hi) in e0.items():
@@ -34,9 +51,9 @@ def compare_effective(fit0, fit1) -> tuple[list[str], bool]:
         inside = lo <= other <= hi
         narrow = (hi - lo) < est
         ok = ok and inside and narrow
-        lines.append(f"  {name:<12} seed 0 {est:.3g} [{lo:.3g}, {hi:.3g}] (CI width {hi - lo:.3g} "
-                     f"{'<' if narrow else '>='} estimate) | seed 1 {other:.3g} "
-                     f"{'inside' if inside else 'OUTSIDE'} seed 0's CI")
+        lines.append(f"  {name:<12} {labels[0]} {est:.3g} [{lo:.3g}, {hi:.3g}] (CI width {hi - lo:.3g} "
+                     f"{'<' if narrow else '>='} estimate) | {labels[1]} {other:.3g} "
+                     f"{'inside' if inside else 'OUTSIDE'} {labels[0]}'s CI")
     return lines, ok and bool(e0)
 
 
@@ -52,20 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-runs", action="store_true", help="compare the existing stores only")
     args = parser.parse_args(argv)
     spec0 = demo.demo_spec(args.grid, args.overrides)
-    spec1 = demo.demo_spec(args.grid, [*args.overrides, *SEED1_SETS])
+    sets1 = other_seed_sets(spec0.grid.seeds)
+    spec1 = demo.demo_spec(args.grid, [*args.overrides, *sets1])
+    labels = (seeds_label(spec0.grid.seeds), seeds_label(spec1.grid.seeds))
     extra = [*sum((["--set", s] for s in args.overrides), []), *(["--clips", str(args.clips)] if args.clips else []),
              *(["--validate"] if args.validate else [])]
     if not args.skip_runs:
         status = ResultsStore(spec0.db_path).runs(spec0.name) if Path(spec0.db_path).exists() else None
         if args.validate or status is None or int((status["status"] == "finished").sum()) < len(spec0.runs()):
-            print("seed-check: the seed-0 demo first", flush=True)
+            print(f"seed-check: the {labels[0]} demo first", flush=True)
             if demo.main(["--grid", args.grid, *extra]):
-                print("seed-check: the seed-0 demo had failed runs (see above)", file=sys.stderr)
+                print(f"seed-check: the {labels[0]} demo had failed runs (see above)", file=sys.stderr)
                 return 1
-        print("seed-check: the demo with seed 1", flush=True)
-        if demo.main(["--grid", args.grid, *extra, *sum((["--set", s] for s in SEED1_SETS), []),
+        print(f"seed-check: the demo with {labels[1]}", flush=True)
+        if demo.main(["--grid", args.grid, *extra, *sum((["--set", s] for s in sets1), []),
                       "--pdf", "reports/out/study-seed1.pdf"]):
-            print("seed-check: the seed-1 demo had failed runs (see above)", file=sys.stderr)
+            print(f"seed-check: the {labels[1]} demo had failed runs (see above)", file=sys.stderr)
             return 1
     bench = demo.nvs_benches(spec0)[0]
     fits = []
@@ -75,17 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     if any(f is None for f in fits):
         print("seed-check: a store has no fit (see above)", file=sys.stderr)
         return 1
-    lines, ok = compare_effective(*fits)
+    lines, ok = compare_effective(*fits, labels=labels)
     size = [sc.check_size_matters(ResultsStore(s.db_path), s.name, bench) for s in (spec0, spec1)]
     same = size[0].ok == size[1].ok
     print(f"\nseed check on {bench} (MSE law):\n" + "\n".join(lines))
-    for seed, c in zip((0, 1), size):
-        print(f"  size matters, seed {seed}: {'yes' if c.ok else 'no'} ({c.measured})")
+    for label, c in zip(labels, size):
+        print(f"  size matters, {label}: {'yes' if c.ok else 'no'} ({c.measured})")
     print(f"  same answer on size: {'yes' if same else 'NO'}")
     both = pd.concat([sc.final_mse_by_preset(ResultsStore(s.db_path), s.name, bench) for s in (spec0, spec1)])
     means = both.groupby(["preset", "params"])["mean"].mean().reset_index().sort_values("params")
     falls = bool((means["mean"].diff().dropna() < 0).all())
-    print("  final MSE at the largest D, mean of seeds 0 and 1: " + ", ".join(
+    print(f"  final MSE at the largest D, mean of {labels[0]} and {labels[1]}: " + ", ".join(
         f"{p} {m:.5f}" for p, m in zip(means["preset"], means["mean"]))
         + f" ({'falls' if falls else 'does NOT fall'} monotonically with width)")
     print(f"seed check: {'met' if ok and same else 'NOT met'}")

@@ -28,6 +28,7 @@ from fitting.compare import compare_laws, log_likelihood
 from fitting.fit import FitWarning, fit_law
 from fitting.frontier import running_frontier
 from fitting.holdout_runs import validate_holdout
+from fitting.replicates import average_replicates
 from rayder_core.training.trunk import trunk_of
 
 
@@ -167,7 +168,8 @@ def final_mse_by_preset(store, sweep: str, bench: str, D: float | None = None) -
 def frontier_presets(points: pd.DataFrame, share: float = 0.2) -> tuple[float, float]:
     """Mean parameter count of the compute-optimal frontier's points (running minimum of MSE along C over every
     checkpoint of `points`: columns compute_gflop, value (PSNR), params) in the bottom and the top `share` of the
-    frontier's log-compute range."""
+    frontier's log-compute range; runs that differ only in their seed are averaged first, as the fits do)."""
+    points, _ = average_replicates(points, "psnr")
     front = points[running_frontier(points["compute_gflop"], _mse(points["value"]))]
     logc = np.log(front["compute_gflop"].to_numpy())
     lo, hi = logc.min(), logc.max()

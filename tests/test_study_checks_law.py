@@ -260,6 +260,22 @@ def test_seed_check_passes_grid_overrides_to_both_seeds(monkeypatch, tmp_path):
     assert len(calls) == 2 and all("--validate" in argv for argv in calls)
 
 
+def test_seed_check_of_a_two_seed_grid_compares_it_with_two_new_seeds(monkeypatch, tmp_path):
+    """A grid that averages seeds 0 and 1 per cell is compared with one of seeds 2 and 3 (not with seed 1 alone)."""
+    from sweeps import seed_check
+
+    assert seed_check.other_seeds([0]) == [1] and seed_check.other_seeds([0, 1]) == [2, 3]
+    calls = []
+    monkeypatch.setattr(seed_check.demo, "main", lambda argv: calls.append(argv) or 1)
+    assert seed_check.main(["--set", "grid.seeds=[0,1]", "--set", f"db={tmp_path / 'seeds01.duckdb'}"]) == 1
+    assert len(calls) == 1 and "grid.seeds=[0,1]" in calls[0]  # seeds 0,1 first; it failed, so nothing more
+    calls.clear()
+    monkeypatch.setattr(seed_check.demo, "main", lambda argv: calls.append(argv) or (1 if len(calls) == 2 else 0))
+    assert seed_check.main(["--set", "grid.seeds=[0,1]", "--set", f"db={tmp_path / 'seeds01.duckdb'}"]) == 1
+    second = calls[1]
+    assert second.index("grid.seeds=[2,3]") > second.index("grid.seeds=[0,1]") and "db=results-seed1.duckdb" in second
+
+
 def test_floor_held_at_zero_passes_only_where_a_free_floor_is_not_identified():
     """Fits of the card law with L_inf held at 0 (grid `fit.fix`), on points made from the card law with 1% noise:
     without a floor the free refit's L_inf CI reaches 0 (holding it is consistent); with a floor of 0.01, above
