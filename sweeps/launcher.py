@@ -266,6 +266,23 @@ def _longest_first(cfgs: list[TrainConfig]) -> list[TrainConfig]:
     return sorted(cfgs, key=lambda c: -cost[c.run_id])
 
 
+def compile_group(cfg: TrainConfig, from_step: int) -> str | None:
+    """The compiled graph that run `cfg`'s process builds when it trains from `from_step` (`compile: loss | layers`
+    with at least `compile_min_steps` left), as a key: runs with equal keys share inductor's on-disk kernels, so only
+    the first needs to compile them cold. None for a process that trains eagerly."""
+    if cfg.compile_mode == "off" or cfg.steps - from_step < cfg.compile_min_steps:
+        return None
+    return json.dumps([cfg.compile_mode, cfg.model, cfg.batch_size, cfg.data.resolution, cfg.data.frames,
+                       cfg.precision, cfg.device], sort_keys=True)
+
+
+def choose_next(ready: list[TrainConfig], groups: dict[str, str | None], compiling: set[str]) -> TrainConfig | None:
+    """The run to start in a free slot: the first of `ready` (in their order) that does not compile a graph an active
+    run is still compiling cold (`compiling`: those runs' `compile_group`s), so that it can reuse the kernels once
+    they are on disk; the first of `ready` when every one does (it would wait as long as it compiles)."""
+    return next((c for c in ready if groups.get(c.run_id) not in compiling), ready[0] if ready else None)
+
+
 def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *, progress: bool,
                poll_s: float) -> None:
     """Run the runs as submitit local jobs, `spec.local.parallel` at a time, with a step progress bar."""
@@ -280,11 +297,33 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
     active: dict[str, tuple[Any, TrainConfig]] = {}
     trunk_of = {c.run_id: trunk_run_id(c) for c in cfgs if c.start_from}
 
+    def from_step(cfg: TrainConfig) -> int:
+        return max(start_step(cfg), int((read_state(cfg.run_dir) or {}).get("step", 0)))
+
+    groups = {c.run_id: compile_group(c, from_step(c)) for c in cfgs}
+    started_at: dict[str, int] = {}  # run id -> the step its process started from
+    warm: set[str] = set()  # compile groups whose kernels an active or finished run has built in this launch
+
+    def compiling() -> set[str]:
+        """Compile groups that an active run is still compiling cold (its process has not finished a step yet)."""
+        busy = set()
+        for run_id, (_, cfg) in active.items():
+            group = groups.get(run_id)
+            if group is None or group in warm:
+                continue
+            if int((read_state(cfg.run_dir) or {}).get("step", 0)) > started_at[run_id]:
+                warm.add(group)
+            else:
+                busy.add(group)
+        return busy
+
     def next_ready() -> TrainConfig | None:
-        """The first pending run whose trunk (if any) is neither pending nor running: a shorter run waits for the
-        checkpoint it starts from, while other runs take the free slots."""
+        """A pending run whose trunk (if any) is neither pending nor running (a shorter run waits for the checkpoint
+        it starts from, while other runs take the free slots), preferring one that does not compile the graph
+        another run is compiling now (`choose_next`)."""
         waiting = set(active) | {c.run_id for c in pending}
-        return next((c for c in pending if trunk_of.get(c.run_id) not in waiting), None)
+        ready = [c for c in pending if trunk_of.get(c.run_id) not in waiting]
+        return choose_next(ready, groups, compiling())
 
     total = sum(c.steps - start_step(c) for c in cfgs)
     bar = tqdm(total=total, desc=f"sweep {spec.name}", unit="step", disable=not progress, dynamic_ncols=True,
@@ -302,6 +341,8 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
         while pending or active:
             while pending and len(active) < spec.local.parallel and (cfg := next_ready()) is not None:
                 pending.remove(cfg)
+                started_at[cfg.run_id] = from_step(cfg)
+                groups[cfg.run_id] = compile_group(cfg, started_at[cfg.run_id])
                 job = executor.submit(job_fn, cfg.to_dict(), str(spec.db_path))
                 active[cfg.run_id] = (job, cfg)
                 result.job_ids[cfg.run_id] = str(job.job_id)

@@ -260,3 +260,33 @@ def test_local_executor_starts_a_shorter_run_from_its_trunk(tiny_sweep, synth_da
     assert res.outcomes == {short.run_id: "finished", trunk.run_id: "finished"}
     assert json.loads((short.run_dir / "trunk.json").read_text()) == {"trunk_run": trunk.run_id, "step": 5}
     assert [r["step"] for r in map(json.loads, (short.run_dir / "metrics.jsonl").read_text().splitlines())] == [6, 8]
+
+
+def test_a_free_slot_skips_a_run_that_would_compile_the_graph_another_run_is_compiling():
+    """The demo grid: its 4000-step runs compile their loss (one graph per width), the forks train eagerly. While
+    the first w64 run compiles cold, the next slot takes a w32 run (not a second cold w64 compile); once w64's
+    kernels exist (or with nothing compiling) the order is the grid's longest-first order."""
+    from sweeps.demo import demo_spec
+    from rayder_core.training.trunk import start_step
+
+    cfgs = launcher._longest_first(demo_spec().runs())
+    groups = {c.run_id: launcher.compile_group(c, start_step(c)) for c in cfgs}
+    trunks = [c for c in cfgs if c.steps == 4000]
+    forks = [c for c in cfgs if c.steps < 4000]
+    assert all(groups[c.run_id] is None for c in forks)  # 250 / 400 steps left < compile_min_steps 1000
+    by_width = {}
+    for c in trunks:
+        by_width.setdefault(groups[c.run_id], set()).add(c.model["preset"])
+    assert sorted(len(v) for v in by_width.values()) == [1, 1, 1] and len(by_width) == 3  # one graph per width
+
+    first, ready = cfgs[0], cfgs[1:]
+    assert first.model["preset"] == "tiny-w64" and ready[0].model["preset"] == "tiny-w64"
+    picked = launcher.choose_next(ready, groups, compiling={groups[first.run_id]})
+    assert picked.model["preset"] == "tiny-w32" and picked.steps == 4000
+    assert launcher.choose_next(ready, groups, compiling=set()) is ready[0]
+    # every ready run compiles that graph: the first one starts anyway (waiting would take as long as compiling)
+    w64 = [c for c in ready if c.model["preset"] == "tiny-w64" and c.steps == 4000]
+    assert launcher.choose_next(w64, groups, compiling={groups[first.run_id]}) is w64[0]
+    assert launcher.choose_next([], groups, compiling=set()) is None
+    # a process with fewer steps left than compile_min_steps (a resumed run near its end) trains eagerly
+    assert launcher.compile_group(first, from_step=first.steps - 999) is None
