@@ -23,6 +23,7 @@ from rayder_core.store.schema import (DEFAULT_FAMILY, FAMILY_FROM_CONFIG, FLOPS_
 DEFAULT_DB = "results.duckdb"
 LOCK_TIMEOUT_S = 600.0
 
+
 def with_replicates(points: pd.DataFrame) -> pd.DataFrame:
     """`points` (with the runs' `config` JSON) with columns seed and replicate in place of config: one
     `replicate_key` per run, so runs that differ only in their seed share it. A run whose config has no seed (or
