@@ -173,6 +173,11 @@ class TrainConfig:
             return "layers"
         return "off" if self.compile is False else self.compile
 
+    def compiles_from(self, step: int) -> bool:
+        """Whether a process that trains this run from `step` compiles (`compile` on and at least
+        `compile_min_steps` steps left); the trainer and the launcher's run order both ask this."""
+        return self.compile_mode != "off" and self.steps - step >= self.compile_min_steps
+
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.run_id

@@ -270,7 +270,7 @@ def compile_group(cfg: TrainConfig, from_step: int) -> str | None:
     """The compiled graph that run `cfg`'s process builds when it trains from `from_step` (`compile: loss | layers`
     with at least `compile_min_steps` left), as a key: runs with equal keys share inductor's on-disk kernels, so only
     the first needs to compile them cold. None for a process that trains eagerly."""
-    if cfg.compile_mode == "off" or cfg.steps - from_step < cfg.compile_min_steps:
+    if not cfg.compiles_from(from_step):
         return None
     return json.dumps([cfg.compile_mode, cfg.model, cfg.batch_size, cfg.data.resolution, cfg.data.frames,
                        cfg.precision, cfg.device], sort_keys=True)

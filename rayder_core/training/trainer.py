@@ -258,7 +258,7 @@ class Trainer:
         remaining = cfg.steps - self.step
         if mode == "off":
             done = "off"
-        elif remaining < cfg.compile_min_steps:
+        elif not cfg.compiles_from(self.step):
             done = f"eager: {remaining} steps left < compile_min_steps {cfg.compile_min_steps}"
         elif mode == "layers" or self.ddp is not None:
             done = f"layers ({compile_layers(self.model)} modules)"
