@@ -16,19 +16,23 @@ E, A, B, AL, BE = 1.69, 406.4, 410.7, 0.34, 0.28
 A_TRUE = BE / (AL + BE)  # N*(C) ~ C^(beta / (alpha + beta)) for C = 6 N S
 
 
-def make_store(path, sizes):
+def make_store(path, sizes, seeds=(None,)):
+    """One run per size (and seed: seed s's MSE is the surface's times 1 + (-1)^s 10%, so two seeds average back to
+    it); `seeds=(None,)` writes configs without a seed."""
     store = ResultsStore(path)
     for n in sizes:
-        run = f"iso-{n:.3g}"
-        store.upsert_run(run, sweep="iso", preset=f"p{n:.2g}", params=int(n), fraction=1.0, D=10**12, config={},
-                         status="finished")
-        # 8 checkpoints spanning C = 1e17 .. 1e22 FLOP, so every budget 1e18 .. 1e21 is bracketed by every run
-        for i, c in enumerate(np.geomspace(1e17, 1e22, 8)):
-            samples = c / (6 * n)
-            loss = E + A / n ** AL + B / samples ** BE
-            mse = 0.01 * loss  # any positive multiple of the loss has the same isoFLOP minima
-            store.add_checkpoint(run, step=i + 1, samples=int(samples), flops=c, wall_time_s=1.0)
-            store.add_evals(run, i + 1, bench="re10k-synth", values={"psnr": 10 * np.log10(4 / mse)}, n=10)
+        for seed in seeds:
+            run = f"iso-{n:.3g}" + ("" if seed is None else f"-s{seed}")
+            config = {"preset": f"p{n:.2g}"} | ({} if seed is None else {"seed": seed})
+            store.upsert_run(run, sweep="iso", preset=f"p{n:.2g}", params=int(n), fraction=1.0, D=10**12,
+                             config=config, status="finished")
+            # 8 checkpoints spanning C = 1e17 .. 1e22 FLOP, so every budget 1e18 .. 1e21 is bracketed by every run
+            for i, c in enumerate(np.geomspace(1e17, 1e22, 8)):
+                samples = c / (6 * n)
+                loss = E + A / n ** AL + B / samples ** BE
+                mse = 0.01 * loss * (1 if seed is None else 1 + 0.1 * (-1) ** seed)  # any multiple: same minima
+                store.add_checkpoint(run, step=i + 1, samples=int(samples), flops=c, wall_time_s=1.0)
+                store.add_evals(run, i + 1, bench="re10k-synth", values={"psnr": 10 * np.log10(4 / mse)}, n=10)
     return store
 
 
@@ -52,6 +56,16 @@ def test_isoflop_page_from_a_synthetic_store(tmp_path):
     matplotlib.pyplot.close(fig)
     names = [name for name, fig in P.figures(study, {})]
     assert names == ["07_isoflop_re10k-synth"]
+
+
+def test_isoflop_points_average_the_seeds_of_a_size(tmp_path):
+    sizes = [1e8, 1e9]
+    make_store(tmp_path / "r.duckdb", sizes, seeds=(0, 1))
+    metric, df = P.isoflop_points(R.load_study(tmp_path / "r.duckdb"), "re10k-synth")
+    assert metric == "psnr" and len(df) == 2 * 8  # one point per size and checkpoint, not per run
+    n, s = df["N"].to_numpy(), df["S"].to_numpy()
+    expected = 0.01 * (E + A / n ** AL + B / s ** BE)  # the mean of 0.9x and 1.1x the surface, in MSE
+    np.testing.assert_allclose(df["y"].to_numpy(), expected, rtol=1e-5)  # PSNR is stored as float: ~1e-6
 
 
 def test_isoflop_page_says_when_there_are_too_few_runs(tmp_path):

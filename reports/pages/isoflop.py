@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 
 from fitting import target_label, transform_metric
 from fitting.isoflop import IsoflopResult, isoflop
+from fitting.replicates import average_replicates
 from reports.common import FITTED_NVS_METRICS, NO_NVS, Study, count_label, message_page, new_page, sci, table_on
 
 TITLE = "isoFLOP profiles (Chinchilla Approach 2)"
@@ -30,11 +31,12 @@ BOOTSTRAP = 1000  # resamples of the profile points (the whole analysis takes we
 
 def isoflop_points(study: Study, bench: str) -> tuple[str | None, pd.DataFrame]:
     """(metric, rows run_id/N/C/S/y) of the first NVS metric with values (PSNR first, fitted as MSE), restricted to
-    the runs of the largest D; (None, empty) without values."""
+    the runs of the largest D, runs differing only in their seed averaged (as the fits average them: one profile point
+    per model size and checkpoint); (None, empty) without values."""
     for metric in FITTED_NVS_METRICS:
         pts = study.eval_points(bench, metric)
         if len(pts):
-            pts = pts[pts["D"] == pts["D"].max()]
+            pts, _ = average_replicates(pts[pts["D"] == pts["D"].max()], metric)
             df = pd.DataFrame({"run_id": pts["run_id"].to_numpy(), "N": pts["params"].to_numpy(dtype=float),
                                "C": pts["compute_gflop"].to_numpy(dtype=float),
                                "S": pts["samples"].to_numpy(dtype=float),
