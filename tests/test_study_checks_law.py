@@ -12,6 +12,7 @@ import pytest
 
 from fitting import fit_law
 from sweeps import study_checks as sc
+from sweeps import seed_check
 from sweeps.seed_check import compare_effective
 
 
@@ -242,8 +243,6 @@ def test_gamma_one_comparison_reported_only_for_a_law_at_a_bound():
 def test_seed_check_passes_grid_overrides_to_both_seeds(monkeypatch, tmp_path):
     """`make seed-check` with `--set` / `--clips` runs both seeds' demos with those overrides (seed 1's own seeds, db
     and out_dir last, so they win); the run stops at the first demo that fails."""
-    from sweeps import seed_check
-
     calls = []
     monkeypatch.setattr(seed_check.demo, "main", lambda argv: calls.append(argv) or (1 if len(calls) == 2 else 0))
     sets = ["base.batch_size=4", f"db={tmp_path / 'seed0.duckdb'}"]
@@ -262,8 +261,6 @@ def test_seed_check_passes_grid_overrides_to_both_seeds(monkeypatch, tmp_path):
 
 def test_seed_check_of_a_two_seed_grid_compares_it_with_two_new_seeds(monkeypatch, tmp_path):
     """A grid that averages seeds 0 and 1 per cell is compared with one of seeds 2 and 3 (not with seed 1 alone)."""
-    from sweeps import seed_check
-
     assert seed_check.other_seeds([0]) == [1] and seed_check.other_seeds([0, 1]) == [2, 3]
     calls = []
     monkeypatch.setattr(seed_check.demo, "main", lambda argv: calls.append(argv) or 1)
@@ -294,3 +291,13 @@ def test_floor_held_at_zero_passes_only_where_a_free_floor_is_not_identified():
         assert ("L_inf fixed at 0; free:" in check.measured) and (
             ("held fixed against the data" not in check.measured) is expect), check.measured
     assert sc.free_floor_fit(fit_law(pts, bootstrap=0, holdout=False, progress=False)) is None  # L_inf was free
+
+
+def test_seed_check_fits_both_grids_with_the_primary_laws_resamples(monkeypatch, tmp_path):
+    """The comparison judges bootstrap CIs: both laws are refitted with the demo's primary-law resamples (1000), not
+    the secondary laws' 100, whose 2.5% / 97.5% quantiles move with the resampling seed."""
+    calls = []
+    monkeypatch.setattr(seed_check.demo, "fit_one",
+                        lambda store, spec, bench, metric, bootstrap=None: calls.append((metric, bootstrap)) or (None, 0))
+    assert seed_check.main(["--skip-runs", "--set", f"db={tmp_path / 'seed0.duckdb'}"]) == 1  # no fit: exit 1
+    assert calls == [("psnr", seed_check.demo.PRIMARY_BOOTSTRAP)] * 2
