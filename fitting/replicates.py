@@ -6,12 +6,16 @@ one, biasing every frontier point low by the seed spread and fitting the law to 
 `average_replicates` replaces the checkpoints of one cell and step by one point whose target is the mean of theirs
 (in the fitted space: MSE, 1-SSIM, LPIPS; PSNRs are averaged as MSEs), with `n_replicates` and `seeds` saying what
 was averaged. `ResultsStore.eval_points` provides the `replicate` key (`rayder_core.run_identity.replicate_key`).
+
+A mean is a fair summary of seeds that scatter around one outcome, not of seeds that reached different ones (in the
+demo, a narrow model on few clips either learns the scene geometry or memorises its clips: held-out MSE 0.0026 vs
+0.0051 for two seeds of one cell). `disagreeing_replicates` finds such cells; `fit_study` names them in its notes.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from .frontier import inverse_transform, transform_metric
+from .frontier import inverse_transform, target_label, transform_metric
 
 REPLICATE_MODES = ("mean", "all")
 """mean: one point per cell and step, the replicates' mean; all: every run is its own point (the frontier then
@@ -48,4 +52,48 @@ def average_replicates(points: pd.DataFrame, metric: str) -> tuple[pd.DataFrame,
     return out[[c for c in [*points.columns, "n_replicates", "seeds"] if c in out.columns]], int(cells)
 
 
-__all__ = ["REPLICATE_MODES", "average_replicates"]
+DISAGREE_RATIO = 1.25
+"""Replicates whose largest target exceeds their smallest by more than this factor disagree: the measured seed
+spread of one outcome is 4-8% (log-sd, docs/benchmarks.md), so 25% is a different outcome, not noise."""
+
+
+def disagreeing_replicates(points: pd.DataFrame, metric: str, ratio: float = DISAGREE_RATIO) -> pd.DataFrame:
+    """Cells whose replicates disagree: one row per cell (`replicate`), at the step where the ratio of its largest to
+    its smallest target (fitted space, e.g. MSE) is largest, when that ratio exceeds `ratio`. Columns: replicate,
+    step, preset and D when present, seeds (in the order of `targets`), targets (tuple), ratio. Empty when nothing
+    disagrees or there is nothing to compare."""
+    cols = ["replicate", "step", "preset", "D", "seeds", "targets", "ratio"]
+    if "replicate" not in points.columns or points.empty or not points.duplicated(["replicate", "step"]).any():
+        return pd.DataFrame(columns=cols)
+    df = points.assign(_y=transform_metric(points["value"], metric))
+    df = df.sort_values(["replicate", "step"] + (["seed"] if "seed" in df.columns else []) + ["run_id"])
+    rows = []
+    for (key, step), g in df.groupby(["replicate", "step"], sort=False):
+        if len(g) < 2 or float(g["_y"].min()) <= 0:
+            continue
+        rows.append({"replicate": key, "step": int(step), "preset": g["preset"].iloc[0] if "preset" in g else None,
+                     "D": g["D"].iloc[0] if "D" in g else None,
+                     "seeds": tuple(g["seed"]) if "seed" in g else tuple(g["run_id"]),
+                     "targets": tuple(float(v) for v in g["_y"]), "ratio": float(g["_y"].max() / g["_y"].min())})
+    out = pd.DataFrame(rows, columns=cols)
+    out = out[out["ratio"] > ratio].sort_values("ratio", ascending=False).drop_duplicates("replicate")
+    return out.reset_index(drop=True)
+
+
+def disagreement_note(points: pd.DataFrame, metric: str, ratio: float = DISAGREE_RATIO, shown: int = 3) -> str | None:
+    """A warning naming the cells whose seeds disagree by more than `ratio` (`disagreeing_replicates`), or None."""
+    bad = disagreeing_replicates(points, metric, ratio)
+    if bad.empty:
+        return None
+    name = target_label(metric)
+    cells = []
+    for r in bad.head(shown).itertuples():
+        where = " ".join(str(v) for v in (r.preset, f"D={r.D}" if r.D is not None else None) if v is not None)
+        values = " vs ".join(f"{y:.3g} (seed {s})" for s, y in zip(r.seeds, r.targets))
+        cells.append(f"{where or r.replicate} step {r.step}: {name} {values}")
+    more = f"; {len(bad) - shown} more" if len(bad) > shown else ""
+    return (f"the seeds of {len(bad)} cell(s) disagree by more than {ratio:g}x (a mean of different outcomes, not "
+            f"of noise; more seeds there, or read those runs): " + "; ".join(cells) + more)
+
+
+__all__ = ["DISAGREE_RATIO", "REPLICATE_MODES", "average_replicates", "disagreeing_replicates", "disagreement_note"]

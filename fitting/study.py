@@ -24,7 +24,7 @@ from .checkpoints import format_report, select_checkpoints
 from .fit import FitOptions, FitResult, FitWarning, fit_with_options
 from .laws import get_law
 from .frontier import frontier, running_frontier
-from .replicates import REPLICATE_MODES, average_replicates
+from .replicates import REPLICATE_MODES, average_replicates, disagreement_note
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,11 @@ def mixed_column_notes(points: pd.DataFrame, x: list[str]) -> list[str]:
     return notes
 
 
-def _store_table(points: pd.DataFrame, o: StudyOptions) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+def _store_table(points: pd.DataFrame, o: StudyOptions) -> tuple[pd.DataFrame, list[tuple[str, int]], list[str]]:
     if o.replicates not in REPLICATE_MODES:
         raise ValueError(f"replicates must be one of {REPLICATE_MODES}, got {o.replicates!r}")
     selection: list[tuple[str, int]] = []
+    notes: list[str] = []
     min_step = o.min_step
     if o.checkpoints is not None:
         points, selection = select_checkpoints(points, o.checkpoints, drop_warmup=o.drop_warmup, min_step=o.min_step)
@@ -151,12 +152,15 @@ def _store_table(points: pd.DataFrame, o: StudyOptions) -> tuple[pd.DataFrame, l
             raise ValueError("no checkpoints left after the checkpoint filters (try --checkpoints all or "
                              "--keep-warmup)")
         min_step = 0
+    disagree = disagreement_note(points[points["step"] >= min_step], o.metric)
+    if disagree:
+        notes.append(disagree)
     if o.replicates == "mean":
         before = len(points)
         points, cells = average_replicates(points, o.metric)
         if cells:
             selection.append((f"seeds averaged in {cells} cell(s) (--replicates mean)", before - len(points)))
-    return frontier(points, o.metric, min_step=min_step), selection
+    return frontier(points, o.metric, min_step=min_step), selection, notes
 
 
 def prepare_points(points: pd.DataFrame, options: StudyOptions) -> tuple[pd.DataFrame, list[tuple[str, int]],
@@ -170,8 +174,8 @@ def prepare_points(points: pd.DataFrame, options: StudyOptions) -> tuple[pd.Data
         selection.append((f"--where {options.where}", len(points) - len(kept)))
         points = kept
     if options.metric is not None:
-        table, steps = _store_table(points, options)
-        return table, selection + steps, notes
+        table, steps, store_notes = _store_table(points, options)
+        return table, selection + steps, notes + store_notes
     notes += mixed_column_notes(points, list(options.fit.x))
     if options.frontier_x:
         points = table_frontier(points, options.frontier_x, options.fit.y, options.frontier_by)

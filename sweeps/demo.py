@@ -120,6 +120,8 @@ def fit_one(store, spec: SweepSpec, bench: str, metric: str, bootstrap: int | No
                            min_step=spec.fit.min_step)
     study = fit_points(raw, options)  # FitWarnings are kept in the result's warnings (the checks read them)
     print(f"demo: {metric} on {bench}: " + format_selection(study), flush=True)
+    for note in study.notes:  # e.g. seeds of a cell that reached different outcomes
+        print(f"  WARNING: {note}", flush=True)
     n_frontier = int(study.table["on_frontier_d"].sum()) if "on_frontier_d" in study.table else 0
     if study.problem:
         print(f"demo: fitting {metric} on {bench} failed: {study.problem}", file=sys.stderr)

@@ -12,7 +12,7 @@ import pytest
 
 from fitting import FitOptions, StudyOptions, fit_study
 from fitting.cli import main as fit_main
-from fitting.replicates import average_replicates
+from fitting.replicates import DISAGREE_RATIO, average_replicates, disagreeing_replicates
 from rayder_core.run_identity import identity_of, replicate_key
 from rayder_core.store import ResultsStore
 from rayder_core.yamlconf import to_mapping
@@ -140,3 +140,26 @@ def test_rayder_fit_replicates_flag(two_seed_db, capsys):
     assert "seeds averaged" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         fit_main([*base, "--replicates", "min"])
+
+
+def test_seeds_that_reach_different_outcomes_are_named(two_seed_db):
+    """Seeds at L * (1 +- 0.1) scatter around one outcome (ratio 1.1 / 0.9 = 1.22 < 1.25): no note. Doubling one run's
+    MSE at every checkpoint (a seed that memorised instead of generalising) makes its cell disagree by
+    2 * 0.9 / 1.1 = 1.64x, named in the fit's notes; the other 8 cells stay quiet."""
+    points = ResultsStore(two_seed_db).eval_points("indist", "psnr", sweep="grid")
+    options = StudyOptions(fit=FitOptions(bootstrap=0, n_starts=4, fix={"L_inf": 0.0}), metric="psnr",
+                           checkpoints="all")
+    assert disagreeing_replicates(points, "psnr").empty and (1 + E) / (1 - E) < DISAGREE_RATIO
+    assert not fit_study(points, options).notes
+    bad = points.copy()
+    worse = bad["run_id"] == "grid-tiny-w16-64-s1"
+    bad.loc[worse, "value"] -= 10 * np.log10(2.0)  # MSE x 2
+    found = disagreeing_replicates(bad, "psnr")
+    assert len(found) == 1 and found.loc[0, "preset"] == "tiny-w16" and found.loc[0, "D"] == 64
+    assert found.loc[0, "ratio"] == pytest.approx(2 * (1 - E) / (1 + E), rel=1e-6)
+    assert found.loc[0, "seeds"] == (0, 1)
+    mse = np.array(found.loc[0, "targets"])
+    C = {100: 100.0, 200: 200.0, 300: 300.0, 400: 400.0}[found.loc[0, "step"]]  # tiny-w16: 1 GFLOP per step
+    np.testing.assert_allclose(mse, [_law(C, 64) * (1 + E), 2 * _law(C, 64) * (1 - E)], rtol=1e-6)
+    notes = fit_study(bad, options).notes
+    assert len(notes) == 1 and "1 cell(s) disagree by more than 1.25x" in notes[0] and "tiny-w16 D=64" in notes[0]
