@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--min-step", type=int, default=0, help="ignore checkpoints before this step (paper: 50000)")
     src.add_argument("--replicates", choices=REPLICATE_MODES, default="mean",
                      help="runs that differ only in their seed: mean = one point per cell and checkpoint step, their "
-                          "mean loss (default); all = every run a point (the frontier then takes the best seed)")
+                          "mean loss (default); median = their median (3+ seeds: robust to one seed that reached "
+                          "another outcome); all = every run a point (the frontier then takes the best seed)")
     src.add_argument("--no-write", action="store_true", help="do not write the fit to the store's `fits` table")
     ext = p.add_argument_group("external data")
     ext.add_argument("--csv", help="CSV file with one point per row (fitted as given unless --frontier)")

@@ -17,16 +17,17 @@ import pandas as pd
 
 from .frontier import inverse_transform, target_label, transform_metric
 
-REPLICATE_MODES = ("mean", "all")
-"""mean: one point per cell and step, the replicates' mean; all: every run is its own point (the frontier then
-takes the best seed at each compute)."""
+REPLICATE_MODES = ("mean", "median", "all")
+"""mean: one point per cell and step, the replicates' mean; median: their median (with 3 or more seeds, one seed
+that reached another outcome does not move it; with 2 it is the mean); all: every run is its own point (the frontier
+then takes the best seed at each compute)."""
 
 
-def average_replicates(points: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, int]:
+def average_replicates(points: pd.DataFrame, metric: str, how: str = "mean") -> tuple[pd.DataFrame, int]:
     """(points with replicates averaged, number of cells that had more than one replicate).
 
     Rows are grouped by (`replicate`, `step`); a group of one row is kept as it is. A group's row is its first
-    run's (lowest seed) with `value` = inverse_transform(mean of the transformed values), `compute_gflop` and
+    run's (lowest seed) with `value` = inverse_transform(`how` = mean or median of the transformed values), `compute_gflop` and
     `samples` their means (equal for replicates), `n_replicates` and `seeds` (e.g. "0,1"). Points without a
     `replicate` column, or without two runs of one cell, are returned unchanged."""
     if "replicate" not in points.columns or points.empty:
@@ -41,7 +42,9 @@ def average_replicates(points: pd.DataFrame, metric: str) -> tuple[pd.DataFrame,
     first = groups.head(1).set_index(["replicate", "step"])
     n = groups["run_id"].nunique()
     first["n_replicates"] = n
-    first["value"] = inverse_transform(groups["_y"].mean().reindex(first.index).to_numpy(), metric)
+    if how not in ("mean", "median"):
+        raise ValueError(f"average_replicates: how must be mean or median, got {how!r}")
+    first["value"] = inverse_transform(groups["_y"].agg(how).reindex(first.index).to_numpy(), metric)
     for col in ("compute_gflop", "samples"):
         if col in df.columns:
             first[col] = groups[col].mean().reindex(first.index)

@@ -155,11 +155,12 @@ def _store_table(points: pd.DataFrame, o: StudyOptions) -> tuple[pd.DataFrame, l
     disagree = disagreement_note(points[points["step"] >= min_step], o.metric)
     if disagree:
         notes.append(disagree)
-    if o.replicates == "mean":
+    if o.replicates != "all":
         before = len(points)
-        points, cells = average_replicates(points, o.metric)
+        points, cells = average_replicates(points, o.metric, o.replicates)
         if cells:
-            selection.append((f"seeds averaged in {cells} cell(s) (--replicates mean)", before - len(points)))
+            selection.append((f"seeds averaged in {cells} cell(s) (--replicates {o.replicates})",
+                              before - len(points)))
     return frontier(points, o.metric, min_step=min_step), selection, notes
 
 

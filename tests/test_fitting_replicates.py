@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fitting import FitOptions, StudyOptions, fit_study
@@ -163,3 +164,25 @@ def test_seeds_that_reach_different_outcomes_are_named(two_seed_db):
     np.testing.assert_allclose(mse, [_law(C, 64) * (1 + E), 2 * _law(C, 64) * (1 - E)], rtol=1e-6)
     notes = fit_study(bad, options).notes
     assert len(notes) == 1 and "1 cell(s) disagree by more than 1.25x" in notes[0] and "tiny-w16 D=64" in notes[0]
+
+
+def test_median_of_three_seeds_ignores_the_one_that_reached_another_outcome(two_seed_db):
+    """Seeds 0 / 1 at L * (1 +- 0.1) and a third at 3 L * 1.1: the median is seed 0's L * 1.1 at every point, the
+    mean (1.1 + 0.9 + 3.3) / 3 L; with two seeds the median is the mean."""
+    points = ResultsStore(two_seed_db).eval_points("indist", "psnr", sweep="grid")
+    third = points[points["seed"] == 0].copy()
+    third["run_id"] = third["run_id"].str.replace("-s0", "-s2")
+    third["seed"] = 2
+    third["value"] -= 10 * np.log10(3.0)  # MSE x 3
+    three = pd.concat([points, third], ignore_index=True)
+    law = lambda df: _law(df["compute_gflop"].to_numpy(), df["D"].to_numpy())  # noqa: E731
+    mse = lambda df: 4 * 10 ** (-df["value"].to_numpy() / 10)  # noqa: E731
+    median, cells = average_replicates(three, "psnr", "median")
+    assert cells == 9 and set(median["seeds"]) == {"0,1,2"}
+    np.testing.assert_allclose(mse(median), law(median) * (1 + E), rtol=1e-6)
+    mean, _ = average_replicates(three, "psnr", "mean")
+    np.testing.assert_allclose(mse(mean), law(mean) * (1 + E + 1 - E + 3 * (1 + E)) / 3, rtol=1e-6)
+    two, _ = average_replicates(points, "psnr", "median")
+    np.testing.assert_allclose(mse(two), law(two), rtol=1e-9)
+    with pytest.raises(ValueError, match="mean or median"):
+        average_replicates(points, "psnr", "max")
