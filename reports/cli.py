@@ -10,6 +10,7 @@ import sys
 from fitting.checkpoints import CHECKPOINT_MODES
 from fitting.cli_analyses import parse_constraints
 from fitting.laws import DEFAULT_LAW, constrain
+from fitting.replicates import REPLICATE_MODES
 from rayder_core.store import DEFAULT_DB, StoreError
 from reports.report import ReportError, build_report
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit only these checkpoints (as rayder-fit --checkpoints; default: every checkpoint)")
     parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                         help="hold a law parameter fixed, e.g. --fix L_inf=0 (as rayder-fit --fix)")
+    parser.add_argument("--replicates", choices=REPLICATE_MODES, default="mean",
+                        help="runs that differ only in their seed: their mean, median or every run (as rayder-fit)")
     parser.add_argument("--refit", action="store_true", help="ignore stored fits and fit every law now")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the per-figure PNGs")
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = build_report(args.db, args.out, figures_dir=args.figures_dir, figure_formats=formats,
                               bootstrap=args.bootstrap, seed=args.seed, min_step=args.min_step,
-                              checkpoints=args.checkpoints, fix=fix,
+                              checkpoints=args.checkpoints, fix=fix, replicates=args.replicates,
                               use_stored_fits=not args.refit, dpi=args.dpi)
     except (ReportError, StoreError) as exc:
         print(f"rayder-report: {exc}", file=sys.stderr)

@@ -95,14 +95,16 @@ def report_figures(study: Study, fits: dict[tuple[str, str], MetricFit]) -> Iter
 def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str | Path | None = None,
                  figure_formats: tuple[str, ...] = ("pdf", "png"), bootstrap: int = DEFAULT_BOOTSTRAP,
                  seed: int = 0, min_step: int = 0, use_stored_fits: bool = True, dpi: int = 150,
-                 checkpoints: str | None = None, fix: dict[str, float] | None = None) -> ReportResult:
+                 checkpoints: str | None = None, fix: dict[str, float] | None = None,
+                 replicates: str = "mean") -> ReportResult:
     """Render the study report of the store at `db_path` into `out_pdf`, and each page into `figures_dir`
     (default: `<out_pdf stem>_figures/` next to it; None-like empty tuple `figure_formats` writes none).
 
     Raises ReportError when the store is missing or has no runs. Partial stores render with pages that say what
     is missing. `bootstrap` resamples are used for fits made now; `min_step` drops earlier checkpoints from fits,
-    `checkpoints` (all | cooldown | final; None: every one) selects those fitted and `fix` holds law parameters fixed
-    (as `rayder-fit --checkpoints / --fix`).
+    `checkpoints` (all | cooldown | final; None: every one) selects those fitted, `fix` holds law parameters fixed
+    and `replicates` (mean | median | all) says how seeds of one cell become a point (as `rayder-fit --checkpoints /
+    --fix / --replicates`).
     """
     t0 = time.perf_counter()
     study = load_study(db_path)
@@ -112,7 +114,7 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
     if figure_formats:
         figures_dir.mkdir(parents=True, exist_ok=True)
     fits = fit_all(study, bootstrap=bootstrap, seed=seed, min_step=min_step, use_stored=use_stored_fits,
-                   checkpoints=checkpoints, fix=fix)
+                   checkpoints=checkpoints, fix=fix, replicates=replicates)
     pages, files = [], []
     tmp_pdf = out_pdf.with_name(out_pdf.name + ".partial")
     with plt.rc_context(PAGE_STYLE), PdfPages(tmp_pdf, metadata={"Title": f"RayDer study report: {db_path}",

@@ -117,7 +117,7 @@ def fit_one(store, spec: SweepSpec, bench: str, metric: str, bootstrap: int | No
     options = StudyOptions(fit=FitOptions(bootstrap=bootstrap, seed=0, n_starts=20, progress=True,
                                           metric=metric, bench=bench, sweep=spec.name, fix=dict(spec.fit.fix)),
                            metric=metric, checkpoints=spec.fit.checkpoints, drop_warmup=True,
-                           min_step=spec.fit.min_step)
+                           min_step=spec.fit.min_step, replicates=spec.fit.replicates)
     study = fit_points(raw, options)  # FitWarnings are kept in the result's warnings (the checks read them)
     print(f"demo: {metric} on {bench}: " + format_selection(study), flush=True)
     for note in study.notes:  # e.g. seeds of a cell that reached different outcomes

@@ -48,6 +48,7 @@ from typing import Any
 from fitting.checkpoints import CHECKPOINT_MODES
 from fitting.holdout_runs import HOLDOUT_SUFFIX
 from fitting.laws import DEFAULT_LAW, constrain, get_law
+from fitting.replicates import REPLICATE_MODES
 from rayder_core.models import FAMILIES, family_of, model_config, presets
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.checkpoints import checkpoint_path
@@ -239,15 +240,18 @@ class LocalSpec:
 @dataclass
 class FitSpec:
     """How the study's laws are fitted from the store (`python -m sweeps.demo`, its report and seed check; the same
-    as `rayder-fit --checkpoints C --min-step N --fix NAME=VALUE`)."""
+    as `rayder-fit --checkpoints C --min-step N --fix NAME=VALUE --replicates R`)."""
 
     checkpoints: str = "all"            # all | cooldown | final (fitting.checkpoints.select_checkpoints)
     min_step: int = 0                   # checkpoints before this training step are left out
     fix: dict[str, float] = field(default_factory=dict)  # parameters of the card law held fixed, e.g. {L_inf: 0}
+    replicates: str = "mean"            # mean | median | all: how the seeds of one cell become a point
 
     def __post_init__(self) -> None:
         if self.checkpoints not in CHECKPOINT_MODES:
             raise ValueError(f"checkpoints must be one of {CHECKPOINT_MODES}, got {self.checkpoints!r}")
+        if self.replicates not in REPLICATE_MODES:
+            raise ValueError(f"replicates must be one of {REPLICATE_MODES}, got {self.replicates!r}")
         if self.min_step < 0:
             raise ValueError(f"min_step must be >= 0, got {self.min_step}")
         names = get_law(DEFAULT_LAW).param_names
@@ -262,7 +266,8 @@ class FitSpec:
         """These settings as `rayder-fit` / `rayder-report` options."""
         return (f" --checkpoints {self.checkpoints}" * (self.checkpoints != "all")
                 + f" --min-step {self.min_step}" * (self.min_step > 0)
-                + "".join(f" --fix {k}={v:g}" for k, v in self.fix.items()))
+                + "".join(f" --fix {k}={v:g}" for k, v in self.fix.items())
+                + f" --replicates {self.replicates}" * (self.replicates != "mean"))
 
 
 @dataclass

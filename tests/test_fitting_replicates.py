@@ -17,6 +17,9 @@ from fitting.replicates import DISAGREE_RATIO, average_replicates, disagreeing_r
 from rayder_core.run_identity import identity_of, replicate_key
 from rayder_core.store import ResultsStore
 from rayder_core.yamlconf import to_mapping
+from reports.cli import main as report_main
+from reports.common import load_study
+from reports.fits import fit_metric
 from sweeps.demo import demo_spec
 
 
@@ -186,3 +189,14 @@ def test_median_of_three_seeds_ignores_the_one_that_reached_another_outcome(two_
     np.testing.assert_allclose(mse(two), law(two), rtol=1e-9)
     with pytest.raises(ValueError, match="mean or median"):
         average_replicates(points, "psnr", "max")
+
+
+def test_report_fits_take_the_replicates_mode(two_seed_db, tmp_path):
+    """`rayder-report --replicates` reaches the report's fits: one frontier row per cell and step (mean, median) or
+    per run (all)."""
+    study = load_study(two_seed_db)
+    rows = {mode: len(fit_metric(study, "indist", "psnr", bootstrap=0, use_stored=False, replicates=mode).frontier)
+            for mode in ("mean", "median", "all")}
+    assert rows == {"mean": 36, "median": 36, "all": 72}
+    with pytest.raises(SystemExit):
+        report_main(["--db", str(two_seed_db), "--out", str(tmp_path / "r.pdf"), "--replicates", "max"])

@@ -62,6 +62,9 @@ def test_demo_grid_is_design_v11():
     assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 4000) == \
         [(1250, 1000)] * 12 + [(2000, 1600)] * 12
     assert spec.fit.checkpoints == "final" and spec.fit.min_step == 300 and spec.fit.fix == {"L_inf": 0}
+    assert spec.fit.replicates == "mean" and "--replicates" not in spec.fit.rayder_fit_args()
+    median = load_spec(REPO / "sweeps" / "demo.yaml", ["fit.replicates=median"]).fit
+    assert median.rayder_fit_args().endswith(" --replicates median")
     # the primary (first) NVS benchmark is the in-distribution set; the held-out families get their own law
     assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "re10k-synth"]
     assert [b.protocols for b in runs[0].eval.benchmarks if b.kind == "probe"] == [["per_scene"]]
@@ -247,6 +250,7 @@ def test_expansion_and_identity(tmp_path):
     (lambda d: d.update(slurm={"per_preset": {"tiny-s": {"nodez": 2}}}), "slurm.per_preset.tiny-s.nodez"),
     (lambda d: d.update(slurm={"per_preset": {"XL": {"nodes": 2}}}), "slurm.per_preset.XL"),
     (lambda d: d.update(local={"parallel": 0}), "local"),
+    (lambda d: d.update(fit={"replicates": "max"}), "fit"),
     (lambda d: d.pop("grid"), "grid: required key is missing"),
     (lambda d: d.update(colour="red"), "colour: unknown key"),
 ])
