@@ -8,8 +8,8 @@ one, biasing every frontier point low by the seed spread and fitting the law to 
 was averaged. `ResultsStore.eval_points` provides the `replicate` key (`rayder_core.run_identity.replicate_key`).
 
 A mean is a fair summary of seeds that scatter around one outcome, not of seeds that reached different ones (in the
-demo, a narrow model on few clips either learns the scene geometry or memorises its clips: held-out MSE 0.0026 vs
-0.0051 for two seeds of one cell). `disagreeing_replicates` finds such cells; `fit_study` names them in its notes.
+demo, a narrow model on few clips either learns the scene geometry or memorises its clips: docs/fitting.md).
+`disagreeing_replicates` finds such cells; `fit_study` names them in its notes.
 """
 from __future__ import annotations
 
@@ -23,27 +23,32 @@ that reached another outcome does not move it; with 2 it is the mean); all: ever
 then takes the best seed at each compute)."""
 
 
+def _has_replicates(points: pd.DataFrame) -> bool:
+    """Whether some cell (`replicate`) has more than one run at one step."""
+    return "replicate" in points.columns and not points.empty and points.duplicated(["replicate", "step"]).any()
+
+
+def _by_cell_and_step(points: pd.DataFrame, metric: str):
+    """(points with the fitted target `_y`, sorted by cell, step, seed, run; their groupby on (replicate, step))."""
+    df = points.assign(_y=transform_metric(points["value"], metric))
+    df = df.sort_values(["replicate", "step"] + (["seed"] if "seed" in df.columns else []) + ["run_id"])
+    return df, df.groupby(["replicate", "step"], sort=False)
+
+
 def average_replicates(points: pd.DataFrame, metric: str, how: str = "mean") -> tuple[pd.DataFrame, int]:
     """(points with replicates averaged, number of cells that had more than one replicate).
 
     Rows are grouped by (`replicate`, `step`); a group of one row is kept as it is. A group's row is its first
-    run's (lowest seed) with `value` = inverse_transform(`how` = mean or median of the transformed values), `compute_gflop` and
-    `samples` their means (equal for replicates), `n_replicates` and `seeds` (e.g. "0,1"). Points without a
-    `replicate` column, or without two runs of one cell, are returned unchanged."""
-    if "replicate" not in points.columns or points.empty:
-        return points, 0
-    if not points.duplicated(["replicate", "step"]).any():  # nothing to average: the points as they came
-        return points, 0
-    df = points.copy()
-    df["_y"] = transform_metric(df["value"], metric)
-    order = ["replicate", "step"] + (["seed"] if "seed" in df.columns else []) + ["run_id"]
-    df = df.sort_values(order)
-    groups = df.groupby(["replicate", "step"], sort=False)
-    first = groups.head(1).set_index(["replicate", "step"])
-    n = groups["run_id"].nunique()
-    first["n_replicates"] = n
+    run's (lowest seed) with `value` = inverse_transform(the `how` = mean or median of the transformed values),
+    `compute_gflop` and `samples` their means (equal for replicates), `n_replicates` and `seeds` (e.g. "0,1").
+    Points without a `replicate` column, or without two runs of one cell, are returned unchanged."""
     if how not in ("mean", "median"):
         raise ValueError(f"average_replicates: how must be mean or median, got {how!r}")
+    if not _has_replicates(points):  # nothing to average: the points as they came
+        return points, 0
+    df, groups = _by_cell_and_step(points, metric)
+    first = groups.head(1).set_index(["replicate", "step"])
+    first["n_replicates"] = groups["run_id"].nunique()
     first["value"] = inverse_transform(groups["_y"].agg(how).reindex(first.index).to_numpy(), metric)
     for col in ("compute_gflop", "samples"):
         if col in df.columns:
@@ -66,21 +71,15 @@ def disagreeing_replicates(points: pd.DataFrame, metric: str, ratio: float = DIS
     step, preset and D when present, seeds (in the order of `targets`), targets (tuple), ratio. Empty when nothing
     disagrees or there is nothing to compare."""
     cols = ["replicate", "step", "preset", "D", "seeds", "targets", "ratio"]
-    if "replicate" not in points.columns or points.empty or not points.duplicated(["replicate", "step"]).any():
+    if not _has_replicates(points):
         return pd.DataFrame(columns=cols)
-    df = points.assign(_y=transform_metric(points["value"], metric))
-    df = df.sort_values(["replicate", "step"] + (["seed"] if "seed" in df.columns else []) + ["run_id"])
-    rows = []
-    for (key, step), g in df.groupby(["replicate", "step"], sort=False):
-        if len(g) < 2 or float(g["_y"].min()) <= 0:
-            continue
-        rows.append({"replicate": key, "step": int(step), "preset": g["preset"].iloc[0] if "preset" in g else None,
-                     "D": g["D"].iloc[0] if "D" in g else None,
-                     "seeds": tuple(g["seed"]) if "seed" in g else tuple(g["run_id"]),
-                     "targets": tuple(float(v) for v in g["_y"]), "ratio": float(g["_y"].max() / g["_y"].min())})
-    out = pd.DataFrame(rows, columns=cols)
+    df, groups = _by_cell_and_step(points, metric)
+    out = groups.agg(n=("_y", "size"), lo=("_y", "min"), hi=("_y", "max"), targets=("_y", tuple),
+                     seeds=("seed" if "seed" in df.columns else "run_id", tuple),
+                     **{c: (c, "first") for c in ("preset", "D") if c in df.columns}).reset_index()
+    out = out[(out["n"] > 1) & (out["lo"] > 0)].assign(ratio=lambda t: t["hi"] / t["lo"])
     out = out[out["ratio"] > ratio].sort_values("ratio", ascending=False).drop_duplicates("replicate")
-    return out.reset_index(drop=True)
+    return out.reindex(columns=cols).reset_index(drop=True)
 
 
 def disagreement_note(points: pd.DataFrame, metric: str, ratio: float = DISAGREE_RATIO, shown: int = 3) -> str | None:
@@ -91,7 +90,7 @@ def disagreement_note(points: pd.DataFrame, metric: str, ratio: float = DISAGREE
     name = target_label(metric)
     cells = []
     for r in bad.head(shown).itertuples():
-        where = " ".join(str(v) for v in (r.preset, f"D={r.D}" if r.D is not None else None) if v is not None)
+        where = " ".join(str(v) for v in (r.preset, f"D={r.D}" if pd.notna(r.D) else None) if pd.notna(v))
         values = " vs ".join(f"{y:.3g} (seed {s})" for s, y in zip(r.seeds, r.targets))
         cells.append(f"{where or r.replicate} step {r.step}: {name} {values}")
     more = f"; {len(bad) - shown} more" if len(bad) > shown else ""
