@@ -38,6 +38,8 @@ class StudyOptions:
         `min_step` applies, inside `frontier`).
     drop_warmup: store points: drop checkpoints saved during LR warmup.
     min_step: store points: drop checkpoints before this training step.
+    replicates: store points: how runs that differ only in their seed become one point per cell and step (mean |
+        median | all; `fitting.replicates`); cells whose seeds disagree are named in the notes whatever the mode.
     where: pandas query applied to the points first, e.g. 'dataset == "imagenet1k"'.
     frontier_x: table points: fit only the running-minimum frontier of y along this column (e.g. C in FLOP).
     frontier_by: table points: one frontier per value of this column (e.g. D), as the store's per-D frontiers.
