@@ -167,9 +167,11 @@ def _size(width: int, depth: int, head_dim: int = D_HEAD, **extra: Any) -> dict[
 # The width ladder: one multiplier scales every width at fixed depth (backbone, both hourglass levels, dynamic state,
 # and through d_cond = 2 x width the conditioning), head dimension fixed at 16 (heads = width / 16). Parameters and
 # training FLOPs per step grow ~4x per doubling (`rayder-flops --presets tiny-w16,...`), so the size axis of a study
-# on this ladder is a real compute axis; `model.parametrization: mup` makes one base LR serve every rung.
+# on this ladder is a real compute axis; `model.parametrization: mup` makes one base LR serve every rung. Width 48
+# (3 heads) sits between 32 and 64: the demo's ladder is w32 / w48 / w64 (width 16, one head, takes off late or
+# memorises in some seeds: docs/benchmarks.md).
 LADDER_HEAD_DIM = 16
-LADDER_WIDTHS = (16, 32, 64, 128, 256)
+LADDER_WIDTHS = (16, 32, 48, 64, 128, 256)
 LADDER_DEPTH = 2
 
 
