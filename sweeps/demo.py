@@ -29,7 +29,7 @@ from fitting.compare import format_comparison
 from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
 from fitting.study import format_selection
 from rayder_core.data.manifest import Manifest
-from rayder_core.store import ResultsStore
+from rayder_core.store import ResultsStore, RunSubset
 from sweeps import study_checks as sc
 from sweeps.launcher import launch
 from sweeps.spec import SweepSpec, load_spec
@@ -106,6 +106,19 @@ def demo_spec(grid: str | Path = DEMO_GRID, overrides: list[str] | None = None, 
     return spec
 
 
+def grid_store(spec: SweepSpec) -> RunSubset:
+    """The grid's store restricted to the grid's runs (and its held-out runs, when `spec` has them): a store may also
+    hold runs of the same sweep from an earlier design (a grid edited in place); the demo's fits and checks leave
+    those out (`rayder-fit` and `rayder-report` read every run: `--where` selects)."""
+    return RunSubset(ResultsStore(spec.db_path), (c.run_id for c in spec.runs()))
+
+
+def other_design_runs(spec: SweepSpec) -> int:
+    """How many runs of the grid's sweep in its store are not runs of the grid (an earlier design's)."""
+    runs = ResultsStore(spec.db_path).runs(spec.name)
+    return int((~runs["run_id"].isin({c.run_id for c in spec.runs()})).sum())
+
+
 def fit_one(store, spec: SweepSpec, bench: str, metric: str, bootstrap: int | None = None):
     """Fit `metric` on `bench` over the grid's sweep with the grid's `fit:` settings (as `rayder-fit --metric METRIC
     --bench BENCH --sweep NAME --bootstrap N` plus `spec.fit.rayder_fit_args()` would; N = `bootstrap`, default
@@ -136,7 +149,12 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     from PSNR, 1-SSIM, and LPIPS where it was computed; on every other NVS benchmark the MSE law (key
     'psnr@<bench>'). Each law is stored as `rayder-fit` stores it and printed once. Returns ({key: FitResult or
     None}, MSE frontier points of the primary benchmark)."""
-    store = ResultsStore(spec.db_path)
+    store = grid_store(spec)
+    other = other_design_runs(spec)
+    if other:
+        print(f"demo: {spec.db_path} holds {other} run(s) of sweep {spec.name!r} that are not in this grid (an earlier "
+              f"design's): the demo's fits and checks leave them out; rayder-fit and rayder-report read them unless "
+              f"--where selects", flush=True)
     benches = nvs_benches(spec)
     fits: dict = {}
     n_frontier = 0
@@ -165,7 +183,7 @@ def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
 def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[list, pd.DataFrame | None]:
     """Predict the held-out runs (if any were trained) with the MSE law fitted on the grid alone (stored as an
     `extrapolations` record of kind 'holdout_run'), and run the study checks (`sweeps.study_checks`)."""
-    store = ResultsStore(spec.db_path)
+    store = grid_store(spec)
     bench = next((b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"), None)
     if bench is None:
         return [], None
@@ -243,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the runs train (default: local; slurm waits for the jobs)")
     parser.add_argument("--clips", type=int, default=2048, help="synthetic training clips (default 2048)")
     parser.add_argument("--shard-size", type=int, default=8,
-                        help="clips per shard (default 8: the demo's fractions of 2048 clips give D = 128/512/1024/2048)")
+                        help="clips per shard (default 8: the demo's fractions of 2048 clips give D = 128/256/512/1024/2048)")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length in seconds (default 5)")
     parser.add_argument("--bench-scenes", type=int, default=32, help="benchmark scenes (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="data-generation processes (default 2)")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from rayder_core.store import ResultsStore
 from sweeps import demo
 from sweeps import study_checks as sc
 
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = [*sum((["--set", s] for s in args.overrides), []), *(["--clips", str(args.clips)] if args.clips else []),
              *(["--validate"] if args.validate else [])]
     if not args.skip_runs:
-        status = ResultsStore(spec0.db_path).runs(spec0.name) if Path(spec0.db_path).exists() else None
+        status = demo.grid_store(spec0).runs(spec0.name) if Path(spec0.db_path).exists() else None
         if args.validate or status is None or int((status["status"] == "finished").sum()) < len(spec0.runs()):
             print(f"seed-check: the {labels[0]} demo first", flush=True)
             if demo.main(["--grid", args.grid, *extra]):
@@ -90,19 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     fits = []
     for spec in (spec0, spec1):
         # as many resamples as the demo's primary law: the comparison judges these CIs
-        fit, _ = demo.fit_one(ResultsStore(spec.db_path), spec, bench, "psnr", demo.PRIMARY_BOOTSTRAP)
+        fit, _ = demo.fit_one(demo.grid_store(spec), spec, bench, "psnr", demo.PRIMARY_BOOTSTRAP)
         fits.append(fit)
     if any(f is None for f in fits):
         print("seed-check: a store has no fit (see above)", file=sys.stderr)
         return 1
     lines, ok = compare_effective(*fits, labels=labels)
-    size = [sc.check_size_matters(ResultsStore(s.db_path), s.name, bench) for s in (spec0, spec1)]
+    size = [sc.check_size_matters(demo.grid_store(s), s.name, bench) for s in (spec0, spec1)]
     same = size[0].ok == size[1].ok
     print(f"\nseed check on {bench} (MSE law):\n" + "\n".join(lines))
     for label, c in zip(labels, size):
         print(f"  size matters, {label}: {'yes' if c.ok else 'no'} ({c.measured})")
     print(f"  same answer on size: {'yes' if same else 'NO'}")
-    both = pd.concat([sc.final_mse_by_preset(ResultsStore(s.db_path), s.name, bench) for s in (spec0, spec1)])
+    both = pd.concat([sc.final_mse_by_preset(demo.grid_store(s), s.name, bench) for s in (spec0, spec1)])
     means = both.groupby(["preset", "params"])["mean"].mean().reset_index().sort_values("params")
     falls = bool((means["mean"].diff().dropna() < 0).all())
     print(f"  final MSE at the largest D, mean of {labels[0]} and {labels[1]}: " + ", ".join(

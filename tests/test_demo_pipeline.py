@@ -17,6 +17,9 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
     monkeypatch.setattr(demo, "PRIMARY_BOOTSTRAP", 12)
     db = tmp_path / "results.duckdb"
     _demo_like_store(db, bench="indist-synth", extra_bench="re10k-synth")
+    # the synthetic store's run ids are not the grid's: read all of it (test_demo_fits_only_its_grids_runs tests the
+    # demo's restriction to its grid's runs)
+    monkeypatch.setattr(demo, "grid_store", lambda spec: ResultsStore(spec.db_path))
     # the synthetic store's checkpoints are at steps 30..120; its law has a floor, fitted free on every checkpoint
     spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.min_step=0", "fit.checkpoints=all", "fit.fix={}"])
     assert demo.nvs_benches(spec) == ["indist-synth", "re10k-synth"]
@@ -68,7 +71,7 @@ def test_demo_without_validate_drops_holdout_runs() -> None:
 
 def test_local_runs_start_largest_first() -> None:
     """The local executor starts runs by training FLOPs, largest first (LPT): the demo's tiny-w64 runs start
-    before tiny-w16's, and the order is non-increasing in the FLOPs counted independently per run (the steps it
+    before tiny-w32's, and the order is non-increasing in the FLOPs counted independently per run (the steps it
     trains: a run that starts from its trunk's checkpoint trains only the steps after it)."""
     from rayder_core.models import model_config, train_flops_per_step
     from rayder_core.training.trunk import start_step
@@ -81,7 +84,7 @@ def test_local_runs_start_largest_first() -> None:
                                                               c.data.resolution, c.data.frames, c.batch_size)
              for c in ordered]
     assert flops == sorted(flops, reverse=True)
-    assert ordered[0].model["preset"] == "tiny-w64" and ordered[-1].model["preset"] == "tiny-w16"
+    assert ordered[0].model["preset"] == "tiny-w64" and ordered[-1].model["preset"] == "tiny-w32"
 
 
 def test_demo_renders_data_at_twice_the_training_side(monkeypatch) -> None:
@@ -169,3 +172,17 @@ def test_a_grid_with_a_new_fraction_rebuilds_the_manifest_keeping_the_old_fracti
     text = (root / "manifest.json").read_text()
     demo.prepare_data(spec, clips=40, bench_scenes=2, workers=1, seconds=5.0)  # nothing lacking: left as it is
     assert (root / "manifest.json").read_text() == text and "rebuilt" not in capsys.readouterr().out
+
+
+def test_demo_fits_only_its_grids_runs(tmp_path: Path) -> None:
+    """A store that also holds a run of sweep 'demo' from an earlier design (a grid edited in place): the demo's
+    store view (`grid_store`, used by its fits, checks and the seed check) leaves it out and counts it."""
+    spec = demo.demo_spec(overrides=[f"db={tmp_path / 'results.duckdb'}"])
+    grid_run = spec.runs()[0]
+    store = ResultsStore(spec.db_path)
+    for run_id in (grid_run.run_id, "demo-tiny-w16-f1-0123456789"):
+        store.upsert_run(run_id, sweep="demo", preset="tiny-w32", params=1, fraction=1.0, D=2048, config={},
+                         status="finished")
+    assert demo.other_design_runs(spec) == 1
+    assert list(demo.grid_store(spec).runs("demo")["run_id"]) == [grid_run.run_id]
+    assert len(store.runs("demo")) == 2

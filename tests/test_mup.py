@@ -126,7 +126,8 @@ def test_width_ladder_scales_every_width_and_the_flops():
     flops = [train_flops_per_step(c, 32, 4, 1) for c in cfgs]
     # parameters ~ width^2 (matrices; ~4x per doubling) and FLOPs > width^1.3 (> 2.5x per doubling: attention over
     # tokens is linear in width)
-    for (wa, a, fa), (wb, b, fb) in zip(zip(LADDER_WIDTHS, params, flops), zip(LADDER_WIDTHS[1:], params[1:], flops[1:])):
+    rungs = list(zip(LADDER_WIDTHS, params, flops))
+    for (wa, a, fa), (wb, b, fb) in zip(rungs, rungs[1:]):
         r = wb / wa
         assert 0.87 * r**2 < b / a < 1.03 * r**2, (wa, wb, b / a)
         assert fb / fa > r**1.3, (wa, wb, fb / fa)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rayder_core.store import ResultsStore
+from rayder_core.store import ResultsStore, RunSubset
 from sweeps import study_checks as sc
 
 
@@ -118,3 +118,20 @@ def test_skipped_steps_are_counted_over_the_sweep(tmp_path):
     bad = _store(tmp_path / "bad", {"a": [1.0] * 20, "b": [1.0] * 20}, skipped={"b": 3})
     check = sc.check_skips(bad, "demo")
     assert check.ok is False and check.measured == "3"
+
+
+def test_checks_on_a_run_subset_leave_out_an_earlier_designs_runs(tmp_path):
+    """A store holding a run of the same sweep from an earlier design (a flat loss): the learning check on the whole
+    store fails; on `RunSubset` of the grid's runs it passes, and `runs` / `eval_points` keep only those runs."""
+    falling = list(np.linspace(1.0, 0.2, 50))
+    store = _store(tmp_path, {"a": falling, "b": falling, "old": [0.5] * 50})
+    for run_id in ("a", "old"):
+        store.add_checkpoint(run_id, step=50, samples=50, flops=1e12, wall_time_s=1.0)
+        store.add_evals(run_id, 50, bench="indist-synth", values={"psnr": 25.0}, n=4)
+    grid = RunSubset(store, ["a", "b"])
+    assert sc.check_learning(store, "demo").ok is False
+    assert sc.check_learning(grid, "demo").ok is True
+    assert sorted(grid.runs("demo")["run_id"]) == ["a", "b"]
+    assert list(grid.eval_points("indist-synth", "psnr")["run_id"]) == ["a"]
+    assert sorted(store.eval_points("indist-synth", "psnr")["run_id"]) == ["a", "old"]
+    assert grid.path == store.path and len(grid.train_log("old")) == 50  # everything else is the store's own

@@ -46,21 +46,21 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_design_v11():
-    """The demo (design v11): the muP ladder x D = 128 / 512 / 1024 / 2048 of 2048 clips x lengths 1250 / 2000 / 4000
-    sharing the 4000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0, plus a held-out run at 2x
-    the grid's largest compute."""
+def test_demo_grid_is_design_v13():
+    """The demo (design v13): the muP ladder w32 / w48 / w64 x D = 128 / 256 / 512 / 1024 / 2048 of 2048 clips x
+    lengths 1250 / 2000 / 4000 sharing the 4000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0,
+    plus a held-out run at 2x the grid's largest compute."""
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
     runs = [r for r in spec.runs() if r.sweep == "demo"]
     held = [r for r in spec.runs() if r.sweep == "demo-holdout"]
-    assert len(runs) == 36 and {r.model["preset"] for r in runs} == {"tiny-w16", "tiny-w32", "tiny-w64"}
+    assert len(runs) == 45 and {r.model["preset"] for r in runs} == {"tiny-w32", "tiny-w48", "tiny-w64"}
     assert all(r.model["parametrization"] == "mup" and r.model["mup_base_width"] == 16 for r in runs)
-    assert sorted({r.data.fraction for r in runs}) == [1 / 16, 1 / 4, 1 / 2, 1.0]  # D = 128 .. 2048 of 2048 clips
+    assert sorted({r.data.fraction for r in runs}) == [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]  # D = 128 .. 2048
     assert {r.steps for r in runs} == {1250, 2000, 4000} and {r.batch_size for r in runs} == {32}
     assert all(r.model["preset"] in PRESETS for r in runs)
     # the shorter runs start from their trunk's checkpoints at 80% of their own length (where their decay starts)
     assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 4000) == \
-        [(1250, 1000)] * 12 + [(2000, 1600)] * 12
+        [(1250, 1000)] * 15 + [(2000, 1600)] * 15
     assert spec.fit.checkpoints == "final" and spec.fit.min_step == 300 and spec.fit.fix == {"L_inf": 0}
     assert spec.fit.replicates == "mean" and "--replicates" not in spec.fit.rayder_fit_args()
     median = load_spec(REPO / "sweeps" / "demo.yaml", ["fit.replicates=median"]).fit
@@ -79,10 +79,16 @@ def test_demo_grid_is_design_v11():
     assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (6400, 400)
     # the runs of design v9 (lengths 1250 / 1600 / 2000) are the same runs in this design where lengths agree
     v9 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V9).runs() if r.sweep == "demo"}
-    assert len(v9 & {r.run_id for r in runs}) == 24  # the 1250- and 2000-step runs
-    # design v12 (docs/benchmarks.md: one D more, not adopted) adds D = 256 and keeps every run of this design
-    v12 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V12).runs() if r.sweep == "demo"}
-    assert len(v12) == 45 and {r.run_id for r in runs} < v12
+    assert len(v9 & {r.run_id for r in runs}) == 16  # the 1250- and 2000-step runs of w32 and w64
+    # design v11 (w16 / w32 / w64 x D = 128 / 512 / 1024 / 2048): its w32 and w64 runs are runs of this design, so a
+    # store of v11 runs trains only the w48 and D = 256 runs; v12 (v11 + D = 256) shares those at D = 256 too
+    ids = {r.run_id for r in runs}
+    v11 = {r.run_id: r.model["preset"] for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V11).runs()
+           if r.sweep == "demo"}
+    assert len(v11) == 36 and {i for i, p in v11.items() if p != "tiny-w16"} <= ids and len(ids & set(v11)) == 24
+    v12 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V11 + DESIGN_V12).runs()
+           if r.sweep == "demo"}
+    assert len(v12) == 45 and len(ids & v12) == 30
 
 
 def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
@@ -100,7 +106,7 @@ def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
 
 # design v6 of the demo as docs/benchmarks.md gives it: sweeps/demo.yaml with these overrides
 DESIGN_V6 = ["name=demo-lengths", "out_dir=runs/demo-lengths", "db=results-lengths.duckdb",
-             "grid.fractions=[0.015625, 0.25, 1.0]",
+             "grid.presets=[tiny-w16,tiny-w32,tiny-w64]", "grid.fractions=[0.015625, 0.25, 1.0]",
              "grid.steps={0.015625: [1000], 0.25: [1000, 2000], 1.0: [1000, 2000, 4000]}",
              "grid.exclude=[{preset: tiny-w64, steps: 4000}]", "holdout=[{preset: tiny-w64, fraction: 1.0, steps: 4000}]"]
 
@@ -122,15 +128,17 @@ def test_lengths_grid_is_design_v6():
     assert [(h.model["preset"], h.steps) for h in held] == [("tiny-w64", 4000)]
 
 
-DESIGN_V12 = ["grid.fractions=[0.0625,0.125,0.25,0.5,1.0]"]
+DESIGN_V11 = ["grid.presets=[tiny-w16,tiny-w32,tiny-w64]", "grid.fractions=[0.0625,0.25,0.5,1.0]"]
+DESIGN_V12 = ["grid.fractions=[0.0625,0.125,0.25,0.5,1.0]"]  # after DESIGN_V11: v11 + D = 256
 
 # design v9 (the demo before lengths reached 4000 steps), as docs/benchmarks.md gives it
 DESIGN_V9 = ["base.steps=2000", "base.optim.decay_start=1600", "base.optim.decay_halve_every=100",
-             "grid.steps=[1250, 1600, 2000]", "holdout=[{preset: tiny-w64, fraction: 1.0, steps: 4000}]"]
+             "grid.steps=[1250, 1600, 2000]", "holdout=[{preset: tiny-w64, fraction: 1.0, steps: 4000}]",
+             *DESIGN_V11]
 
 DESIGN_V8 = ["name=v8", "out_dir=runs/v8", "db=results-v8.duckdb", "base.batch_size=32",
              "grid.fractions=[0.0625, 0.25, 1.0]", "grid.steps=[1250, 1600, 2000]", "fit.checkpoints=final",
-             "fit.fix={L_inf: 0}", *DESIGN_V9[:3], DESIGN_V9[4]]
+             "fit.fix={L_inf: 0}", *DESIGN_V9[:3], DESIGN_V9[4], DESIGN_V11[0]]
 
 
 def test_design_v8_shares_trunks_and_fits_final_checkpoints():

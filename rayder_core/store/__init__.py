@@ -33,9 +33,10 @@ on network filesystems where it is not, set `store_mode: index`: runs then write
 """
 from rayder_core.store.runs import COLLECTED_PREFIX, CollectReport, collect_runs, record_run_dir, run_dir_signature
 from rayder_core.store.schema import FLOPS_CONVENTION, LR_PHASES, RUN_STATUSES, SCHEMA_VERSION
-from rayder_core.store.store import (DEFAULT_DB, LOCK_TIMEOUT_S, BenchLookupError, ResultsStore, StoreError,
-                                     describe_bench_counts)
+from rayder_core.store.store import (DEFAULT_DB, LOCK_TIMEOUT_S, BenchLookupError, ResultsStore, RunSubset,
+                                     StoreError, describe_bench_counts)
 
 __all__ = ["COLLECTED_PREFIX", "DEFAULT_DB", "FLOPS_CONVENTION", "LOCK_TIMEOUT_S", "LR_PHASES", "RUN_STATUSES",
-           "SCHEMA_VERSION", "BenchLookupError", "CollectReport", "ResultsStore", "StoreError", "collect_runs",
+           "SCHEMA_VERSION", "BenchLookupError", "CollectReport", "ResultsStore", "RunSubset", "StoreError",
+           "collect_runs",
            "describe_bench_counts", "record_run_dir", "run_dir_signature"]

@@ -11,7 +11,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import duckdb
 import pandas as pd
@@ -524,3 +524,27 @@ class ResultsStore:
         for table in ("runs", "checkpoints", "evals", "train_log", "fits"):
             out[table] = int(self.query(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
         return out
+
+
+class RunSubset:
+    """A `ResultsStore` whose `eval_points` and `runs` keep only the given runs (e.g. one grid's run ids in a store
+    that also holds runs of an earlier design of the same sweep); every other method is the store's own."""
+
+    def __init__(self, store: ResultsStore, run_ids: Iterable[str]) -> None:
+        self.store = store
+        self.run_ids = frozenset(run_ids)
+
+    def _keep(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return rows[rows["run_id"].isin(self.run_ids)].reset_index(drop=True)
+
+    def eval_points(self, bench: str, metric: str, sweep: str | None = None,
+                    family: str | None = None) -> pd.DataFrame:
+        """`ResultsStore.eval_points` of the subset's runs."""
+        return self._keep(self.store.eval_points(bench, metric, sweep=sweep, family=family))
+
+    def runs(self, sweep: str | None = None, family: str | None = None) -> pd.DataFrame:
+        """`ResultsStore.runs` of the subset's runs."""
+        return self._keep(self.store.runs(sweep, family=family))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
