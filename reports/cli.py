@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="hold a law parameter fixed, e.g. --fix L_inf=0 (as rayder-fit --fix)")
     parser.add_argument("--replicates", choices=REPLICATE_MODES, default="mean",
                         help="runs that differ only in their seed: their mean, median or every run (as rayder-fit)")
+    parser.add_argument("--where", metavar="EXPR", default=None,
+                        help="keep only the runs where this pandas query on the runs table holds, e.g. "
+                             "\"preset != 'tiny-w16'\" (as rayder-fit --where; the laws are then fitted now)")
     parser.add_argument("--refit", action="store_true", help="ignore stored fits and fit every law now")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the per-figure PNGs")
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         result = build_report(args.db, args.out, figures_dir=args.figures_dir, figure_formats=formats,
                               bootstrap=args.bootstrap, seed=args.seed, min_step=args.min_step,
                               checkpoints=args.checkpoints, fix=fix, replicates=args.replicates,
-                              use_stored_fits=not args.refit, dpi=args.dpi)
+                              use_stored_fits=not args.refit, dpi=args.dpi, where=args.where)
     except (ReportError, StoreError) as exc:
         print(f"rayder-report: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from fitting import select_checkpoints
 from fitting.holdout_runs import HOLDOUT_SUFFIX
+from fitting.study import filter_rows
 from rayder_core.store import ResultsStore  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -137,8 +138,12 @@ _EMPTY_POINTS = pd.DataFrame(columns=["run_id", "sweep", "preset", "params", "fr
                                       "compute_gflop", "value", "n"])
 
 
-def load_study(db_path: str | Path) -> Study:
-    """Read a results store. Raises ReportError if the file does not exist or holds no runs (never creates one)."""
+def load_study(db_path: str | Path, where: str | None = None) -> Study:
+    """Read a results store. Raises ReportError if the file does not exist or holds no runs (never creates one).
+
+    `where` (a pandas query on the runs table, as `rayder-report --where`, e.g. "preset != 'tiny-w16'") keeps only
+    the runs it selects, with their checkpoints, evaluations and training logs; ReportError when it fails or keeps
+    none."""
     db_path = Path(db_path)
     if not db_path.is_file():
         raise ReportError(f"{db_path}: no results store here; pass --db with the store your sweep wrote "
@@ -148,14 +153,27 @@ def load_study(db_path: str | Path) -> Study:
     if runs.empty:
         raise ReportError(f"{db_path}: the results store holds no runs yet; launch or collect a sweep "
                           "(`rayder-sweep`) before making a report")
-    study = Study(db_path=db_path, runs=runs, checkpoints=store.checkpoints(), evals=store.evals(),
-                  train_log=store.train_log(), fits=store.fits(), holdouts=store.extrapolations("holdout_run"))
+    if where:
+        try:
+            runs = filter_rows(runs, where).reset_index(drop=True)
+        except ValueError as exc:
+            raise ReportError(f"{db_path}: {exc}") from None
+    keep = set(runs["run_id"])
+
+    def of_runs(rows: pd.DataFrame) -> pd.DataFrame:
+        if not where or "run_id" not in rows:
+            return rows
+        return rows[rows["run_id"].isin(keep)].reset_index(drop=True)
+
+    study = Study(db_path=db_path, runs=runs, checkpoints=of_runs(store.checkpoints()), evals=of_runs(store.evals()),
+                  train_log=of_runs(store.train_log()), fits=store.fits(),
+                  holdouts=store.extrapolations("holdout_run"))
     for bench in study.nvs_benches:
         for metric in FITTED_NVS_METRICS:  # frontiers and fits of the grid: held-out runs are validated, not fitted
-            study.points[(bench, metric)] = _fit_points(store.eval_points(bench, metric))
+            study.points[(bench, metric)] = _fit_points(of_runs(store.eval_points(bench, metric)))
     for bench in study.probe_benches:
         for metric in camera_metrics(bench):
-            study.points[(bench, metric)] = store.eval_points(bench, metric)
+            study.points[(bench, metric)] = of_runs(store.eval_points(bench, metric))
     return study
 
 

@@ -96,7 +96,7 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
                  figure_formats: tuple[str, ...] = ("pdf", "png"), bootstrap: int = DEFAULT_BOOTSTRAP,
                  seed: int = 0, min_step: int = 0, use_stored_fits: bool = True, dpi: int = 150,
                  checkpoints: str | None = None, fix: dict[str, float] | None = None,
-                 replicates: str = "mean") -> ReportResult:
+                 replicates: str = "mean", where: str | None = None) -> ReportResult:
     """Render the study report of the store at `db_path` into `out_pdf`, and each page into `figures_dir`
     (default: `<out_pdf stem>_figures/` next to it; None-like empty tuple `figure_formats` writes none).
 
@@ -104,10 +104,12 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
     is missing. `bootstrap` resamples are used for fits made now; `min_step` drops earlier checkpoints from fits,
     `checkpoints` (all | cooldown | final; None: every one) selects those fitted, `fix` holds law parameters fixed
     and `replicates` (mean | median | all) says how seeds of one cell become a point (as `rayder-fit --checkpoints /
-    --fix / --replicates`).
+    --fix / --replicates`). `where` keeps only the runs it selects (`load_study`); the laws are then fitted now
+    (a stored fit does not say which runs it used).
     """
     t0 = time.perf_counter()
-    study = load_study(db_path)
+    study = load_study(db_path, where)
+    use_stored_fits = use_stored_fits and not where
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
     figures_dir = Path(figures_dir) if figures_dir else out_pdf.with_name(out_pdf.stem + "_figures")

@@ -109,7 +109,7 @@ def demo_spec(grid: str | Path = DEMO_GRID, overrides: list[str] | None = None, 
 def grid_store(spec: SweepSpec) -> RunSubset:
     """The grid's store restricted to the grid's runs (and its held-out runs, when `spec` has them): a store may also
     hold runs of the same sweep from an earlier design (a grid edited in place); the demo's fits and checks leave
-    those out (`rayder-fit` and `rayder-report` read every run: `--where` selects)."""
+    those out, and so does its report (`rayder-fit` and `rayder-report` read every run: `--where` selects)."""
     return RunSubset(ResultsStore(spec.db_path), (c.run_id for c in spec.runs()))
 
 
@@ -153,7 +153,7 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     other = other_design_runs(spec)
     if other:
         print(f"demo: {spec.db_path} holds {other} run(s) of sweep {spec.name!r} that are not in this grid (an earlier "
-              f"design's): the demo's fits and checks leave them out; rayder-fit and rayder-report read them unless "
+              f"design's): the demo's fits, checks and report leave them out; rayder-fit reads them unless "
               f"--where selects", flush=True)
     benches = nvs_benches(spec)
     fits: dict = {}
@@ -170,11 +170,18 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     return fits, n_frontier
 
 
+def grid_runs_query(spec: SweepSpec) -> str:
+    """A `rayder-report --where` query that keeps the grid's runs (and its held-out runs, when `spec` has them)."""
+    return f"run_id in {sorted(c.run_id for c in spec.runs())!r}"
+
+
 def render_report(spec: SweepSpec, pdf: Path) -> Path | None:
-    """`rayder-report` the store to `pdf`; returns the path, or None when the report failed."""
+    """`rayder-report` the store to `pdf` (only the grid's runs when the store also holds an earlier design's);
+    returns the path, or None when the report failed."""
     pdf.parent.mkdir(parents=True, exist_ok=True)
+    where = ["--where", grid_runs_query(spec)] if other_design_runs(spec) else []
     if _run_tool("reports.cli", ["--db", str(spec.db_path), "--out", str(pdf), "--bootstrap", str(FIT_BOOTSTRAP),
-                                 *shlex.split(spec.fit.rayder_fit_args())]) != 0 or not pdf.is_file():
+                                 *shlex.split(spec.fit.rayder_fit_args()), *where]) != 0 or not pdf.is_file():
         print("demo: rayder-report failed (see above)", file=sys.stderr)
         return None
     return pdf

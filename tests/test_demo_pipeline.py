@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from rayder_core.store import ResultsStore
+from reports.common import load_study
 from sweeps import demo
 from tests.test_first_hour import _demo_like_store
 
@@ -123,7 +124,6 @@ def test_grid_fit_settings_reach_the_fit_and_the_report(tmp_path: Path, monkeypa
     L_inf held at 0, and the report given the same options (`spec.fit.rayder_fit_args()`) shows that stored law."""
     import pytest
 
-    from reports.common import load_study
     from reports.fits import fit_metric
     from rayder_core.yamlconf import ConfigError
 
@@ -186,3 +186,6 @@ def test_demo_fits_only_its_grids_runs(tmp_path: Path) -> None:
     assert demo.other_design_runs(spec) == 1
     assert list(demo.grid_store(spec).runs("demo")["run_id"]) == [grid_run.run_id]
     assert len(store.runs("demo")) == 2
+    # its report reads the same runs: the query it passes to rayder-report --where keeps the grid's run and not the other
+    kept = load_study(spec.db_path, where=demo.grid_runs_query(spec)).runs
+    assert list(kept["run_id"]) == [grid_run.run_id]

@@ -47,3 +47,28 @@ def test_camera_pages_for_every_protocol(tmp_path):
         matplotlib.pyplot.close(fig)
     lines = R.missing_summary(study)
     assert any(line.startswith("re10k: 3 unreadable scene(s) skipped (of 64) at 6 checkpoint(s)") for line in lines)
+
+
+def test_where_keeps_only_the_selected_runs_and_their_rows(tmp_path):
+    make_store(tmp_path / "r.duckdb")
+    full = R.load_study(tmp_path / "r.duckdb")
+    kept = R.load_study(tmp_path / "r.duckdb", where="preset != 'tiny-s'")
+    assert list(kept.runs["run_id"]) == ["run-tiny-xs"] and len(full.runs) == 2
+    for name in ("checkpoints", "evals"):
+        rows, all_rows = getattr(kept, name), getattr(full, name)
+        assert set(rows["run_id"]) == {"run-tiny-xs"}
+        assert len(rows) == (all_rows["run_id"] == "run-tiny-xs").sum() > 0
+    for key, points in full.points.items():
+        assert kept.points[key].equals(points[points["run_id"] == "run-tiny-xs"].reset_index(drop=True))
+    assert kept.presets == ["tiny-xs"]
+
+
+def test_where_that_fails_or_keeps_nothing_names_the_store_and_the_columns(tmp_path):
+    make_store(tmp_path / "r.duckdb")
+    for expr, said in (("preset == 'tiny-xl'", "keeps none of the 2 rows"), ("nosuch > 1", "failed")):
+        try:
+            R.load_study(tmp_path / "r.duckdb", where=expr)
+        except R.ReportError as exc:
+            assert str(tmp_path / "r.duckdb") in str(exc) and said in str(exc) and "preset" in str(exc)
+        else:
+            raise AssertionError(f"--where {expr!r} was accepted")
