@@ -203,7 +203,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
             runs = store.runs(spec.holdout_sweep)
             done = set(runs.loc[runs["status"] == "finished", "run_id"])
             summary_df["finished"] = summary_df["run_id"].isin(done)  # a stopped run's last checkpoint is no test
-            print("\n" + format_holdout(summary_df, "MSE"))
+            print("\n" + format_holdout(summary_df, "MSE (pixels in [-1, 1], as the law)"))
             line = sc.free_floor_holdout(free_floor, held)  # the floor a free refit finds, tested beyond the grid
             if line:
                 print(line)
