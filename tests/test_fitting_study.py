@@ -239,6 +239,9 @@ BEFORE = {
 }
 BEFORE_CI_HIGH_DEMO_BETA = 0.2199477999729757  # 8 resamples, seed 0
 BEFORE_OBJECTIVE_DEMO = 0.00016818902174826333
+# recorded on an AMX Xeon; the same code on an AVX2-only EPYC lands ~2e-8 (relative) away, the optimiser's own
+# tolerance meeting other float rounding, so "the same law" is judged at 1e-6 (a changed fit moves by far more)
+SAME_CODE = 1e-6
 
 
 def _huber_objective(P: dict, C: np.ndarray, D: np.ndarray, y: np.ndarray, delta: float = 1e-3) -> float:
@@ -266,13 +269,13 @@ def test_store_path_laws_identical_to_before_the_refactor(demo_store, tmp_path, 
     demo_options = StudyOptions(fit=FitOptions(bootstrap=8, seed=0, n_starts=20, metric="psnr", bench="re10k-synth",
                                                sweep="demo"), metric="psnr", checkpoints="all", drop_warmup=True)
     demo_fit = fit_study(ResultsStore(db).eval_points("re10k-synth", "psnr", sweep="demo"), demo_options).fit
-    assert demo_fit.params == pytest.approx(BEFORE["demo_psnr"], rel=1e-12)
-    assert demo_fit.ci_high["beta"] == pytest.approx(BEFORE_CI_HIGH_DEMO_BETA, rel=1e-12)
+    assert demo_fit.params == pytest.approx(BEFORE["demo_psnr"], rel=SAME_CODE)
+    assert demo_fit.ci_high["beta"] == pytest.approx(BEFORE_CI_HIGH_DEMO_BETA, rel=SAME_CODE)
     report = fit_metric(load_study(db), "re10k-synth", "psnr", bootstrap=8, use_stored=False)
-    assert report.params == pytest.approx(BEFORE["report_psnr"], rel=1e-12)
+    assert report.params == pytest.approx(BEFORE["report_psnr"], rel=SAME_CODE)
     assert main(["--metric", "mse", "--bench", "re10k-synth", "--db", str(db), "--no-write", "--json",
                  "--bootstrap", "6", "--starts", "20"]) == 0
-    assert json.loads(capsys.readouterr().out)["params"] == pytest.approx(BEFORE["cli_mse"], rel=1e-12)
+    assert json.loads(capsys.readouterr().out)["params"] == pytest.approx(BEFORE["cli_mse"], rel=SAME_CODE)
     # the family page (two-family store of tests/test_family_compare.py)
     from reports.family_page import _fit_family
     from tests.test_family_compare import _write_two_families
@@ -280,7 +283,7 @@ def test_store_path_laws_identical_to_before_the_refactor(demo_store, tmp_path, 
     two = _write_two_families(tmp_path / "two.duckdb")
     _, res, why = _fit_family(ResultsStore(two).eval_points("b", "psnr", family="rayder"), "psnr", "b", 6, 0)
     assert why is None and res.n_points == 30
-    assert res.params == pytest.approx(BEFORE["family_rayder"], rel=1e-12)
+    assert res.params == pytest.approx(BEFORE["family_rayder"], rel=SAME_CODE)
     # the same law through the entry point directly
     study = fit_study(load_study(db).eval_points("re10k-synth", "psnr"),
                       StudyOptions(fit=FitOptions(bootstrap=0, n_starts=20, holdout=False), metric="psnr"))

@@ -91,7 +91,10 @@ def test_free_floor_refit_is_tested_on_the_held_out_runs(known_store):
     line = sc.free_floor_holdout(free, held)
     _, summary = validate_holdout(free, held)
     on = summary.set_index("run_id").loc["held-on-law"]
-    assert abs(on["rel_err"]) < 0.01 and f"{on['rel_err'] * 100:+.1f}% (inside its 95% band)" in line
+    # noise-free data: the band is ~0 wide, so whether a 1e-10 error lies inside it is decided by float rounding (it
+    # differs between CPU kinds); the line must say what validate_holdout says
+    where = "inside" if on["inside"] else "outside"
+    assert abs(on["rel_err"]) < 0.01 and f"{on['rel_err'] * 100:+.1f}% ({where} its 95% band)" in line
     assert line.startswith(f"the held-out run(s) predicted by the law with L_inf free ({free.params['L_inf']:.3g})")
     assert sc.free_floor_holdout(None, held) is None and sc.free_floor_holdout(free, held.iloc[:0]) is None
 

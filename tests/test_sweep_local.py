@@ -264,7 +264,7 @@ def test_local_executor_starts_a_shorter_run_from_its_trunk(tiny_sweep, synth_da
 
 def test_a_free_slot_skips_a_run_that_would_compile_the_graph_another_run_is_compiling():
     """The demo grid: its 4000-step runs compile their loss (one graph per width), the forks train eagerly. While
-    the first w64 run compiles cold, the next slot takes a w32 run (not a second cold w64 compile); once w64's
+    the first w64 run compiles cold, the next slot takes a w48 run (not a second cold w64 compile); once w64's
     kernels exist (or with nothing compiling) the order is the grid's longest-first order."""
     from sweeps.demo import demo_spec
     from rayder_core.training.trunk import start_step
@@ -282,7 +282,7 @@ def test_a_free_slot_skips_a_run_that_would_compile_the_graph_another_run_is_com
     first, ready = cfgs[0], cfgs[1:]
     assert first.model["preset"] == "tiny-w64" and ready[0].model["preset"] == "tiny-w64"
     picked = launcher.choose_next(ready, groups, compiling={groups[first.run_id]})
-    assert picked.model["preset"] == "tiny-w32" and picked.steps == 4000
+    assert picked.model["preset"] == "tiny-w48" and picked.steps == 4000
     assert launcher.choose_next(ready, groups, compiling=set()) is ready[0]
     # every ready run compiles that graph: the first one starts anyway (waiting would take as long as compiling)
     w64 = [c for c in ready if c.model["preset"] == "tiny-w64" and c.steps == 4000]
