@@ -38,5 +38,4 @@ from rayder_core.store.store import (DEFAULT_DB, LOCK_TIMEOUT_S, BenchLookupErro
 
 __all__ = ["COLLECTED_PREFIX", "DEFAULT_DB", "FLOPS_CONVENTION", "LOCK_TIMEOUT_S", "LR_PHASES", "RUN_STATUSES",
            "SCHEMA_VERSION", "BenchLookupError", "CollectReport", "ResultsStore", "RunSubset", "StoreError",
-           "collect_runs",
-           "describe_bench_counts", "record_run_dir", "run_dir_signature"]
+           "collect_runs", "describe_bench_counts", "record_run_dir", "run_dir_signature"]
