@@ -110,13 +110,18 @@ def grid_store(spec: SweepSpec) -> RunSubset:
     """The grid's store restricted to the grid's runs (and its held-out runs, when `spec` has them): a store may also
     hold runs of the same sweep from an earlier design (a grid edited in place); the demo's fits and checks leave
     those out, and so does its report (`rayder-fit` and `rayder-report` read every run: `--where` selects)."""
-    return RunSubset(ResultsStore(spec.db_path), (c.run_id for c in spec.runs()))
+    return RunSubset(ResultsStore(spec.db_path), grid_run_ids(spec))
+
+
+def grid_run_ids(spec: SweepSpec) -> set[str]:
+    """The run ids of the grid (and of its held-out runs, when `spec` has them)."""
+    return {c.run_id for c in spec.runs()}
 
 
 def other_design_runs(spec: SweepSpec) -> int:
     """How many runs of the grid's sweep in its store are not runs of the grid (an earlier design's)."""
     runs = ResultsStore(spec.db_path).runs(spec.name)
-    return int((~runs["run_id"].isin({c.run_id for c in spec.runs()})).sum())
+    return int((~runs["run_id"].isin(grid_run_ids(spec))).sum())
 
 
 def fit_one(store, spec: SweepSpec, bench: str, metric: str, bootstrap: int | None = None):
@@ -172,7 +177,7 @@ def fit_study(spec: SweepSpec) -> tuple[dict, int]:
 
 def grid_runs_query(spec: SweepSpec) -> str:
     """A `rayder-report --where` query that keeps the grid's runs (and its held-out runs, when `spec` has them)."""
-    return f"run_id in {sorted(c.run_id for c in spec.runs())!r}"
+    return f"run_id in {sorted(grid_run_ids(spec))!r}"
 
 
 def render_report(spec: SweepSpec, pdf: Path) -> Path | None:

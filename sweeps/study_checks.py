@@ -196,7 +196,8 @@ def check_size_matters(store, sweep: str, bench: str) -> Check:
     per = ", ".join(f"{p} {m:.5f}" + (f" [{lo:.5f}, {hi:.5f}]" if seeds > 1 else "")
                     for p, m, lo, hi in zip(table["preset"], table["mean"], table["min"], table["max"]))
     length = table["steps"].iloc[0]
-    what = (f"final MSE (pixels in [0, 1]) at D={int(top_d['D'].iloc[0])}{'' if pd.isna(length) else f', {int(length)} steps'} "
+    what = (f"final MSE (pixels in [0, 1]) at D={int(top_d['D'].iloc[0])}"
+            f"{'' if pd.isna(length) else f', {int(length)} steps'} "
             f"({'mean [range] of ' + str(seeds) + ' seeds' if seeds > 1 else '1 seed'})"
             f": {per}; frontier params bottom/top 20% of C: {bottom:.3g}/{top:.3g}")
     ok = falls and top > bottom

@@ -186,6 +186,6 @@ def test_demo_fits_only_its_grids_runs(tmp_path: Path) -> None:
     assert demo.other_design_runs(spec) == 1
     assert list(demo.grid_store(spec).runs("demo")["run_id"]) == [grid_run.run_id]
     assert len(store.runs("demo")) == 2
-    # its report reads the same runs: the query it passes to rayder-report --where keeps the grid's run and not the other
+    # its report reads the same runs: the query it passes to rayder-report --where keeps the grid's run only
     kept = load_study(spec.db_path, where=demo.grid_runs_query(spec)).runs
     assert list(kept["run_id"]) == [grid_run.run_id]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
+import pytest
 
 from reports import report as R
 from rayder_core.store import ResultsStore
@@ -66,9 +67,6 @@ def test_where_keeps_only_the_selected_runs_and_their_rows(tmp_path):
 def test_where_that_fails_or_keeps_nothing_names_the_store_and_the_columns(tmp_path):
     make_store(tmp_path / "r.duckdb")
     for expr, said in (("preset == 'tiny-xl'", "keeps none of the 2 rows"), ("nosuch > 1", "failed")):
-        try:
+        with pytest.raises(R.ReportError) as exc:
             R.load_study(tmp_path / "r.duckdb", where=expr)
-        except R.ReportError as exc:
-            assert str(tmp_path / "r.duckdb") in str(exc) and said in str(exc) and "preset" in str(exc)
-        else:
-            raise AssertionError(f"--where {expr!r} was accepted")
+        assert str(tmp_path / "r.duckdb") in str(exc.value) and said in str(exc.value) and "preset" in str(exc.value)
