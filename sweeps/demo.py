@@ -30,6 +30,7 @@ from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_v
 from fitting.study import format_selection
 from rayder_core.data.manifest import Manifest
 from rayder_core.store import ResultsStore, RunSubset
+from rayder_core.yamlconf import ConfigError
 from sweeps import study_checks as sc
 from sweeps.launcher import launch
 from sweeps.spec import SweepSpec, load_spec
@@ -284,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     t0 = time.monotonic()
-    spec = demo_spec(args.grid, args.overrides, validate=args.validate)
+    try:
+        spec = demo_spec(args.grid, args.overrides, validate=args.validate)
+    except (ConfigError, OSError) as exc:  # a malformed grid or --set: the message names the file and the key
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     print(f"demo: preparing synthetic data for {args.grid}", flush=True)
     prepare_data(spec, clips=args.clips, bench_scenes=args.bench_scenes, workers=args.workers, seconds=args.seconds,
                  shard_size=args.shard_size)
@@ -292,10 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: data ready in {t_data:.0f} s; launching {len(spec.runs())} runs", flush=True)
     result = launch(spec, executor=args.executor, wait=True)
     t_train = time.monotonic() - t0 - t_data
-    print(f"demo: training done in {t_train / 60:.1f} min", flush=True)
+    floor = result.preflight.cpu if result.preflight is not None else None
+    print(f"demo: training done in {t_train / 60:.1f} min"
+          + (f": {floor.achieved(t_train)}" if floor is not None and t_train > 0 else ""), flush=True)
     fits, n_frontier = fit_study(spec)
     pdf = render_report(spec, Path(args.pdf))
     checks, _ = validate_and_check(spec, fits, n_frontier)
+    if checks:
+        checks.append(sc.check_study_time(time.monotonic() - t0, len(result.submitted), len(spec.runs()), floor))
     print("\n" + summary(spec, pdf, time.monotonic() - t0))
     if checks:
         print("checks:  does the study show a law that holds? (issue 23's targets)\n" + sc.format_checks(checks))

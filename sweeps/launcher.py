@@ -39,8 +39,8 @@ from rayder_core.train_config import TrainConfig
 from rayder_core.training.trunk import start_step, trunk_run_id
 from rayder_core.yamlconf import ConfigError
 from sweeps.job import TrainJob
-from sweeps.preflight import (ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, preflight, run_train_flops,
-                              slurm_max_array_size)
+from sweeps.preflight import (ASSUMED_MFU, GPU_PEAK_TFLOPS, PreflightError, PreflightReport, preflight,
+                              run_train_flops, slurm_max_array_size)
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.state import (LAUNCH_FILE, STALE_AFTER_S, STATE_FILE, RunStatus, add_store_metrics, classify,
                           exception_line, format_table, job_active, job_gone, local_job_alive, read_launch, read_state,
@@ -128,6 +128,7 @@ class LaunchResult:
     job_ids: dict[str, str] = field(default_factory=dict)     # run_id -> job id (SLURM) or controller pid (local)
     outcomes: dict[str, str] = field(default_factory=dict)    # run_id -> finished | preempted | failed | ...
     errors: dict[str, str] = field(default_factory=dict)      # run_id -> error message of a failed job
+    preflight: PreflightReport | None = None                   # None: nothing to submit, or --skip-preflight
 
     @property
     def submitted(self) -> list[str]:
@@ -142,11 +143,6 @@ def _record_launch(cfg: TrainConfig, executor: str, job_id: str, spec: SweepSpec
     })
 
 
-def _local_threads(spec: SweepSpec) -> int:
-    if spec.local.threads_per_run:
-        return spec.local.threads_per_run
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // spec.local.parallel)
 
 
 class SubmissionError(LaunchError):
@@ -292,7 +288,7 @@ def _run_local(spec: SweepSpec, plans: list[PlannedRun], result: LaunchResult, *
     folder = Path(cfgs[0].out_dir) / SUBMITIT_DIR / "%j"
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=spec.local.timeout_min)
-    job_fn = TrainJob(threads=_local_threads(spec))
+    job_fn = TrainJob(threads=spec.local.threads_each())
     pending = deque(_longest_first(cfgs))
     active: dict[str, tuple[Any, TrainConfig]] = {}
     trunk_of = {c.run_id: trunk_run_id(c) for c in cfgs if c.start_from}
@@ -448,6 +444,7 @@ def launch(spec: SweepSpec, *, executor: str = "auto", dry_run: bool = False, wa
         gpu_tflops = GPU_PEAK_TFLOPS if gpu_tflops is None else gpu_tflops
         mfu = ASSUMED_MFU if mfu is None else mfu
         report = preflight(spec, [p.cfg for p in to_submit], kind, gpu_tflops=gpu_tflops, mfu=mfu)
+        result.preflight = report
         print(report.summary(gpu_tflops=gpu_tflops, mfu=mfu, problems=False))
         if not report.ok:
             raise PreflightError(report.problems, spec.source)

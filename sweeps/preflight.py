@@ -18,7 +18,11 @@ about to be submitted:
   nodes and CPUs per node fit, and the time limit is within the partition's, for every preset's resources
   (`slurm.per_preset`);
 - the estimated training compute of the grid (`rayder_core.models`, evaluation not counted) and, for GPU runs, the
-  GPU-hours it means at an assumed utilisation, next to the GPU-hours the time limits reserve.
+  GPU-hours it means at an assumed utilisation, next to the GPU-hours the time limits reserve; for local CPU runs,
+  the **CPU floor**: the least time their training can take here, at 100% of this CPU's matmul peak (one thread's
+  peak in the runs' precision, measured before the runs start, x the threads the local executor runs at once).
+  Real runs reach a fraction of that peak (the demo prints which), so a time target below the floor is out of reach
+  for the grid on this machine, whatever the code does.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import torch
 from rayder_core.data.evalsets import ProbeSet, Re10kBenchmark
 from rayder_core.data.manifest import Manifest
 from rayder_core.models import family_of, model_config, train_flops_per_step
+from rayder_core.precision import measured_peaks
 from rayder_core.store import ResultsStore
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.trunk import start_step
@@ -73,6 +78,65 @@ class Partition:
 
 
 @dataclass
+class CpuFloor:
+    """The least time local CPU runs' training can take on this machine: their FLOPs at 100% of its matmul peak."""
+
+    flops: float                             # training FLOPs of the local CPU runs (3 x forward, exact convention)
+    peak_per_thread: dict[str, float]        # precision -> one thread's best square-matmul FLOP/s, measured here
+    threads: int                             # threads training at once: min(parallel, runs) x threads per run
+    seconds: float                           # sum over runs of FLOPs / (peak of its precision x threads)
+
+    @property
+    def peak_flops(self) -> float:
+        """The FLOP/s the floor assumes (the fastest precision's per-thread peak x threads)."""
+        return max(self.peak_per_thread.values()) * self.threads
+
+    def achieved(self, seconds: float) -> str:
+        """What a training that took `seconds` (wall) reached against the floor, as one phrase."""
+        rate = self.flops / seconds
+        return (f"{self.flops / 1e12:.3g} TFLOP at {rate / 1e9:.3g} GFLOP/s, {self.seconds / seconds:.0%} of this "
+                f"CPU's matmul peak (its floor: {duration(self.seconds)})")
+
+    def summary(self) -> str:
+        peaks = ", ".join(f"{p} {v / 1e9:.3g}" for p, v in sorted(self.peak_per_thread.items()))
+        return (f"  CPU floor: >= {duration(self.seconds)} of training for {self.flops:.3g} FLOP at 100% of this "
+                f"CPU's matmul peak (GFLOP/s per thread, measured now: {peaks}; x {self.threads} "
+                f"thread{'s' if self.threads > 1 else ''} at once); runs reach a fraction of it")
+
+
+def duration(seconds: float) -> str:
+    """'12.9 min', or '41.3 s' under a minute."""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def cpu_peak_per_thread(precision: str) -> float:
+    """One CPU thread's best square-matmul FLOP/s here in `precision` ('fp32' | 'bf16'; 'auto': the better of
+    the two, as `precision: auto` would choose), measured once per process (~1-2 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        peaks = measured_peaks("cpu")
+    finally:
+        torch.set_num_threads(threads)
+    return max(peaks.values()) if precision == "auto" else peaks[precision]
+
+
+def cpu_floor(cfgs: list[TrainConfig], flops: list[float], threads_each: int, parallel: int,
+              peak_per_thread=cpu_peak_per_thread) -> CpuFloor | None:
+    """The `CpuFloor` of the CPU runs among `cfgs` (training `flops[i]` each) trained `parallel` at a time with
+    `threads_each` threads (capped at the cores here); None when none trains on the CPU. `peak_per_thread`:
+    precision -> FLOP/s (default: measured now)."""
+    cpu = [(c, f) for c, f in zip(cfgs, flops) if c.device == "cpu" and f > 0]
+    if not cpu:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, min(cores, min(parallel, len(cpu)) * threads_each))
+    peaks = {p: peak_per_thread(p) for p in sorted({c.precision for c, _ in cpu})}
+    seconds = sum(f / (peaks[c.precision] * threads) for c, f in cpu)
+    return CpuFloor(sum(f for _, f in cpu), peaks, threads, seconds)
+
+
+@dataclass
 class PreflightReport:
     """Outcome of `preflight`: problems (empty = OK) and the compute estimate of the runs checked."""
 
@@ -82,6 +146,7 @@ class PreflightReport:
     gpu_hours_est: float | None              # at GPU_PEAK_TFLOPS x ASSUMED_MFU (None: no GPU runs)
     gpu_hours_reserved: float | None         # sum over runs of nodes x GPUs/node x time limit (one attempt each)
     notes: list[str] = field(default_factory=list)
+    cpu: CpuFloor | None = None              # local CPU runs: the least time their training can take here
 
     @property
     def ok(self) -> bool:
@@ -98,6 +163,8 @@ class PreflightReport:
                          f"(assumed; --gpu-tflops, --mfu)"
                          + (f"; the time limits reserve up to {self.gpu_hours_reserved:,.0f} GPU-hours per attempt"
                             if self.gpu_hours_reserved else ""))
+        if self.cpu is not None:
+            lines.append(self.cpu.summary())
         lines += [f"  note: {n}" for n in self.notes]
         if self.ok:
             lines.append("preflight: OK")
@@ -398,10 +465,13 @@ def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
 # ------------------------------------------------------------------------------------------------ main entry
 def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
               partitions: dict[str, Partition] | str | None = "query",
-              gpu_tflops: float = GPU_PEAK_TFLOPS, mfu: float = ASSUMED_MFU) -> PreflightReport:
+              gpu_tflops: float = GPU_PEAK_TFLOPS, mfu: float = ASSUMED_MFU,
+              peak_per_thread=cpu_peak_per_thread) -> PreflightReport:
     """Check the runs `cfgs` of `spec` for `executor` ('slurm' | 'local'); see the module docstring.
 
     `partitions`: the sinfo view to check SLURM resources against ("query": ask sinfo now; see sinfo_partitions).
+    `peak_per_thread`: precision -> one CPU thread's matmul FLOP/s, for the CPU floor of local CPU runs (default:
+    measured now).
     """
     problems: list[str] = []
     notes: list[str] = []
@@ -409,6 +479,7 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
     benches: dict = {}
     flop_cache: dict = {}
     total_flops = 0.0
+    run_flops: list[float] = []
     gpu_flops = 0.0
     reserved = 0.0
     for cfg in cfgs:
@@ -427,6 +498,7 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
             notes.append(f"no compute estimate for {cfg.run_id}: {exc}")
             flops = 0.0
         total_flops += flops
+        run_flops.append(flops)
         gpu_run = (executor == "slurm" and spec.slurm_for(preset).gpus_per_node > 0) or \
             (executor != "slurm" and cfg.device == "cuda")
         if gpu_run:
@@ -453,5 +525,8 @@ def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
             problems.append(f"{_origin(spec, cuda_preset, 'device')}: cuda, but the local executor has no CUDA GPU "
                             "on this machine (use a GPU machine, SLURM, or --set base.device=cpu)")
     gpu_hours = gpu_flops / (gpu_tflops * 1e12 * mfu) / 3600 if gpu_flops else None
-    return PreflightReport(problems, len(cfgs), total_flops, gpu_hours, reserved or None, notes)
+    floor = None
+    if executor != "slurm" and not problems:
+        floor = cpu_floor(cfgs, run_flops, spec.local.threads_each(), spec.local.parallel, peak_per_thread)
+    return PreflightReport(problems, len(cfgs), total_flops, gpu_hours, reserved or None, notes, floor)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
 import shlex
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -235,6 +236,13 @@ class LocalSpec:
     def __post_init__(self) -> None:
         if self.parallel <= 0 or self.threads_per_run < 0 or self.timeout_min <= 0:
             raise ValueError("parallel and timeout_min must be > 0, threads_per_run >= 0")
+
+    def threads_each(self) -> int:
+        """Torch CPU threads of each run: `threads_per_run`, or the cores available here // `parallel`."""
+        if self.threads_per_run:
+            return self.threads_per_run
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // self.parallel)
 
 
 @dataclass

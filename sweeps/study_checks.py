@@ -13,7 +13,9 @@ whether it is met. None of them is tuned to pass: the targets are the issues', t
 - with several run lengths per grid point (`grid.steps`), presets and data sizes are compared at one length;
 - frontier points; identified law (R^2, exponent CIs exclude 0, clear of bounds, narrower than twice the estimate,
   L_inf not drifted to 0); the 1-SSIM law's R^2; the law's slope at 4x the largest C vs the frontier's top slope;
-- no skipped steps; held-out run: |relative error| of the predicted MSE <= 10% and inside the 95% band.
+- no skipped steps; held-out run: |relative error| of the predicted MSE <= 10% and inside the 95% band;
+- study time (data, training, fits, report) <= 12 min when every run trained in this invocation, beside the
+  training's CPU floor (its FLOPs at 100% of the CPU's measured matmul peak: `sweeps.preflight.CpuFloor`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from fitting.frontier import running_frontier
 from fitting.holdout_runs import validate_holdout
 from fitting.replicates import average_replicates
 from rayder_core.training.trunk import trunk_of
+from sweeps.preflight import duration
 
 
 @dataclass
@@ -109,6 +112,20 @@ def check_law(fit, label: str, r2_target: float, need_beta: bool) -> Check:
         ok = ok and np.isfinite(lo) and lo > 0
         target += ", beta's 95% CI excludes 0"
     return Check(f"{label} law", measured, target, bool(ok))
+
+
+def check_study_time(seconds: float, trained: int, total: int, floor=None, target_min: float = 12.0) -> Check:
+    """The study (data, training, fits, report) in <= `target_min` minutes, judged only when this invocation trained
+    all `total` runs (`trained` of them: a resumed study's time is not the study's). `floor`: the preflight's
+    `CpuFloor`; its minutes say whether any code could meet the target with this grid on this CPU."""
+    measured = f"{seconds / 60:.1f} min"
+    if floor is not None:
+        measured += f" (training's floor on this CPU, at 100% of its matmul peak: {duration(floor.seconds)})"
+    target = f"<= {target_min:g} min"
+    if trained < total:
+        return Check("study time", f"{measured}; {trained} of {total} runs trained now: not the study's time", target,
+                     None)
+    return Check("study time", measured, target, seconds <= target_min * 60)
 
 
 def check_skips(store, sweep: str) -> Check:

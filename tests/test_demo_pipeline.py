@@ -61,6 +61,14 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
     assert "the card law vs gamma = 1" in capsys.readouterr().out
 
 
+def test_a_bad_override_is_one_clear_line_and_nothing_starts(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may be written: no data, no store
+    assert demo.main(["--set", "base.compile=none"]) == 2
+    err = capsys.readouterr().err
+    assert "base.compile" in err and "'none'" in err and "demo.yaml" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_demo_without_validate_drops_holdout_runs() -> None:
     full = demo.demo_spec(validate=True)
     plain = demo.demo_spec()

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sweeps import launcher
-from sweeps.preflight import (Partition, PreflightError, check_slurm_resources, gres_gpus, parse_slurm_time,
-                              preflight)
+from sweeps.preflight import (CpuFloor, Partition, PreflightError, check_slurm_resources, cpu_peak_per_thread,
+                              gres_gpus, parse_slurm_time, preflight, run_train_flops)
 from sweeps.spec import load_spec, spec_from_mapping
 from sweeps.state import classify, write_json_atomic
 
@@ -61,6 +63,50 @@ def test_good_grid_passes_with_compute_estimate(tmp_path, synth_data):
     report = preflight(spec, spec.runs(), "local")
     assert report.ok, report.problems
     assert report.n_runs == 2 and report.train_flops > 0 and report.gpu_hours_est is None
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def test_cpu_floor_is_each_runs_flops_over_its_precisions_peak_times_threads(tmp_path, synth_data):
+    """The floor = sum over runs of FLOPs / (per-thread peak of the run's precision x threads at once), threads =
+    min(parallel, runs) x threads per run, capped at the cores; FLOPs from `run_train_flops` (checked against
+    FlopCounterMode in test_flops) and peaks given, so the closed form is exact."""
+    grid = _grid(tmp_path, synth_data, presets=("tiny-xs", "tiny-w32"), fractions=(1.0,))
+    grid["local"] = {"parallel": 2, "threads_per_run": 1}
+    grid["preset_overrides"] = {"tiny-w32": {"precision": "bf16"}}
+    spec = spec_from_mapping(grid, "g.yaml")
+    runs = spec.runs()
+    assert sorted(c.precision for c in runs) == ["bf16", "fp32"]
+    peaks = {"fp32": 5e10, "bf16": 2e11}
+    report = preflight(spec, runs, "local", peak_per_thread=peaks.__getitem__)
+    threads = min(_cores(), 2)
+    floor = report.cpu
+    assert isinstance(floor, CpuFloor) and floor.threads == threads
+    assert floor.flops == pytest.approx(report.train_flops)
+    assert floor.seconds == pytest.approx(sum(run_train_flops(c) / (peaks[c.precision] * threads) for c in runs))
+    assert floor.peak_per_thread == peaks
+    text = report.summary()
+    assert "CPU floor: >= " in text and f"x {threads} threads at once" in text
+    # what a training of twice the floor's time reached: half the peak
+    assert f"{0.5:.0%} of this CPU's matmul peak" in floor.achieved(2 * floor.seconds)
+
+
+def test_cpu_floor_only_for_local_cpu_runs(tmp_path, synth_data):
+    spec = spec_from_mapping(_grid(tmp_path, synth_data), "g.yaml")
+    assert preflight(spec, spec.runs(), "slurm", partitions={}).cpu is None  # the cluster's CPUs are not these
+    gpu = spec_from_mapping(_grid(tmp_path, synth_data, device="cuda"), "g.yaml")
+    assert preflight(gpu, gpu.runs(), "local", peak_per_thread=lambda p: 1e10).cpu is None
+
+
+def test_cpu_peak_per_thread_is_measured_on_one_thread_and_restores_threads():
+    threads = torch.get_num_threads()
+    fp32 = cpu_peak_per_thread("fp32")
+    assert torch.get_num_threads() == threads
+    assert 1e8 < fp32 < 1e13  # FLOP/s of one thread: between 0.1 GFLOP/s and 10 TFLOP/s
+    # auto: the better of the two precisions, as `precision: auto` chooses (same cached measurement)
+    assert cpu_peak_per_thread("auto") == max(fp32, cpu_peak_per_thread("bf16"))
 
 
 def test_missing_manifest_is_one_line_and_nothing_submitted(tmp_path, synth_data, capsys):

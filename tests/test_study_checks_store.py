@@ -135,3 +135,13 @@ def test_checks_on_a_run_subset_leave_out_an_earlier_designs_runs(tmp_path):
     assert list(grid.eval_points("indist-synth", "psnr")["run_id"]) == ["a"]
     assert sorted(store.eval_points("indist-synth", "psnr")["run_id"]) == ["a", "old"]
     assert grid.path == store.path and len(grid.train_log("old")) == 50  # everything else is the store's own
+
+
+def test_study_time_check_judges_only_a_study_trained_in_one_go():
+    floor = SimpleNamespace(seconds=20.4 * 60)
+    met = sc.check_study_time(11.9 * 60, 45, 45, floor)
+    assert met.ok is True and "11.9 min" in met.measured and "floor on this CPU" in met.measured
+    assert "20.4 min" in met.measured
+    assert sc.check_study_time(12.1 * 60, 45, 45).ok is False
+    resumed = sc.check_study_time(3.0 * 60, 5, 45, floor)
+    assert resumed.ok is None and "5 of 45 runs trained now" in resumed.measured
