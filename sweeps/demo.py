@@ -202,6 +202,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
         return [], None
     summary_df = None
     free_floor = sc.free_floor_fit(fits.get("psnr"), PRIMARY_BOOTSTRAP)  # None unless the grid holds L_inf fixed
+    free_gamma = sc.free_refit(fits.get("psnr"), "gamma", PRIMARY_BOOTSTRAP)  # None unless it holds gamma fixed
     if spec.holdout and fits.get("psnr") is not None:
         held = holdout_points(store, bench, "psnr", spec.holdout_sweep)
         if not held.empty:
@@ -227,7 +228,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
               sc.check_size_matters(store, spec.name, bench), sc.check_overfit_mse(store, spec.name, bench),
               sc.check_frontier(n_frontier, minimum=20),
               sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison,
-                                      free_floor=free_floor),
+                                      free_floor=free_floor, free_gamma=free_gamma),
               sc.check_law(fits.get("ssim"), "1-SSIM", 0.93, False),
               sc.check_extrapolation_slope(fits.get("psnr"), store, spec.name, bench),
               sc.check_skips(store, spec.name)]
@@ -258,7 +259,7 @@ def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
     fits = store.fits()
     if len(fits):
         fits = fits[fits["sweep"].fillna(spec.name) == spec.name]
-        for _, f in fits.drop_duplicates("metric", keep="last").iterrows():  # the latest fit of each quantity
+        for _, f in fits.drop_duplicates(["metric", "bench"], keep="last").iterrows():  # the latest fit of each law
             lines.append(f"law:     {f['metric']} on {f['bench']}: {f['formula']}  (R^2 = {f['r2']:.3f}, "
                          f"{f['n_points']} frontier points)")
     lines.append(f"time:    {seconds / 60:.1f} min (data, {len(ids)} runs, fits, report)")
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the runs train (default: local; slurm waits for the jobs)")
     parser.add_argument("--clips", type=int, default=2048, help="synthetic training clips (default 2048)")
     parser.add_argument("--shard-size", type=int, default=8,
-                        help="clips per shard (default 8: the demo's fractions of 2048 clips give D = 128/256/512/1024/2048)")
+                        help="clips per shard (default 8: the demo's fractions of 2048 clips give D = 64 / 128 / 256 / "
+                             "512 / 1024 / 2048)")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length in seconds (default 5)")
     parser.add_argument("--bench-scenes", type=int, default=32, help="benchmark scenes (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="data-generation processes (default 2)")

@@ -299,17 +299,23 @@ def _comparison_text(table: pd.DataFrame) -> str:
             f"{abs(card['aic'] - one['aic']):.1f} in favour of {better})")
 
 
-def free_floor_fit(fit, bootstrap: int = 100):
-    """When `fit` holds L_inf fixed (grid `fit.fix`): the same law refitted on the same points with L_inf free, so
-    that the check can show whether the data pin the floor down (None when L_inf was free)."""
-    if fit is None or "L_inf" not in fit.fixed or fit.inputs is None:
+def free_refit(fit, name: str, bootstrap: int = 100):
+    """When `fit` holds parameter `name` fixed (grid `fit.fix`): the same law refitted on the same points with
+    `name` free (the other fixes kept), so that the check can show whether the data pin it down (None when `name`
+    was free)."""
+    if fit is None or name not in fit.fixed or fit.inputs is None:
         return None
     points = pd.DataFrame({"C": fit.inputs[0], "D": fit.inputs[1], "y": fit.targets})
     with warnings.catch_warnings():  # its CI is what the check reports; the refit's own warnings are not news
         warnings.simplefilter("ignore", FitWarning)
         return fit_law(points, law=fit.law.name, bootstrap=bootstrap, seed=0, n_starts=20, holdout=False,
-                       progress=False, fix={k: v for k, v in fit.fixed.items() if k != "L_inf"},
+                       progress=False, fix={k: v for k, v in fit.fixed.items() if k != name},
                        tie=dict(fit.tied) or None)
+
+
+def free_floor_fit(fit, bootstrap: int = 100):
+    """`free_refit` of L_inf: the floor refitted free (None when L_inf was free)."""
+    return free_refit(fit, "L_inf", bootstrap)
 
 
 def free_floor_holdout(free, held: pd.DataFrame | None) -> str | None:
@@ -333,13 +339,25 @@ def _floor_text(fit, free) -> tuple[str, bool]:
             f"vs fixed ({'not identified' if ok else 'the data exclude 0'})"), ok
 
 
+def _gamma_text(fit, free) -> tuple[str, bool]:
+    """(what the free-gamma refit says, whether holding gamma is consistent with it: the held value lies inside
+    the free gamma's bootstrap 95% CI)."""
+    held = fit.fixed["gamma"]
+    v, lo, hi = free.params["gamma"], free.ci_low.get("gamma", np.nan), free.ci_high.get("gamma", np.nan)
+    ok = bool(np.isfinite(lo) and np.isfinite(hi) and lo <= held <= hi)
+    return (f"gamma held at {held:g}; free: {v:.3g} [{lo:.3g}, {hi:.3g}], AIC "
+            f"{log_likelihood(free)[4] - log_likelihood(fit)[4]:+.1f} vs held "
+            f"({'the data cannot tell it from' if ok else 'the data exclude'} {held:g})"), ok
+
+
 def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str, ...] = ("alpha", "beta"),
-                         comparison: pd.DataFrame | None = None, free_floor=None) -> Check:
+                         comparison: pd.DataFrame | None = None, free_floor=None, free_gamma=None) -> Check:
     """Issue 23, target 2: R^2 >= target; each exponent's bootstrap 95% CI excludes 0, stays clear of its bounds
     and is narrower than twice the estimate; L_inf has not drifted to 0; no parameter (or CI) at a bound. A
     parameter at a bound is reported with `comparison` (`gamma_one_comparison`) when given. A floor held fixed
     (grid `fit.fix`) is shown with `free_floor` (`free_floor_fit`) and passes only when the free fit cannot tell
-    L_inf from 0."""
+    L_inf from 0; a gamma held fixed, with `free_gamma` (`free_refit(fit, "gamma")`), only when the held value is
+    inside the free gamma's 95% CI."""
     name = f"{label} law identified"
     if fit is None:
         return Check(name, "not fitted", f"R^2 >= {r2_target}", None)
@@ -349,6 +367,11 @@ def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str
         floor, ok = _floor_text(fit, free_floor) if free_floor is not None else ("L_inf fixed, no free fit", False)
         if not ok:
             problems.append("L_inf held fixed against the data")
+    if "gamma" in fit.fixed:
+        text, ok = _gamma_text(fit, free_gamma) if free_gamma is not None else ("gamma fixed, no free fit", False)
+        floor = f"{floor}; {text}" if floor else text
+        if not ok:
+            problems.append("gamma held fixed against the data")
     if fit.r2 < r2_target:
         problems.append(f"R^2 {fit.r2:.3f} < {r2_target}")
     parts = [f"R^2 {fit.r2:.3f}"]

@@ -40,14 +40,14 @@ def _old_run_id_digest(cfg) -> str:
 
 def test_run_ids_unchanged_and_replicate_key_ignores_only_the_seed():
     runs = demo_spec(overrides=["grid.seeds=[0,1]"]).runs()  # the grid without its held-out run
-    assert len(runs) == 90  # design v13: 45 cells x 2 seeds
+    assert len(runs) == 108  # design v14: 54 cells x 2 seeds
     for cfg in runs:
         assert cfg.run_id.endswith(_old_run_id_digest(cfg))
         assert identity_of(to_mapping(cfg)) == cfg.identity()
     keys = {}
     for cfg in runs:
         keys.setdefault(replicate_key(to_mapping(cfg)), set()).add((cfg.seed, cfg.run_id))
-    assert len(keys) == 45 and all(len(v) == 2 and {s for s, _ in v} == {0, 1} for v in keys.values())
+    assert len(keys) == 54 and all(len(v) == 2 and {s for s, _ in v} == {0, 1} for v in keys.values())
     # where a run is written, its runtime record and the fork it starts from do not matter; the seed's JSON neither
     cfg = runs[0]
     moved = {**to_mapping(cfg), "out_dir": "/elsewhere", "start_from": "x.pt", "runtime": {"precision": "bf16"}}

@@ -301,3 +301,28 @@ def test_seed_check_fits_both_grids_with_the_primary_laws_resamples(monkeypatch,
                         lambda store, spec, bench, metric, bootstrap=None: calls.append((metric, bootstrap)) or (None, 0))
     assert seed_check.main(["--skip-runs", "--set", f"db={tmp_path / 'seed0.duckdb'}"]) == 1  # no fit: exit 1
     assert calls == [("psnr", seed_check.demo.PRIMARY_BOOTSTRAP)] * 2
+
+
+def test_gamma_held_at_one_passes_only_where_a_free_gamma_cannot_tell_it_from_one():
+    """Fits with L_inf and gamma held (grid `fit.fix: {L_inf: 0, gamma: 1}`) on points made from the card law with 1%
+    noise and no floor: made with gamma = 1 the free refit's CI holds 1 (the check passes its gamma part); made with
+    gamma = 0.4 over a wide grid of C and D the free refit pins gamma away from 1 and the check says so."""
+    from fitting.fit import fit_law
+
+    rng = np.random.default_rng(5)
+    C, D = np.meshgrid(np.geomspace(1e1, 1e6, 10), np.geomspace(1e1, 1e5, 5))
+    C, D = C.ravel(), D.ravel()
+    for gamma, expect in ((1.0, True), (0.4, False)):
+        y = (2.0 * C ** -0.5 + 5.0 * D ** -0.6) ** gamma * np.exp(rng.normal(0, 0.01, C.size))
+        pts = pd.DataFrame({"C": C, "D": D, "y": y})
+        held = fit_law(pts, bootstrap=30, seed=0, n_starts=20, holdout=False, progress=False,
+                       fix={"L_inf": 0.0, "gamma": 1.0})
+        free = sc.free_refit(held, "gamma", bootstrap=30)
+        assert free.fixed == {"L_inf": 0.0}  # only gamma is freed
+        lo, hi = free.ci_low["gamma"], free.ci_high["gamma"]
+        assert (lo <= 1.0 <= hi) is expect, (gamma, lo, hi)
+        check = sc.check_identified_law(held, "MSE", 0.5, free_floor=sc.free_floor_fit(held, bootstrap=30),
+                                        free_gamma=free)
+        assert "gamma held at 1; free:" in check.measured
+        assert ("gamma held fixed against the data" not in check.measured) is expect, check.measured
+    assert sc.free_refit(fit_law(pts, bootstrap=0, holdout=False, progress=False), "gamma") is None  # gamma was free

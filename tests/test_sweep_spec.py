@@ -46,22 +46,23 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_design_v13():
-    """The demo (design v13): the muP ladder w32 / w48 / w64 x D = 128 / 256 / 512 / 1024 / 2048 of 2048 clips x
-    lengths 1250 / 2000 / 4000 sharing the 4000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0,
-    plus a held-out run at 2x the grid's largest compute."""
+def test_demo_grid_is_design_v14():
+    """The demo (design v14): the muP ladder w32 / w48 / w64 x D = 64 / 128 / 256 / 512 / 1024 / 2048 of 2048 clips x
+    lengths 1250 / 2000 / 4000 sharing the 4000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0
+    and gamma at 1, plus a held-out run at 2x the grid's largest compute."""
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
     runs = [r for r in spec.runs() if r.sweep == "demo"]
     held = [r for r in spec.runs() if r.sweep == "demo-holdout"]
-    assert len(runs) == 45 and {r.model["preset"] for r in runs} == {"tiny-w32", "tiny-w48", "tiny-w64"}
+    assert len(runs) == 54 and {r.model["preset"] for r in runs} == {"tiny-w32", "tiny-w48", "tiny-w64"}
     assert all(r.model["parametrization"] == "mup" and r.model["mup_base_width"] == 16 for r in runs)
-    assert sorted({r.data.fraction for r in runs}) == [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]  # D = 128 .. 2048
+    assert sorted({r.data.fraction for r in runs}) == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]  # D = 64 .. 2048
     assert {r.steps for r in runs} == {1250, 2000, 4000} and {r.batch_size for r in runs} == {32}
     assert all(r.model["preset"] in PRESETS for r in runs)
     # the shorter runs start from their trunk's checkpoints at 80% of their own length (where their decay starts)
     assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 4000) == \
-        [(1250, 1000)] * 15 + [(2000, 1600)] * 15
-    assert spec.fit.checkpoints == "final" and spec.fit.min_step == 300 and spec.fit.fix == {"L_inf": 0}
+        [(1250, 1000)] * 18 + [(2000, 1600)] * 18
+    assert spec.fit.checkpoints == "final" and spec.fit.min_step == 300 and spec.fit.fix == {"L_inf": 0, "gamma": 1}
+    assert spec.fit.rayder_fit_args() == " --checkpoints final --min-step 300 --fix L_inf=0 --fix gamma=1"
     assert spec.fit.replicates == "mean" and "--replicates" not in spec.fit.rayder_fit_args()
     median = load_spec(REPO / "sweeps" / "demo.yaml", ["fit.replicates=median"]).fit
     assert median.rayder_fit_args().endswith(" --replicates median")
@@ -89,6 +90,9 @@ def test_demo_grid_is_design_v13():
     v12 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V11 + DESIGN_V12).runs()
            if r.sweep == "demo"}
     assert len(v12) == 45 and len(ids & v12) == 30
+    # design v13 (v14 without D = 64) is 45 of these runs: a v13 store trains only the 9 runs at D = 64
+    v13 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V13).runs() if r.sweep == "demo"}
+    assert len(v13) == 45 and v13 < ids and {r.data.fraction for r in runs if r.run_id not in v13} == {1 / 32}
 
 
 def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
@@ -130,6 +134,7 @@ def test_lengths_grid_is_design_v6():
 
 DESIGN_V11 = ["grid.presets=[tiny-w16,tiny-w32,tiny-w64]", "grid.fractions=[0.0625,0.25,0.5,1.0]"]
 DESIGN_V12 = ["grid.fractions=[0.0625,0.125,0.25,0.5,1.0]"]  # after DESIGN_V11: v11 + D = 256
+DESIGN_V13 = [*DESIGN_V12, "fit.fix={L_inf: 0}"]  # on the demo (v14): no D = 64, gamma free
 
 # design v9 (the demo before lengths reached 4000 steps), as docs/benchmarks.md gives it
 DESIGN_V9 = ["base.steps=2000", "base.optim.decay_start=1600", "base.optim.decay_halve_every=100",
