@@ -266,6 +266,24 @@ def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def next_commands(spec: SweepSpec, grid: str, overrides: list[str], pdf: str) -> list[str]:
+    """The commands to try after the demo, exactly as they apply to it (issue 15: the card's commands work verbatim):
+    `--db`, `--out` and `--set` where the demo ran with other values; the `rayder-fit` lines fit the grid's sweep
+    (`--sweep`: without it the held-out runs' points would join the law) with the grid's `fit:` settings."""
+    grid = os.path.relpath(grid) if not os.path.relpath(grid).startswith("..") else grid
+    db = ("" if Path(spec.db_path).resolve() == Path("results.duckdb").resolve()
+          else f" --db {shlex.quote(str(spec.db_path))}")
+    out = "" if Path(pdf).resolve() == Path("reports/out/study.pdf").resolve() else f" --out {shlex.quote(pdf)}"
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+    fit = spec.fit.rayder_fit_args()
+    sweep = f" --sweep {shlex.quote(spec.name)}"
+    return [
+        f"rayder-fit --metric mse --bench indist{sweep}{fit}{db}     # the demo's primary law (in-distribution set)",
+        f"rayder-fit --metric mse --bench re10k{sweep}{fit}{db}      # the distribution-shift law (held-out families)",
+        f"rayder-report{fit}{db}{out}                           # the study PDF again",
+        f"rayder-sweep status {shlex.quote(grid)}{sets}       # state of every run"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default=str(DEMO_GRID), help="grid file (default: sweeps/demo.yaml)")
@@ -310,17 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + summary(spec, pdf, time.monotonic() - t0))
     if checks:
         print("checks:  does the study show a law that holds? (issue 23's targets)\n" + sc.format_checks(checks))
-    # next commands to try, exactly as they apply to this demo (issue 15: the card's commands work verbatim)
-    grid = os.path.relpath(args.grid) if not os.path.relpath(args.grid).startswith("..") else args.grid
-    db = "" if Path(spec.db_path).resolve() == Path("results.duckdb").resolve() else f" --db {shlex.quote(str(spec.db_path))}"
-    out = "" if Path(args.pdf).resolve() == Path("reports/out/study.pdf").resolve() else f" --out {shlex.quote(args.pdf)}"
-    sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
-    fit = spec.fit.rayder_fit_args()
-    print("\nnext:    " + "\n         ".join([
-        f"rayder-fit --metric mse --bench indist{fit}{db}     # the demo's primary law (in-distribution held-out set)",
-        f"rayder-fit --metric mse --bench re10k{fit}{db}      # the distribution-shift law (held-out texture families)",
-        f"rayder-report{fit}{db}{out}                           # the study PDF again",
-        f"rayder-sweep status {shlex.quote(grid)}{sets}       # state of every run"]))
+    print("\nnext:    " + "\n         ".join(next_commands(spec, args.grid, args.overrides, args.pdf)))
     return 1 if result.errors else 0
 
 

@@ -5,6 +5,7 @@ The store is the demo-shaped synthetic store of tests/test_first_hour.py (MSE fr
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 
 from rayder_core.store import ResultsStore
@@ -197,3 +198,23 @@ def test_demo_fits_only_its_grids_runs(tmp_path: Path) -> None:
     # its report reads the same runs: the query it passes to rayder-report --where keeps the grid's run only
     kept = load_study(spec.db_path, where=demo.grid_runs_query(spec)).runs
     assert list(kept["run_id"]) == [grid_run.run_id]
+
+
+def test_next_commands_fit_the_grids_sweep_with_its_fit_settings(tmp_path: Path, monkeypatch) -> None:
+    """The printed rayder-fit commands parse, name the grid's sweep (without it the held-out runs' points would join
+    the law) and carry the grid's `fit:` settings; other stores, PDFs and overrides appear where the demo used them."""
+    from fitting.cli import _parser
+
+    monkeypatch.chdir(tmp_path)
+    spec = demo.demo_spec()
+    lines = demo.next_commands(spec, str(demo.DEMO_GRID), [], "reports/out/study.pdf")
+    fits = [shlex.split(ln.split("#")[0]) for ln in lines if ln.startswith("rayder-fit")]
+    assert len(fits) == 2
+    for argv in fits:
+        args = _parser().parse_args(argv[1:])
+        assert args.sweep == spec.name and args.checkpoints == "final" and args.min_step == 300
+        assert sorted(args.fix) == ["L_inf=0", "gamma=1"] and args.db == "results.duckdb"
+    other = demo.demo_spec(overrides=["db=results-seed1.duckdb"])
+    lines = demo.next_commands(other, str(demo.DEMO_GRID), ["db=results-seed1.duckdb"], "x.pdf")
+    assert all(f"--db {other.db_path}" in ln for ln in lines[:3]) and "--out x.pdf" in lines[2]
+    assert "--set db=results-seed1.duckdb" in lines[3]
