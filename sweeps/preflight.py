@@ -32,7 +32,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -43,7 +43,7 @@ from rayder_core.precision import measured_peaks
 from rayder_core.store import ResultsStore
 from rayder_core.train_config import TrainConfig
 from rayder_core.training.trunk import start_step
-from sweeps.spec import SlurmSpec, SweepSpec
+from sweeps.spec import SlurmSpec, SweepSpec, available_cores
 
 # Assumed GPU throughput for the GPU-hour estimate: dense BF16 peak of an H100/H200 SXM (989 TFLOP/s, NVIDIA's
 # datasheet) at 40% model-FLOP utilisation. Both are assumptions, printed with the estimate; override with
@@ -86,11 +86,6 @@ class CpuFloor:
     threads: int                             # threads training at once: min(parallel, runs) x threads per run
     seconds: float                           # sum over runs of FLOPs / (peak of its precision x threads)
 
-    @property
-    def peak_flops(self) -> float:
-        """The FLOP/s the floor assumes (the fastest precision's per-thread peak x threads)."""
-        return max(self.peak_per_thread.values()) * self.threads
-
     def achieved(self, seconds: float) -> str:
         """What a training that took `seconds` (wall) reached against the floor, as one phrase."""
         rate = self.flops / seconds
@@ -122,15 +117,14 @@ def cpu_peak_per_thread(precision: str) -> float:
 
 
 def cpu_floor(cfgs: list[TrainConfig], flops: list[float], threads_each: int, parallel: int,
-              peak_per_thread=cpu_peak_per_thread) -> CpuFloor | None:
+              peak_per_thread: Callable[[str], float] = cpu_peak_per_thread) -> CpuFloor | None:
     """The `CpuFloor` of the CPU runs among `cfgs` (training `flops[i]` each) trained `parallel` at a time with
     `threads_each` threads (capped at the cores here); None when none trains on the CPU. `peak_per_thread`:
     precision -> FLOP/s (default: measured now)."""
     cpu = [(c, f) for c, f in zip(cfgs, flops) if c.device == "cpu" and f > 0]
     if not cpu:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, min(cores, min(parallel, len(cpu)) * threads_each))
+    threads = max(1, min(available_cores(), min(parallel, len(cpu)) * threads_each))
     peaks = {p: peak_per_thread(p) for p in sorted({c.precision for c, _ in cpu})}
     seconds = sum(f / (peaks[c.precision] * threads) for c, f in cpu)
     return CpuFloor(sum(f for _, f in cpu), peaks, threads, seconds)
@@ -466,7 +460,7 @@ def run_train_flops(cfg: TrainConfig, cache: dict | None = None) -> float:
 def preflight(spec: SweepSpec, cfgs: list[TrainConfig], executor: str, *,
               partitions: dict[str, Partition] | str | None = "query",
               gpu_tflops: float = GPU_PEAK_TFLOPS, mfu: float = ASSUMED_MFU,
-              peak_per_thread=cpu_peak_per_thread) -> PreflightReport:
+              peak_per_thread: Callable[[str], float] = cpu_peak_per_thread) -> PreflightReport:
     """Check the runs `cfgs` of `spec` for `executor` ('slurm' | 'local'); see the module docstring.
 
     `partitions`: the sinfo view to check SLURM resources against ("query": ask sinfo now; see sinfo_partitions).

@@ -241,8 +241,12 @@ class LocalSpec:
         """Torch CPU threads of each run: `threads_per_run`, or the cores available here // `parallel`."""
         if self.threads_per_run:
             return self.threads_per_run
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, cores // self.parallel)
+        return max(1, available_cores() // self.parallel)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
