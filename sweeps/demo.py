@@ -201,8 +201,9 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
     if bench is None:
         return [], None
     summary_df = None
-    free_floor = sc.free_floor_fit(fits.get("psnr"), PRIMARY_BOOTSTRAP)  # None unless the grid holds L_inf fixed
-    free_gamma = sc.free_refit(fits.get("psnr"), "gamma", PRIMARY_BOOTSTRAP)  # None unless it holds gamma fixed
+    # the primary law refitted with each parameter the grid holds (`fit.fix`) set free; None where it is not held
+    free_floor = sc.free_refit(fits.get("psnr"), "L_inf", PRIMARY_BOOTSTRAP)
+    free_gamma = sc.free_refit(fits.get("psnr"), "gamma", PRIMARY_BOOTSTRAP)
     if spec.holdout and fits.get("psnr") is not None:
         held = holdout_points(store, bench, "psnr", spec.holdout_sweep)
         if not held.empty:

@@ -83,7 +83,7 @@ class CpuFloor:
 
     flops: float                             # training FLOPs of the local CPU runs (3 x forward, exact convention)
     peak_per_thread: dict[str, float]        # precision -> one thread's best square-matmul FLOP/s, measured here
-    threads: int                             # threads training at once: min(parallel, runs) x threads per run
+    threads: int                             # threads at once: min(parallel, runs) x threads per run, <= cores
     seconds: float                           # sum over runs of FLOPs / (peak of its precision x threads)
 
     def achieved(self, seconds: float) -> str:

@@ -32,7 +32,7 @@ from fitting.frontier import running_frontier
 from fitting.holdout_runs import validate_holdout
 from fitting.replicates import average_replicates
 from rayder_core.training.trunk import trunk_of
-from sweeps.preflight import duration
+from sweeps.preflight import CpuFloor, duration
 
 
 @dataclass
@@ -114,7 +114,8 @@ def check_law(fit, label: str, r2_target: float, need_beta: bool) -> Check:
     return Check(f"{label} law", measured, target, bool(ok))
 
 
-def check_study_time(seconds: float, trained: int, total: int, floor=None, target_min: float = 12.0) -> Check:
+def check_study_time(seconds: float, trained: int, total: int, floor: CpuFloor | None = None,
+                     target_min: float = 12.0) -> Check:
     """The study (data, training, fits, report) in <= `target_min` minutes, judged only when this invocation trained
     all `total` runs (`trained` of them: a resumed study's time is not the study's). `floor`: the preflight's
     `CpuFloor`; its minutes say whether any code could meet the target with this grid on this CPU."""
@@ -313,13 +314,8 @@ def free_refit(fit, name: str, bootstrap: int = 100):
                        tie=dict(fit.tied) or None)
 
 
-def free_floor_fit(fit, bootstrap: int = 100):
-    """`free_refit` of L_inf: the floor refitted free (None when L_inf was free)."""
-    return free_refit(fit, "L_inf", bootstrap)
-
-
 def free_floor_holdout(free, held: pd.DataFrame | None) -> str | None:
-    """One line: how the free-floor refit (`free_floor_fit`) predicts the held-out runs' final checkpoints
+    """One line: how the free-floor refit (`free_refit(fit, "L_inf")`) predicts the held-out runs' final checkpoints
     (`fitting.holdout_runs.holdout_points` rows), so that a floor the grid identifies in-sample is also seen against
     runs beyond it; None without a refit or held-out points. Reported beside the checks, never one of them."""
     if free is None or held is None or held.empty:
@@ -352,12 +348,12 @@ def _gamma_text(fit, free) -> tuple[str, bool]:
 
 def check_identified_law(fit, label: str, r2_target: float, exponents: tuple[str, ...] = ("alpha", "beta"),
                          comparison: pd.DataFrame | None = None, free_floor=None, free_gamma=None) -> Check:
-    """Issue 23, target 2: R^2 >= target; each exponent's bootstrap 95% CI excludes 0, stays clear of its bounds
-    and is narrower than twice the estimate; L_inf has not drifted to 0; no parameter (or CI) at a bound. A
-    parameter at a bound is reported with `comparison` (`gamma_one_comparison`) when given. A floor held fixed
-    (grid `fit.fix`) is shown with `free_floor` (`free_floor_fit`) and passes only when the free fit cannot tell
-    L_inf from 0; a gamma held fixed, with `free_gamma` (`free_refit(fit, "gamma")`), only when the held value is
-    inside the free gamma's 95% CI."""
+    """Issue 23, target 2: R^2 >= target; each exponent's bootstrap 95% CI excludes 0, stays clear of its bounds and is
+    narrower than twice the estimate; L_inf has not drifted to 0; no parameter (or CI) at a bound. A parameter at a
+    bound is reported with `comparison` (`gamma_one_comparison`) when given. A floor held fixed (grid `fit.fix`) is
+    shown with `free_floor` (`free_refit(fit, "L_inf")`) and passes only when the free fit cannot tell L_inf from 0;
+    a gamma held fixed, with `free_gamma` (`free_refit(fit, "gamma")`), only when the held value is inside the free
+    gamma's 95% CI."""
     name = f"{label} law identified"
     if fit is None:
         return Check(name, "not fitted", f"R^2 >= {r2_target}", None)

@@ -85,7 +85,7 @@ def test_free_floor_refit_is_tested_on_the_held_out_runs(known_store):
 
     pts = known_store.eval_points("re10k-synth", "psnr", sweep="demo")
     fixed = fit_law(frontier(pts, "psnr"), bootstrap=20, seed=0, progress=False, fix={"L_inf": 0})
-    free = sc.free_floor_fit(fixed, bootstrap=20)
+    free = sc.free_refit(fixed, "L_inf", bootstrap=20)
     assert free.params["L_inf"] == pytest.approx(TRUE["L_inf"], rel=0.02)
     held = holdout_points(known_store, "re10k-synth", "psnr", "demo-holdout")
     line = sc.free_floor_holdout(free, held)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -23,7 +22,7 @@ import yaml
 from sweeps import launcher
 from sweeps.preflight import (CpuFloor, Partition, PreflightError, check_slurm_resources, cpu_peak_per_thread,
                               gres_gpus, parse_slurm_time, preflight, run_train_flops)
-from sweeps.spec import load_spec, spec_from_mapping
+from sweeps.spec import available_cores, load_spec, spec_from_mapping
 from sweeps.state import classify, write_json_atomic
 
 
@@ -65,10 +64,6 @@ def test_good_grid_passes_with_compute_estimate(tmp_path, synth_data):
     assert report.n_runs == 2 and report.train_flops > 0 and report.gpu_hours_est is None
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def test_cpu_floor_is_each_runs_flops_over_its_precisions_peak_times_threads(tmp_path, synth_data):
     """The floor = sum over runs of FLOPs / (per-thread peak of the run's precision x threads at once), threads =
     min(parallel, runs) x threads per run, capped at the cores; FLOPs from `run_train_flops` (checked against
@@ -81,7 +76,7 @@ def test_cpu_floor_is_each_runs_flops_over_its_precisions_peak_times_threads(tmp
     assert sorted(c.precision for c in runs) == ["bf16", "fp32"]
     peaks = {"fp32": 5e10, "bf16": 2e11}
     report = preflight(spec, runs, "local", peak_per_thread=peaks.__getitem__)
-    threads = min(_cores(), 2)
+    threads = min(available_cores(), 2)
     floor = report.cpu
     assert isinstance(floor, CpuFloor) and floor.threads == threads
     assert floor.flops == pytest.approx(report.train_flops)

@@ -286,11 +286,12 @@ def test_floor_held_at_zero_passes_only_where_a_free_floor_is_not_identified():
         y = (floor + (2.0 * C ** -0.5 + 5.0 * D ** -0.6) ** 1.0) * np.exp(rng.normal(0, 0.01, C.size))
         pts = pd.DataFrame({"C": C, "D": D, "y": y})
         held = fit_law(pts, bootstrap=30, seed=0, n_starts=20, holdout=False, progress=False, fix={"L_inf": 0.0})
-        free = sc.free_floor_fit(held, bootstrap=30)
+        free = sc.free_refit(held, "L_inf", bootstrap=30)
         check = sc.check_identified_law(held, "MSE", 0.5, free_floor=free)
         assert ("L_inf fixed at 0; free:" in check.measured) and (
             ("held fixed against the data" not in check.measured) is expect), check.measured
-    assert sc.free_floor_fit(fit_law(pts, bootstrap=0, holdout=False, progress=False)) is None  # L_inf was free
+    free_l_inf = sc.free_refit(fit_law(pts, bootstrap=0, holdout=False, progress=False), "L_inf")
+    assert free_l_inf is None  # L_inf was free
 
 
 def test_seed_check_fits_both_grids_with_the_primary_laws_resamples(monkeypatch, tmp_path):
@@ -321,8 +322,8 @@ def test_gamma_held_at_one_passes_only_where_a_free_gamma_cannot_tell_it_from_on
         assert free.fixed == {"L_inf": 0.0}  # only gamma is freed
         lo, hi = free.ci_low["gamma"], free.ci_high["gamma"]
         assert (lo <= 1.0 <= hi) is expect, (gamma, lo, hi)
-        check = sc.check_identified_law(held, "MSE", 0.5, free_floor=sc.free_floor_fit(held, bootstrap=30),
-                                        free_gamma=free)
+        check = sc.check_identified_law(held, "MSE", 0.5, free_gamma=free,
+                                        free_floor=sc.free_refit(held, "L_inf", bootstrap=30))
         assert "gamma held at 1; free:" in check.measured
         assert ("gamma held fixed against the data" not in check.measured) is expect, check.measured
     assert sc.free_refit(fit_law(pts, bootstrap=0, holdout=False, progress=False), "gamma") is None  # gamma was free
