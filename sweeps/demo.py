@@ -125,6 +125,14 @@ def other_design_runs(spec: SweepSpec) -> int:
     return int((~runs["run_id"].isin(grid_run_ids(spec))).sum())
 
 
+def study_options(spec: SweepSpec, bench: str, metric: str, bootstrap: int) -> StudyOptions:
+    """How the demo fits `metric` on `bench`: the grid's `fit:` settings, 20 starts, `bootstrap` resamples."""
+    return StudyOptions(fit=FitOptions(bootstrap=bootstrap, seed=0, n_starts=20, progress=True, metric=metric,
+                                       bench=bench, sweep=spec.name, fix=dict(spec.fit.fix)),
+                        metric=metric, checkpoints=spec.fit.checkpoints, drop_warmup=True,
+                        min_step=spec.fit.min_step, replicates=spec.fit.replicates)
+
+
 def fit_one(store, spec: SweepSpec, bench: str, metric: str, bootstrap: int | None = None):
     """Fit `metric` on `bench` over the grid's sweep with the grid's `fit:` settings (as `rayder-fit --metric METRIC
     --bench BENCH --sweep NAME --bootstrap N` plus `spec.fit.rayder_fit_args()` would; N = `bootstrap`, default
@@ -132,12 +140,8 @@ def fit_one(store, spec: SweepSpec, bench: str, metric: str, bootstrap: int | No
     raw = store.eval_points(bench, metric, sweep=spec.name)
     if raw.empty:
         return None, 0
-    bootstrap = FIT_BOOTSTRAP if bootstrap is None else bootstrap
-    options = StudyOptions(fit=FitOptions(bootstrap=bootstrap, seed=0, n_starts=20, progress=True,
-                                          metric=metric, bench=bench, sweep=spec.name, fix=dict(spec.fit.fix)),
-                           metric=metric, checkpoints=spec.fit.checkpoints, drop_warmup=True,
-                           min_step=spec.fit.min_step, replicates=spec.fit.replicates)
-    study = fit_points(raw, options)  # FitWarnings are kept in the result's warnings (the checks read them)
+    # FitWarnings are kept in the result's warnings (the checks read them)
+    study = fit_points(raw, study_options(spec, bench, metric, FIT_BOOTSTRAP if bootstrap is None else bootstrap))
     print(f"demo: {metric} on {bench}: " + format_selection(study), flush=True)
     for note in study.notes:  # e.g. seeds of a cell that reached different outcomes
         print(f"  WARNING: {note}", flush=True)

@@ -4,10 +4,12 @@ Runs the demo grid again with seed 1 into its own store and run directory (`resu
 `runs/demo-seed1`; the seed-0 demo is run first when its store has no finished grid), fits the primary MSE law on
 both, and prints the comparison: the effective exponents alpha*gamma and beta*gamma of seed 1 (what the data
 identify when one term dominates) against seed 0's bootstrap 95% CIs, whether those CIs are narrower than the
-estimates, and the answer of each seed to "does size matter at the largest D?". With `--validate` (as `make
-seed-check` calls it) each seed's demo also trains its held-out runs and predicts them (`make validate`). A grid with
-several seeds per cell (`--set "grid.seeds=[0,1]"`: its laws are fitted on the seeds' mean, `rayder-fit --replicates
-mean`) is compared with a grid of as many new seeds ([2, 3]). Exit status 0 when every comparison holds, 1 otherwise.
+estimates, the answer of each seed to "does size matter at the largest D?", and the seed noise of one run's final
+MSE at each data size D (runs matched by preset, D and length: where the law's exponents can move with the seed).
+With `--validate` (as `make seed-check` calls it) each seed's demo also trains its held-out runs and predicts them
+(`make validate`). A grid with several seeds per cell (`--set "grid.seeds=[0,1]"`: its laws are fitted on the seeds'
+mean, `rayder-fit --replicates mean`) is compared with a grid of as many new seeds ([2, 3]). Exit status 0 when
+every comparison holds, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from fitting import fit_study as fit_points
 from sweeps import demo
 from sweeps import study_checks as sc
+from sweeps.seed_noise import format_seed_noise, seed_noise_by_d, simulate_seeds
 
 SEED1_SETS = ["grid.seeds=[1]", "db=results-seed1.duckdb", "out_dir=runs/demo-seed1"]
 
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validate", action="store_true",
                         help="also train each seed's held-out runs and check its law against them (`make validate`)")
     parser.add_argument("--skip-runs", action="store_true", help="compare the existing stores only")
+    parser.add_argument("--simulate", type=int, default=0, metavar="N",
+                        help="also refit the first grid's law on N simulated seeds of its runs with the measured seed "
+                             "noise (sweeps.seed_noise): the exponents' spread, their CIs' coverage, and how often "
+                             "the rule holds when only the seed changes")
     args = parser.parse_args(argv)
     spec0 = demo.demo_spec(args.grid, args.overrides)
     sets1 = other_seed_sets(spec0.grid.seeds)
@@ -107,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  final MSE at the largest D, mean of {labels[0]} and {labels[1]}: " + ", ".join(
         f"{p} {m:.5f}" for p, m in zip(means["preset"], means["mean"]))
         + f" ({'falls' if falls else 'does NOT fall'} monotonically with width)")
+    raws = [demo.grid_store(s).eval_points(bench, "psnr", sweep=s.name) for s in (spec0, spec1)]
+    noise = seed_noise_by_d(*raws)
+    print(f"  {format_seed_noise(noise)}")
+    if args.simulate and fits[0].fixed.get("gamma") != 1.0:
+        print("  simulated seeds: only for laws with gamma held at 1 (the rule then judges alpha and beta)")
+    elif args.simulate:
+        table = fit_points(raws[0], demo.study_options(spec0, bench, "psnr", 0)).table  # every run's final point
+        groups = table["preset"] + "@" + table["D"].astype(str)  # the lengths forked from one trunk
+        runs = pd.DataFrame({"C": table["C"], "D": table["D"], "y": table["y"], "group": groups})
+        sim = simulate_seeds(fits[0], runs, dict(zip(noise["D"], noise["sd_log"])), args.simulate, progress=True)
+        print(f"  {sim.summary()}")
     print(f"seed check: {'met' if ok and same else 'NOT met'}")
     return 0 if ok and same else 1
 

@@ -12,7 +12,7 @@ import pytest
 
 from fitting import fit_law
 from sweeps import study_checks as sc
-from sweeps import seed_check
+from sweeps import seed_check, seed_noise
 from sweeps.seed_check import compare_effective
 
 
@@ -327,3 +327,29 @@ def test_gamma_held_at_one_passes_only_where_a_free_gamma_cannot_tell_it_from_on
         assert "gamma held at 1; free:" in check.measured
         assert ("gamma held fixed against the data" not in check.measured) is expect, check.measured
     assert sc.free_refit(fit_law(pts, bootstrap=0, holdout=False, progress=False), "gamma") is None  # gamma was free
+
+
+def test_seed_noise_by_d_is_the_per_run_sd_of_log_mse_from_matched_runs():
+    """Two grids whose runs' final MSEs differ by known factors per D: the seed noise per D is the closed form
+    sqrt(mean(ln(MSE1/MSE0)^2) / 2) over the runs both grids ran (same preset, D, length); a run only one grid has
+    is left out, and the per-D counts say how many were matched."""
+    rng = np.random.default_rng(0)
+    rows0, rows1, ratios = [], [], {16: [], 1024: []}
+    for preset, params in (("w16", 1), ("w32", 4)):
+        for D, spread in ((16, 0.3), (1024, 0.02)):
+            for length in (200, 400):
+                rid = f"{preset}-{D}-{length}"
+                mse0 = 0.01 * rng.uniform(0.5, 2)
+                ratio = np.exp(spread * rng.standard_normal())
+                ratios[D].append(np.log(ratio))
+                for step, scale in ((length // 2, 1.5), (length, 1.0)):  # only the last checkpoint counts
+                    rows0.append((rid, preset, params, D, step, float(step), _psnr(mse0 * scale)))
+                    rows1.append((rid + "s1", preset, params, D, step, float(step), _psnr(mse0 * ratio * scale)))
+    rows1.append(("w64-16-400s1", "w64", 16, 16, 400, 400.0, _psnr(0.5)))  # no match in grid 0: ignored
+    noise = seed_noise.seed_noise_by_d(_Store(rows0).df, _Store(rows1).df)
+    assert noise["D"].tolist() == [16, 1024] and noise["runs"].tolist() == [4, 4]
+    for D, sd in zip(noise["D"], noise["sd_log"]):
+        assert sd == pytest.approx(np.sqrt(np.mean(np.square(ratios[D])) / 2), rel=1e-9)
+    text = seed_noise.format_seed_noise(noise)
+    assert "8 runs matched" in text and f"D=16 {100 * noise['sd_log'][0]:.0f}%" in text
+    assert "no run" in seed_noise.format_seed_noise(noise.iloc[:0])
