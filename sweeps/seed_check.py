@@ -5,11 +5,12 @@ Runs the demo grid again with seed 1 into its own store and run directory (`resu
 both, and prints the comparison: the effective exponents alpha*gamma and beta*gamma of seed 1 (what the data
 identify when one term dominates) against seed 0's bootstrap 95% CIs, whether those CIs are narrower than the
 estimates, the answer of each seed to "does size matter at the largest D?", and the seed noise of one run's final
-MSE at each data size D (runs matched by preset, D and length: where the law's exponents can move with the seed).
-With `--validate` (as `make seed-check` calls it) each seed's demo also trains its held-out runs and predicts them
-(`make validate`). A grid with several seeds per cell (`--set "grid.seeds=[0,1]"`: its laws are fitted on the seeds'
-mean, `rayder-fit --replicates mean`) is compared with a grid of as many new seeds ([2, 3]). Exit status 0 when
-every comparison holds, 1 otherwise.
+MSE at each data size D (runs matched by preset, D and length: where the law's exponents can move with the seed);
+`--simulate N` then refits the first grid's law on N simulated seeds with that noise (`sweeps.seed_noise`). With
+`--validate` (as `make seed-check` calls it) each seed's demo also trains its held-out runs and predicts them (`make
+validate`). A grid with several seeds per cell (`--set "grid.seeds=[0,1]"`: its laws are fitted on the seeds' mean,
+`rayder-fit --replicates mean`) is compared with a grid of as many new seeds ([2, 3]). Exit status 0 when every
+comparison holds, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-runs", action="store_true", help="compare the existing stores only")
     parser.add_argument("--simulate", type=int, default=0, metavar="N",
                         help="also refit the first grid's law on N simulated seeds of its runs with the measured seed "
-                             "noise (sweeps.seed_noise): the exponents' spread, their CIs' coverage, and how often "
-                             "the rule holds when only the seed changes")
+                             "noise (sweeps.seed_noise): the exponents' mean and spread, and how often a second seed "
+                             "lands inside the first grid's CIs when only the seed changes")
     args = parser.parse_args(argv)
     spec0 = demo.demo_spec(args.grid, args.overrides)
     sets1 = other_seed_sets(spec0.grid.seeds)
