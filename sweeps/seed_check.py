@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fitting import fit_study as fit_points
+from fitting.study import prepare_points
 from sweeps import demo
 from sweeps import study_checks as sc
 from sweeps.seed_noise import format_seed_noise, seed_noise_by_d, simulate_seeds
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                              "noise (sweeps.seed_noise): the exponents' mean and spread, and how often a second seed "
                              "lands inside the first grid's CIs when only the seed changes")
     args = parser.parse_args(argv)
+    if args.simulate < 0 or args.simulate == 1:
+        parser.error(f"--simulate takes 0 (off) or at least 2 simulated seeds, not {args.simulate}")
     spec0 = demo.demo_spec(args.grid, args.overrides)
     sets1 = other_seed_sets(spec0.grid.seeds)
     spec1 = demo.demo_spec(args.grid, [*args.overrides, *sets1])
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.simulate and fits[0].fixed.get("gamma") != 1.0:
         print("  simulated seeds: only for laws with gamma held at 1 (the rule then judges alpha and beta)")
     elif args.simulate:
-        table = fit_points(raws[0], demo.study_options(spec0, bench, "psnr", 0)).table  # every run's final point
+        table, _, _ = prepare_points(raws[0], demo.study_options(spec0, bench, "psnr", 0))  # each run's final point
         groups = table["preset"] + "@" + table["D"].astype(str)  # the lengths forked from one trunk
         runs = pd.DataFrame({"C": table["C"], "D": table["D"], "y": table["y"], "group": groups})
         sim = simulate_seeds(fits[0], runs, dict(zip(noise["D"], noise["sd_log"])), args.simulate, progress=True)

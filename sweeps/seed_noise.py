@@ -13,6 +13,7 @@ by a width's runs at different D (they share one initialisation).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import warnings
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from fitting import FitOptions
 from fitting.fit import FitResult, FitWarning, fit_with_options
-from fitting.frontier import running_frontier
+from fitting.frontier import running_frontier, transform_metric
 from sweeps import study_checks as sc
 
 
@@ -34,8 +35,8 @@ def _final_log_mse(points: pd.DataFrame) -> pd.Series:
     """ln MSE of each run's final checkpoint, indexed by (preset, D, length); seeds of one cell averaged."""
     last = points.assign(length=sc.run_lengths(points))
     last = last[last["is_last"].astype(bool)]
-    log_mse = -np.log(10.0) / 10.0 * last["value"].astype(float)  # ln MSE from PSNR in dB
-    return log_mse.groupby([last["preset"], last["D"], last["length"]]).mean()
+    log_mse = np.log(transform_metric(last["value"], "psnr"))  # ln MSE (on [-1, 1]; the offset cancels) from PSNR
+    return pd.Series(log_mse, index=last.index).groupby([last["preset"], last["D"], last["length"]]).mean()
 
 
 def seed_noise_by_d(points0: pd.DataFrame, points1: pd.DataFrame) -> pd.DataFrame:
@@ -118,6 +119,8 @@ def simulate_seeds(fit: FitResult, runs: pd.DataFrame, sigma_by_d: Mapping[float
     its trunk): each redraws every y with noise sd `sigma_by_d[D]` in ln y per group (`redraw`), takes the per-D
     frontiers (running minimum of y along C) and fits them; sims run in `n_jobs` processes (default min(2, CPUs)).
     The exponents must be free parameters of `fit`, whose CIs the simulated estimates are compared with."""
+    if n_sims < 2:
+        raise ValueError(f"simulate_seeds: n_sims must be >= 2 (a spread needs two simulated seeds), got {n_sims}")
     missing = [n for n in exponents if n not in fit.params or n in fit.fixed]
     if missing:
         raise ValueError(f"simulate_seeds: {missing} are not free parameters of the fit")
@@ -134,19 +137,10 @@ def simulate_seeds(fit: FitResult, runs: pd.DataFrame, sigma_by_d: Mapping[float
                               "y": redraw(runs["y"].to_numpy(float), sigma, runs["group"], rng)})
         jobs.append((frame, dataclasses.replace(options, seed=seed + i), tuple(exponents)))
     n_jobs = n_jobs or min(2, os.cpu_count() or 1)
-    bar = tqdm(total=n_sims, desc="simulated seeds", disable=(None if progress is None else not progress),
-               leave=False)
-    rows = []
-    if n_jobs <= 1:
-        for job in jobs:
-            rows.append(_one_seed(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            for row in pool.map(_one_seed, jobs, chunksize=max(1, n_sims // (8 * n_jobs))):
-                rows.append(row)
-                bar.update()
-    bar.close()
+    with ProcessPoolExecutor(max_workers=n_jobs) if n_jobs > 1 else contextlib.nullcontext() as pool:
+        results = pool.map(_one_seed, jobs, chunksize=max(1, n_sims // (8 * n_jobs))) if pool else map(_one_seed, jobs)
+        rows = list(tqdm(results, total=n_sims, desc="simulated seeds", leave=False,
+                         disable=(None if progress is None else not progress)))
     table = pd.DataFrame(rows)
     names = list(exponents)
     lo, hi = [fit.ci_low[n] for n in names], [fit.ci_high[n] for n in names]

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from fitting import fit_law
+from sweeps import seed_check
 from sweeps.seed_noise import redraw, share_inside, simulate_seeds
 
 FIX = {"L_inf": 0.0, "gamma": 1.0}
@@ -74,3 +75,12 @@ def test_simulated_seeds_need_free_exponents_and_the_noise_at_every_d():
         simulate_seeds(fit, pts, {d: 0.1 for d in pts["D"].unique()}, n_sims=2, exponents=("alpha", "beta"))
     with pytest.raises(ValueError, match="4096"):
         simulate_seeds(fit, pts, {64.0: 0.1, 256.0: 0.1, 1024.0: 0.1}, n_sims=2, exponents=("alpha",))
+    with pytest.raises(ValueError, match="n_sims must be >= 2"):
+        simulate_seeds(fit, pts, {d: 0.1 for d in pts["D"].unique()}, n_sims=1, exponents=("alpha",))
+
+
+@pytest.mark.parametrize("n", ["1", "-3"])
+def test_seed_check_refuses_a_simulation_without_a_spread(n, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        seed_check.main(["--skip-runs", "--simulate", n])
+    assert exit_info.value.code == 2 and f"not {n}" in capsys.readouterr().err
