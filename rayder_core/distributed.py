@@ -33,6 +33,15 @@ def init_distributed(device_pref: str, timeout_min: float | None = None) -> tupl
     return rank, world, device
 
 
+def leave_distributed() -> None:
+    """Leave the default process group together: a barrier, then destroy it. A gloo rank that exits while another
+    still talks to it can abort at teardown (SIGABRT, "terminate called without an active exception"). Call it on
+    the normal path only, once every rank has finished its collectives; a no-op without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def dist_rank_world() -> tuple[int, int]:
     """(rank, world size) of the initialised default process group, or (0, 1) without one."""
     if dist.is_available() and dist.is_initialized():

@@ -25,6 +25,7 @@ import torch
 
 from sweeps.preflight import parse_slurm_time
 from sweeps.state import read_launch, read_state, write_json_atomic
+from rayder_core.distributed import leave_distributed
 from rayder_core.store import ResultsStore
 from rayder_core.training.trainer import run_training
 from rayder_core.train_config import load_train_config
@@ -118,6 +119,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         cfg = load_train_config(config)
         requeued = self._defer_submitit_exit()
         outcome = run_training(cfg, db=db, progress=env.global_rank == 0)
+        leave_distributed()
         if outcome.status == "preempted" and not requeued and env.global_rank == 0 and was_cancelled(cfg.run_dir):
             mark_cancelled(cfg, db)
             outcome = type(outcome)("cancelled", outcome.step, outcome.run_dir)

@@ -52,9 +52,7 @@ def _rank_main(rank: int, world: int, port: int, state_path: str, re10k: str, pr
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
-    from rayder_core.distributed import init_distributed
+    from rayder_core.distributed import init_distributed, leave_distributed
 
     r, w, device = init_distributed("cpu", timeout_min=2.0)
     assert (r, w) == (rank, world)
@@ -70,7 +68,7 @@ def _rank_main(rank: int, world: int, port: int, state_path: str, re10k: str, pr
         model.predict_cameras = failing
     records = evaluate_model(model, _eval_cfg(Path(re10k), Path(probe)), resolution=32, device=device, seed=0)
     Path(out, f"rank{rank}.json").write_text(json.dumps(records))
-    dist.destroy_process_group()
+    leave_distributed()
 
 
 def _run_ranks(world: int, state_path: Path, re10k: Path, probe: Path, out: Path, timeout_s: float = 300,

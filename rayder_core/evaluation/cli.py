@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
-
-from rayder_core.distributed import init_distributed
+from rayder_core.distributed import init_distributed, leave_distributed
 from rayder_core.evaluation.checkpoint import load_model_from_checkpoint
 from rayder_core.evaluation.records import write_eval_records
 from rayder_core.evaluation.suite import evaluate_model
@@ -80,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                   + "".join(f"\n  {k}: missing ({why})" for k, why in rec["missing"].items()))
     if (rank == 0 and args.db and cfg.store_mode == "direct" and (args.run_dir / "state.json").exists()):
         record_run_dir(args.run_dir, ResultsStore(args.db))
-    if world > 1:  # leave together: a rank exiting while another still talks to gloo aborts (SIGABRT) at teardown
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_distributed()
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from rayder_core.distributed import leave_distributed
 from rayder_core.train_config import load_train_config
 from rayder_core.training.cooldown import fork_cooldown
 from rayder_core.training.trainer import TrainingDiverged, run_training
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cooldown branch {cfg.run_id}: steps {args.cooldown_from}..{cfg.steps} in {cfg.run_dir}")
     try:
         outcome = run_training(cfg, db=args.db or None)
+        leave_distributed()
     except (TrainingDiverged, FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"rayder-train: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
