@@ -73,11 +73,11 @@ def test_demo_grid_is_design_v14():
         steps = r.eval.steps_for(r.steps)
         assert len(steps) == 6 and min(steps) > r.optim.warmup_steps, r.run_id
         assert r.optim.skip_grad_factor is None  # the grad-spike rule is off
-    # the held-out run goes beyond the grid: the largest width trained twice as long on all the data, with the same
-    # WSD shape (constant LR, then halving 4 times over the last 20%)
-    assert len(held) == 1 and held[0].model["preset"] == "tiny-w64" and held[0].steps == 8000
-    assert held[0].start_from is None
-    assert held[0].data.fraction == 1.0 and (held[0].optim.decay_start, held[0].optim.decay_halve_every) == (6400, 400)
+    # two held-out runs beyond the grid, both on all the data: the largest width trained twice as long, with the same
+    # WSD shape (constant LR, then halving 4 times over the last 20%), and the next width at the grid's length
+    assert [(h.model["preset"], h.steps) for h in held] == [("tiny-w64", 8000), ("tiny-w128", 4000)]
+    assert all(h.start_from is None and h.data.fraction == 1.0 for h in held)
+    assert [(h.optim.decay_start, h.optim.decay_halve_every) for h in held] == [(6400, 400), (3200, 200)]
     # the runs of design v9 (lengths 1250 / 1600 / 2000) are the same runs in this design where lengths agree
     v9 = {r.run_id for r in load_spec(REPO / "sweeps" / "demo.yaml", DESIGN_V9).runs() if r.sweep == "demo"}
     assert len(v9 & {r.run_id for r in runs}) == 16  # the 1250- and 2000-step runs of w32 and w64
@@ -102,9 +102,9 @@ def test_holdout_runs_take_the_grid_seeds_unless_they_name_one():
         spec = load_spec(REPO / "sweeps" / "demo.yaml", list(sets))
         return sorted(r.seed for r in spec.runs() if r.sweep == "demo-holdout")
 
-    assert held() == [0]
-    assert held("grid.seeds=[1]") == [1]
-    assert held("grid.seeds=[0, 1]") == [0, 1]
+    assert held() == [0, 0]  # the demo's two held-out runs
+    assert held("grid.seeds=[1]") == [1, 1]
+    assert held("grid.seeds=[0, 1]") == [0, 0, 1, 1]
     assert held("grid.seeds=[0, 1]", "holdout=[{preset: tiny-w64, fraction: 1.0, seed: 1}]") == [1]
 
 
