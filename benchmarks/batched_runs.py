@@ -6,7 +6,8 @@ The demo's small widths are overhead-bound on CPU (docs/benchmarks.md, "The CPU 
 one process could step them together: every Linear of K models becomes one batched matmul. This measures what that
 gains before anyone builds it into the trainer: the same K models (muP, the demo's settings: 16^2, 4 views, patch 2,
 no NA layers, fp32), forward + backward + AdamW, either one model after the other or all K under
-`torch.func.vmap(functional_call)` (random view orders drawn per model: `randomness="different"`). The step time is
+`torch.func.vmap(functional_call)` (random view orders drawn per model: `randomness="different"`). The model,
+frame size, views and batch are those of the demo grid's runs (`sweeps/demo.yaml`). The step time is
 the best of the timed steps; achieved FLOP/s uses the analytic training FLOPs (`rayder_core.models`) over the fp32
 matmul peak measured in the same run.
 
@@ -23,18 +24,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from rayder_core.models import build_for_training, train_flops_per_step
 from rayder_core.precision import matmul_peak
-
-DEMO_MODEL = {"patch": 2, "local_layers": False, "parametrization": "mup", "mup_base_width": 16}
-RESOLUTION, VIEWS = 16, 4
-
-
-class _Loss(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.m = model
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.m.training_loss(frames)["loss"]
+from rayder_core.training.trainer import _TrainingLoss  # the loss as `forward`, as DDP uses it
+from sweeps import demo
 
 
 def _best_time(step, warmup: int, steps: int) -> float:
@@ -64,10 +55,10 @@ def time_separate(models: list[torch.nn.Module], x: torch.Tensor, warmup: int, s
 def time_batched(models: list[torch.nn.Module], x: torch.Tensor, warmup: int, steps: int) -> float:
     """Seconds for one vmapped training step of the K stacked models (their summed losses; each model's gradient is
     its own, since the models share no weight)."""
-    params, buffers = stack_module_state([_Loss(m) for m in models])
-    base = _Loss(copy.deepcopy(models[0]))
+    params, buffers = stack_module_state([_TrainingLoss(m) for m in models])
+    base = _TrainingLoss(copy.deepcopy(models[0]))
     opt = torch.optim.AdamW(list(params.values()), lr=1e-3)
-    loss = vmap(lambda p, b, xi: functional_call(base, (p, b), (xi,)), randomness="different")
+    loss = vmap(lambda p, b, xi: functional_call(base, (p, b), (xi,))["loss"], randomness="different")
 
     def step() -> None:
         loss(params, buffers, x).sum().backward()
@@ -81,23 +72,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="tiny-w32,tiny-w64")
     parser.add_argument("--runs", default="1,2,6", help="K values: runs stepped together")
-    parser.add_argument("--batch", type=int, default=32, help="clips per run and step (the demo's 32)")
+    parser.add_argument("--batch", type=int, default=None, help="clips per run and step (default: the demo's)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    run = demo.demo_spec().runs()[0]  # the demo's model settings, frame size, views and batch
+    model = {k: v for k, v in dict(run.model).items() if k != "preset"}
+    resolution, views, batch = run.data.resolution, run.data.frames, args.batch or run.batch_size
     peak = matmul_peak(torch.float32, time_budget_s=5.0)
     print(f"fp32 matmul peak, {args.threads} thread(s): {peak / 1e9:.1f} GFLOP/s\n")
     print("| preset | K runs | separate s/step | batched s/step | speed-up | separate % of peak | batched % of peak |")
     print("|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
-        flops = train_flops_per_step({"preset": preset, **DEMO_MODEL}, RESOLUTION, VIEWS, args.batch)
+        flops = train_flops_per_step({"preset": preset, **model}, resolution, views, batch)
         for k in (int(v) for v in args.runs.split(",")):
-            models = [build_for_training({"preset": preset, **DEMO_MODEL}, seed)[0] for seed in range(k)]
-            x = torch.rand(k, args.batch, VIEWS, 3, RESOLUTION, RESOLUTION) * 2 - 1
+            models = [build_for_training({"preset": preset, **model}, seed)[0] for seed in range(k)]
+            x = torch.rand(k, batch, views, 3, resolution, resolution) * 2 - 1
             sep = time_separate(models, x, args.warmup, args.steps)
-            models = [build_for_training({"preset": preset, **DEMO_MODEL}, seed)[0] for seed in range(k)]
+            models = [build_for_training({"preset": preset, **model}, seed)[0] for seed in range(k)]
             bat = time_batched(models, x, args.warmup, args.steps)
             work = k * flops
             print(f"| {preset} | {k} | {sep:.3f} | {bat:.3f} | {sep / bat:.2f}x | {100 * work / sep / peak:.0f}% | "
