@@ -7,6 +7,8 @@ whether it is met. None of them is tuned to pass: the targets are the issues', t
 - learning: every run's mean training loss over the last 10% of its logged steps <= 0.7 x the first 10% (from step
   1: a run started from its trunk's checkpoint counts the trunk's steps before it);
 - beats baseline: the best checkpoint's PSNR >= the mean-colour baseline + 3 dB on the NVS benchmark;
+- beats the frame blend: the best checkpoint's PSNR > that of the two context views blended linearly in frame index
+  (`rayder_core.evaluation.baselines`; no model, no geometry);
 - size matters: at the largest D the final MSE falls monotonically with width and the compute-optimal frontier moves
   to larger presets at the top 20% of compute (else: is the smallest preset compute-optimal everywhere?);
 - smallest D overfits: each preset ends with a lower training loss but a worse held-out MSE than at the largest D;
@@ -81,18 +83,47 @@ def check_learning(store, sweep: str) -> Check:
                  "<= 0.70 in every run", worst <= 0.7)
 
 
-def check_baseline(store, sweep: str, bench: str) -> Check:
+def _best_and_baselines(store, sweep: str, bench: str) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Every evaluated checkpoint's PSNR and recorded baseline PSNRs on `bench` (rows run_id, step; a column per
+    metric), and the row of the best PSNR (None without PSNR evaluations)."""
     ev = store.query("SELECT e.run_id, e.step, e.metric, e.value FROM evals e JOIN runs r USING (run_id) "
-                     "WHERE r.sweep = ? AND e.bench = ? AND e.metric IN ('psnr', 'baseline_psnr')", [sweep, bench])
-    if ev.empty:
+                     "WHERE r.sweep = ? AND e.bench = ? AND e.metric IN ('psnr', 'baseline_psnr', 'copy_psnr', "
+                     "'blend_psnr')", [sweep, bench])
+    wide = ev.pivot_table(index=["run_id", "step"], columns="metric", values="value") if len(ev) else ev
+    if wide.empty or "psnr" not in wide or wide["psnr"].isna().all():
+        return wide, None
+    return wide, wide.loc[wide["psnr"].idxmax()]
+
+
+def check_baseline(store, sweep: str, bench: str) -> Check:
+    wide, best = _best_and_baselines(store, sweep, bench)
+    if best is None:
         return Check("best checkpoint beats the mean colour", "no PSNR evaluations", ">= +3 dB", None)
-    wide = ev.pivot_table(index=["run_id", "step"], columns="metric", values="value").dropna()
-    if wide.empty or "baseline_psnr" not in wide:
+    if pd.isna(best.get("baseline_psnr")):
         return Check("best checkpoint beats the mean colour", "no baseline recorded", ">= +3 dB", None)
-    best = wide.loc[wide["psnr"].idxmax()]
     gain = float(best["psnr"] - best["baseline_psnr"])
     return Check("best checkpoint beats the mean colour", f"{best['psnr']:.2f} dB vs baseline "
                  f"{best['baseline_psnr']:.2f} dB ({gain:+.2f} dB)", ">= +3 dB", gain >= 3.0)
+
+
+def check_beats_blend(store, sweep: str, bench: str) -> Check:
+    """Does the best checkpoint beat the frame blend (the two context views mixed linearly in frame index,
+    `rayder_core.evaluation.baselines`)? A law of models that do not is a law of learning to blend frames. The
+    measured text also gives the nearest-context copy and how many evaluated checkpoints beat the blend."""
+    name, target = "best checkpoint beats the frame blend", "PSNR > blend's"
+    wide, best = _best_and_baselines(store, sweep, bench)
+    if best is None:
+        return Check(name, "no PSNR evaluations", target, None)
+    if pd.isna(best.get("blend_psnr")):
+        return Check(name, "no frame-blend baseline recorded (evaluated before it was; `rayder_core.evaluation."
+                     "baselines.benchmark_baselines` scores it on the benchmark)", target, None)
+    gain = float(best["psnr"] - best["blend_psnr"])
+    scored = wide.dropna(subset=["psnr", "blend_psnr"])
+    beat = int((scored["psnr"] > scored["blend_psnr"]).sum())
+    copy = f", nearest context view {best['copy_psnr']:.2f} dB" if not pd.isna(best.get("copy_psnr")) else ""
+    return Check(name, f"{best['psnr']:.2f} dB ({best.name[0]} at step {int(best.name[1])}) vs frame blend "
+                 f"{best['blend_psnr']:.2f} dB ({gain:+.2f} dB){copy}; {beat} of {len(scored)} evaluated "
+                 "checkpoints beat the blend", target, gain > 0)
 
 
 def check_frontier(points: int, minimum: int = 15) -> Check:

@@ -89,6 +89,30 @@ def test_baseline_compares_the_best_checkpoint_with_its_own_mean_colour_psnr(tmp
     assert sc.check_baseline(weak, "demo", "other-bench").ok is None
 
 
+def test_frame_blend_check_passes_fails_and_says_when_it_cannot_judge(tmp_path):
+    store = _store(tmp_path, {"a": [1.0] * 20, "b": [1.0] * 20})
+    # the best checkpoint (a at 200: 29.0 dB) beats its frame blend (28.5 dB); 1 of 3 checkpoints does
+    for run_id, step, psnr in (("a", 100, 27.0), ("a", 200, 29.0), ("b", 200, 28.0)):
+        store.add_evals(run_id, step, bench="indist-synth", n=4, values={
+            "psnr": psnr, "baseline_psnr": 17.0, "copy_psnr": 28.2, "blend_psnr": 28.5})
+    check = sc.check_beats_blend(store, "demo", "indist-synth")
+    assert check.ok is True
+    assert "29.00 dB (a at step 200) vs frame blend 28.50 dB (+0.50 dB)" in check.measured
+    assert "nearest context view 28.20 dB" in check.measured and "1 of 3 evaluated checkpoints" in check.measured
+
+    below = _store(tmp_path / "below", {"a": [1.0] * 20})
+    below.add_evals("a", 100, bench="indist-synth", n=4, values={"psnr": 28.4, "blend_psnr": 28.5})
+    check = sc.check_beats_blend(below, "demo", "indist-synth")
+    assert check.ok is False and "(-0.10 dB)" in check.measured and "0 of 1" in check.measured
+
+    old = _store(tmp_path / "old", {"a": [1.0] * 20})  # evaluated before the blend was recorded
+    old.add_evals("a", 100, bench="indist-synth", n=4, values={"psnr": 28.4, "baseline_psnr": 17.0})
+    check = sc.check_beats_blend(old, "demo", "indist-synth")
+    assert check.ok is None and "no frame-blend baseline recorded" in check.measured
+    assert sc.check_beats_blend(old, "demo", "other-bench").ok is None
+    assert sc.check_baseline(old, "demo", "indist-synth").ok is True  # the mean-colour check still reads it
+
+
 def test_frontier_points_against_the_minimum():
     assert sc.check_frontier(20, minimum=20).ok is True
     assert sc.check_frontier(19, minimum=20).ok is False

@@ -2,7 +2,8 @@
 
 Per image: PSNR (both images clamped to [0,1]), MSE on [-1,1] (the quantity the paper fits), SSIM (Gaussian window
 11, sigma 1.5), LPIPS (VGG, inputs in [0,1]; recorded as missing with the reason when no weights exist), and the
-mean-colour baseline PSNR; mean per scene, then over scenes."""
+PSNR of three baselines that need no model (mean colour, nearest context view, frame blend:
+`rayder_core.evaluation.baselines`); mean per scene, then over scenes."""
 from __future__ import annotations
 
 import sys
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from rayder_core.data.evalsets import Re10kBenchmark
 from rayder_core.distributed import all_gather, dist_rank_world, raise_first_error, shard_range
 from rayder_core.eval_config import BenchmarkSpec
+from rayder_core.evaluation.baselines import BASELINE_METRICS, baseline_psnrs
 from rayder_core.metrics import LpipsMetric, aggregate_scenes, mse_pm1, psnr, ssim
 
 # The metrics an NVS record carries (values or a missing reason); fits use a subset (reports.common.FITTED_NVS_METRICS).
@@ -95,9 +97,9 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
             pred = model.predict_views(context, cams[:, :n_ctx], cams[:, n_ctx:]).float()[0]
             tgt = target[0]
             p01, t01 = ((pred + 1) / 2).clamp(0, 1), ((tgt + 1) / 2).clamp(0, 1)
-            mean_colour = context[0].mean(dim=(0, 2, 3), keepdim=True).expand_as(tgt)
             values = {"psnr": psnr(pred, tgt).tolist(), "mse": mse_pm1(pred, tgt).tolist(),
-                      "ssim": ssim(p01, t01).tolist(), "baseline_psnr": psnr(mean_colour, tgt).tolist()}
+                      "ssim": ssim(p01, t01).tolist(),
+                      **baseline_psnrs(context[0], tgt, scene.context_index, scene.target_index)}
             if has_lpips:
                 values["lpips"] = lpips_metric(p01, t01).tolist()
             local["rows"].append({"index": index, "scene": scene.key, "values": values})
@@ -115,7 +117,9 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
         raise ValueError(f"benchmark {spec.name} at {spec.path}: no scenes to evaluate"
                          + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
     lpips_reasons = [part["lpips"] for part in parts if part["lpips"] != "ok"]
-    metrics = ["psnr", "mse", "ssim", "baseline_psnr"] + ([] if lpips_reasons else ["lpips"])
+    # the baselines every scene has (copy and blend need frame indices, which an index may leave out)
+    baselines = [m for m in BASELINE_METRICS if all(m in r["values"] for r in rows)]
+    metrics = ["psnr", "mse", "ssim", *baselines] + ([] if lpips_reasons else ["lpips"])
     per_image: dict[str, list[float]] = {m: [v for r in rows for v in r["values"][m]] for m in metrics}
     scene_ids = [r["scene"] for r in rows for _ in r["values"]["psnr"]]
     agg = aggregate_scenes(per_image, scene_ids)
