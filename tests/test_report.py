@@ -52,6 +52,9 @@ def effective_compute(C: np.ndarray, params: int, D: int) -> np.ndarray:
     return 1.0 / (1.0 / C + 1.0 / model_cap + 1.0 / data_cap)
 
 
+BASELINES = {"baseline_psnr": 17.0, "copy_psnr": 30.81, "blend_psnr": 32.0}
+
+
 def build_synthetic_store(path: Path, seed: int = 0) -> dict:
     """Fill a results store at `path` through ResultsStore only; returns what was written (for assertions)."""
     rng = np.random.default_rng(seed)
@@ -90,7 +93,8 @@ def build_synthetic_store(path: Path, seed: int = 0) -> dict:
                 one_minus_ssim = float(paper_law("1-ssim", c_eff, D)) * overfit * noise(0.01)
                 store.add_checkpoint(run_id, step=step, samples=samples, flops=flops,
                                      wall_time_s=flops / throughput)
-                values = {"psnr": 10.0 * math.log10(4.0 / mse), "mse": mse, "ssim": 1.0 - one_minus_ssim}
+                values = {"psnr": 10.0 * math.log10(4.0 / mse), "mse": mse, "ssim": 1.0 - one_minus_ssim,
+                          **BASELINES}  # the no-model baselines: the same at every checkpoint
                 missing = {}
                 if offline_host:
                     missing["lpips"] = "LPIPS VGG16 weights unavailable on offline host node07"
@@ -189,6 +193,22 @@ def test_report_of_synthetic_study(synthetic_store, tmp_path):
     assert failed and all(r in text for r in failed)
     assert "LPIPS VGG16 weights unavailable on offline host node07" in text
     assert all(r in text for r in written["lpips_missing_runs"])
+    # the frontier page draws the no-model baselines on its PSNR panel
+    assert "frame blend 32.00 dB" in text and "nearest context view 30.81 dB" in text
+
+
+def test_baseline_levels_are_the_recorded_no_model_psnrs(tmp_path):
+    from reports.common import load_study
+    from reports.pages.frontier import baseline_levels
+
+    store = ResultsStore(tmp_path / "r.duckdb")
+    store.upsert_run("a", sweep="s", preset="XS", params=1, fraction=1.0, D=8, config={}, status="finished")
+    store.add_evals("a", 10, bench=NVS_BENCH, values={"psnr": 25.0, **BASELINES}, n=4)
+    store.add_evals("a", 20, bench=NVS_BENCH, values={"psnr": 26.0, **BASELINES}, n=4)
+    store.add_evals("a", 20, bench="other", values={"psnr": 26.0}, n=4)
+    study = load_study(tmp_path / "r.duckdb")
+    assert baseline_levels(study, NVS_BENCH) == {"blend_psnr": 32.0, "copy_psnr": 30.81}
+    assert baseline_levels(study, "other") == {}
 
 
 @needs_poppler

@@ -37,13 +37,16 @@ def frontier_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFi
                                           "wspace": 0.18 if rows == 2 else 0.28}).flat)
     d_values = sorted(study.runs["D"].unique())
     d_colour = dict(zip(d_values, shades(FRACTION_CMAP, len(d_values))))
+    levels = baseline_levels(study, bench)
     for ax, metric in zip(axes, metrics):
-        _frontier_panel(ax, fits[(bench, metric)], d_colour)
+        _frontier_panel(ax, fits[(bench, metric)], d_colour, levels if metric == "psnr" else {})
     info = axes[-1]
     info.axis("off")
     handles = [Line2D([], [], color=d_colour[d], marker="o", lw=2, label=f"D = {count_label(d)} videos")
                for d in d_values]
     handles.append(Line2D([], [], color="0.6", marker=".", ls="", label="all checkpoints"))
+    handles += [Line2D([], [], color=colour, ls=":", lw=1.2, label=f"{label} (no model)")
+                for name, (label, colour) in BASELINE_STYLE.items() if name in levels]
     info.legend(handles=handles, loc="upper left", frameon=False, title="data size")
     lines = ["Held-out extrapolation error (mean |relative error| of refits without the held-out points):"]
     for metric in metrics:
@@ -61,7 +64,21 @@ def frontier_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFi
     return fig
 
 
-def _frontier_panel(ax: plt.Axes, fit: MetricFit, d_colour: dict) -> None:
+BASELINE_STYLE = {"blend_psnr": ("frame blend", "tab:red"), "copy_psnr": ("nearest context view", "tab:purple")}
+"""The no-model baselines drawn on the PSNR panel (`rayder_core.evaluation.baselines`): label, colour."""
+
+
+def baseline_levels(study: Study, bench: str) -> dict[str, float]:
+    """PSNR (dB) of the recorded no-model baselines on `bench` ({metric: median over evaluations}; they do not
+    depend on the model, so every evaluation records the same value); empty when none was recorded."""
+    ev = study.evals
+    if ev.empty:
+        return {}
+    rows = ev[(ev["bench"] == bench) & ev["metric"].isin(list(BASELINE_STYLE))].dropna(subset=["value"])
+    return {m: float(v) for m, v in rows.groupby("metric")["value"].median().items()}
+
+
+def _frontier_panel(ax: plt.Axes, fit: MetricFit, d_colour: dict, levels: dict[str, float]) -> None:
     metric = fit.metric
     ax.set_xscale("log")
     ax.set_xlabel("training compute C (GFLOP)")
@@ -92,7 +109,13 @@ def _frontier_panel(ax: plt.Axes, fit: MetricFit, d_colour: dict) -> None:
                             zorder=0)
     # Room for the equation: below the saturating curves of increasing metrics, above those of LPIPS.
     increasing = metric in ("psnr", "ssim")
-    ax.set_ylim(lo_v - pad * (4 if increasing else 1), hi_v + pad * (1 if increasing else 4))
+    top = max([hi_v + pad * (1 if increasing else 4), *(v + pad for v in levels.values())])
+    ax.set_ylim(lo_v - pad * (4 if increasing else 1), top)
+    for name, value in levels.items():
+        label, colour = BASELINE_STYLE[name]
+        ax.axhline(value, color=colour, ls=":", lw=1.2, zorder=1)
+        ax.text(0.02, value, f" {label} {value:.2f} dB", color=colour, fontsize=7, va="bottom",
+                transform=ax.get_yaxis_transform())
     if fit.ok:
         text = f"{fit.formula}\nR^2 (log) = {fit.r2_log:.3f} · {fit.n_points} frontier points"
         ax.text(0.98, 0.03 if increasing else 0.97, text, transform=ax.transAxes, fontsize=7.5,
