@@ -104,3 +104,38 @@ def test_benchmark_baselines_match_a_numpy_brute_force_and_evaluate_nvs_records_
     for m, v in ref.items():
         assert out["values"][m] == pytest.approx(v, rel=1e-5), m
         assert all(m in row for row in out["scenes"])
+
+
+class _ShrinkingRenderer(torch.nn.Module):
+    """A model whose render of any camera j is 0.9 x the j-th input view (cycled): its re-rendered context views
+    have a known error, so `recon_psnr` can be checked against numpy."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def predict_cameras(self, frames):
+        return self.inner.predict_cameras(frames)
+
+    def predict_views(self, inputs, cams_in, cams_target):
+        idx = torch.arange(cams_target.shape[1]) % inputs.shape[1]
+        return 0.9 * inputs[:, idx]
+
+
+def test_recon_psnr_is_the_fidelity_of_the_re_rendered_context_views(tmp_path):
+    root = _bench(tmp_path / "bench", ["a", "b"], seed=3)
+    torch.manual_seed(0)
+    model = _ShrinkingRenderer(RayDer(ModelConfig.from_preset("tiny-xs")).eval())
+    kw = dict(resolution=32, device=torch.device("cpu"), use_lpips=False, rank=0, world=1)
+    out = evaluate_nvs(model, BenchmarkSpec("b", str(root)), **kw)
+    bench = B.Re10kBenchmark(root, resolution=32, cameras=False)
+    per_scene = []
+    for _, s in bench.scenes(0, len(bench)):
+        c = s.context.numpy().astype(np.float64)
+        c01, r01 = np.clip((c + 1) / 2, 0, 1), np.clip((0.9 * c + 1) / 2, 0, 1)
+        per_scene.append(np.mean([-10 * np.log10(np.mean((r01[v] - c01[v]) ** 2)) for v in range(len(c))]))
+    assert out["values"]["recon_psnr"] == pytest.approx(np.mean(per_scene), rel=1e-5)
+    assert [row["recon_psnr"] for row in out["scenes"]] == pytest.approx(per_scene, rel=1e-5)
+    # a real model's value is finite (and recorded next to the novel views)
+    real = evaluate_nvs(RayDer(ModelConfig.from_preset("tiny-xs")).eval(), BenchmarkSpec("b", str(root)), **kw)
+    assert math.isfinite(real["values"]["recon_psnr"]) and math.isfinite(real["values"]["psnr"])

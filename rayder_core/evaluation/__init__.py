@@ -11,7 +11,8 @@ Per image: PSNR (both images clamped to [0,1]), MSE on [-1,1] (the quantity the 
 sigma 1.5), LPIPS (VGG, inputs in [0,1]; recorded as missing with the reason when no weights exist). Aggregation:
 mean per scene, then mean over scenes; `n` is the scene count. Three baselines that need no model are scored the
 same way (`baselines`): the mean colour of the context views (`baseline_psnr`), the nearest context view
-(`copy_psnr`) and the two context views blended linearly in frame index (`blend_psnr`).
+(`copy_psnr`) and the two context views blended linearly in frame index (`blend_psnr`). The context views re-rendered
+from their own estimated cameras give `recon_psnr` (reconstruction fidelity: nothing to synthesise).
 
 Probe protocol (Appendix B.2.3): frozen camera tokens of 24-frame sequences -> 2-layer MLP -> pose, trained on a
 split of the sequences and scored on the held-out rest (see `rayder_core.probe`).
