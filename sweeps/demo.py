@@ -230,7 +230,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
               + "); the card law vs gamma = 1 on the same points (rayder-fit --compare kaplan,additive):\n"
               + format_comparison(comparison))
     checks = [sc.check_learning(store, spec.name), sc.check_baseline(store, spec.name, bench),
-              sc.check_beats_blend(store, spec.name, bench),
+              sc.check_beats_blend(store, spec.name, bench, fits.get("psnr")),
               sc.check_size_matters(store, spec.name, bench), sc.check_overfit_mse(store, spec.name, bench),
               sc.check_frontier(n_frontier, minimum=20),
               sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison,

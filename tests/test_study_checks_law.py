@@ -353,3 +353,25 @@ def test_seed_noise_by_d_is_the_per_run_sd_of_log_mse_from_matched_runs():
     text = seed_noise.format_seed_noise(noise)
     assert "8 runs matched" in text and f"D=16 {100 * noise['sd_log'][0]:.0f}%" in text
     assert "no run" in seed_noise.format_seed_noise(noise.iloc[:0])
+
+
+def _additive_fit():
+    """The card law with L_inf = 0 and gamma = 1 (the demo's constraints) fitted to noisy A C^-a + B D^-b points."""
+    rng = np.random.default_rng(1)
+    C, D = np.meshgrid(np.geomspace(1e3, 1e4, 6), np.array([64.0, 256.0, 2048.0]))
+    C, D = C.ravel(), D.ravel()
+    y = (0.03 * C ** -0.18 + 80.0 * D ** -2.0) * np.exp(rng.normal(0, 0.01, C.size))
+    return fit_law(pd.DataFrame({"C": C, "D": D, "y": y}), bootstrap=0, n_starts=8, holdout=False, progress=False,
+                   fix={"L_inf": 0.0, "gamma": 1.0})
+
+
+def test_law_reaches_a_target_mse_where_the_closed_form_says():
+    fit = _additive_fit()
+    p = fit.params
+    d, target = 2048.0, 0.0025
+    closed = ((target - p["B"] * d ** -p["beta"]) / p["A"]) ** (-1.0 / p["alpha"])  # solve A C^-a + B D^-b = target
+    got = sc.law_reaches(fit, target, d, c_from=1e4)
+    assert got == pytest.approx(closed, rel=1e-6) and got > 1e4
+    assert sc.law_reaches(fit, 1.0, d, c_from=1e4) == 1e4  # already below at c_from
+    floor = p["B"] * 64.0 ** -p["beta"]  # the D term alone at D = 64: no compute gets below it
+    assert sc.law_reaches(fit, 0.9 * floor, 64.0, c_from=1e4) is None

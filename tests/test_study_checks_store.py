@@ -89,6 +89,14 @@ def test_baseline_compares_the_best_checkpoint_with_its_own_mean_colour_psnr(tmp
     assert sc.check_baseline(weak, "demo", "other-bench").ok is None
 
 
+def below_with_points(tmp_path: Path) -> ResultsStore:
+    """One run evaluated below its frame blend (28.4 vs 28.5 dB) at step 100, 2 GFLOP of training, D = 64."""
+    store = _store(tmp_path / "points", {"a": [1.0] * 20})
+    store.add_checkpoint("a", step=100, samples=3200, flops=2e9, wall_time_s=1.0)
+    store.add_evals("a", 100, bench="indist-synth", n=4, values={"psnr": 28.4, "blend_psnr": 28.5})
+    return store
+
+
 def test_frame_blend_check_passes_fails_and_says_when_it_cannot_judge(tmp_path):
     store = _store(tmp_path, {"a": [1.0] * 20, "b": [1.0] * 20})
     # the best checkpoint (a at 200: 29.0 dB) beats its frame blend (28.5 dB); 1 of 3 checkpoints does
@@ -104,6 +112,17 @@ def test_frame_blend_check_passes_fails_and_says_when_it_cannot_judge(tmp_path):
     below.add_evals("a", 100, bench="indist-synth", n=4, values={"psnr": 28.4, "blend_psnr": 28.5})
     check = sc.check_beats_blend(below, "demo", "indist-synth")
     assert check.ok is False and "(-0.10 dB)" in check.measured and "0 of 1" in check.measured
+
+    # with a law: where it reaches the blend at the largest D, from the store's largest compute
+    law = SimpleNamespace(predict=lambda C, D: 0.05 * np.asarray(C, float) ** -0.5)  # MSE on [-1, 1]
+    blend_mse = 4 * 10 ** (-28.5 / 10)
+    reach = (blend_mse / 0.05) ** -2.0  # GFLOP: 0.05 C^-0.5 = blend_mse
+    check = sc.check_beats_blend(below_with_points(tmp_path), "demo", "indist-synth", law)
+    assert check.ok is False
+    assert f"the law reaches it at D=64 at {reach:.3g} GFLOP, {reach / 2.0:.3g}x the largest C" in check.measured
+    never = SimpleNamespace(predict=lambda C, D: np.full(np.shape(C), 0.01))
+    check = sc.check_beats_blend(below_with_points(tmp_path / "never"), "demo", "indist-synth", never)
+    assert "the law does not reach it at D=64" in check.measured
 
     old = _store(tmp_path / "old", {"a": [1.0] * 20})  # evaluated before the blend was recorded
     old.add_evals("a", 100, bench="indist-synth", n=4, values={"psnr": 28.4, "baseline_psnr": 17.0})
