@@ -31,7 +31,7 @@ from scipy.optimize import brentq
 
 from fitting.compare import compare_laws, log_likelihood
 from fitting.fit import FitWarning, fit_law
-from fitting.frontier import running_frontier
+from fitting.frontier import running_frontier, transform_metric
 from fitting.holdout_runs import validate_holdout
 from fitting.replicates import average_replicates
 from rayder_core.training.trunk import trunk_of
@@ -145,7 +145,7 @@ def check_beats_blend(store, sweep: str, bench: str, fit=None) -> Check:
     if fit is not None and gain <= 0:
         pts = store.eval_points(bench, "psnr", sweep=sweep)
         d, c_max = float(pts["D"].max()), float(pts["compute_gflop"].max())
-        reach = law_reaches(fit, 4.0 * 10.0 ** (-float(best["blend_psnr"]) / 10.0), d, c_max)
+        reach = law_reaches(fit, float(transform_metric(best["blend_psnr"], "psnr")), d, c_max)  # MSE on [-1, 1]
         measured += (f"; the law does not reach it at D={d:g} below {1e6:g}x the largest C" if reach is None else
                      f"; the law reaches it at D={d:g} at {reach:.3g} GFLOP, {reach / c_max:.3g}x the largest C")
     return Check(name, measured, target, gain > 0)

@@ -10,7 +10,8 @@ import torch
 
 from rayder_core.data import evalsets as B
 from rayder_core.eval_config import BenchmarkSpec
-from rayder_core.evaluation.baselines import baseline_psnrs, baseline_views, benchmark_baselines, blend_weights
+from rayder_core.evaluation.baselines import (baseline_psnrs, baseline_views, benchmark_baselines, blend_weights,
+                                              common_baselines)
 from rayder_core.evaluation.nvs import evaluate_nvs
 from rayder_core.models.rayder.config import ModelConfig
 from rayder_core.models.rayder.model import RayDer
@@ -52,6 +53,11 @@ def test_frames_linear_in_time_are_blended_exactly_and_copied_with_the_closed_fo
 def test_without_frame_indices_only_the_mean_colour_is_defined():
     context = torch.zeros(2, 3, 4, 4)
     assert set(baseline_views(context, (), ())) == {"baseline_psnr"}
+    # a scene without indices leaves only the mean colour common to all scenes
+    with_index = baseline_psnrs(context, torch.zeros(1, 3, 4, 4), (0, 1), (1,))
+    without = baseline_psnrs(context, torch.zeros(1, 3, 4, 4), (), ())
+    assert common_baselines([with_index, with_index]) == ["baseline_psnr", "copy_psnr", "blend_psnr"]
+    assert common_baselines([with_index, without]) == ["baseline_psnr"]
     with pytest.raises(ValueError, match="2 context views but 3 frame indices"):
         baseline_views(context, (0, 1, 2), (1,))
 

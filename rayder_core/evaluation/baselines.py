@@ -51,7 +51,6 @@ def baseline_views(context: torch.Tensor, context_index: tuple[int, ...],
                    target_index: tuple[int, ...]) -> dict[str, torch.Tensor]:
     """The baselines' predictions of the target views: {metric name: (Vt, 3, H, W)} from the context views
     (Vc, 3, H, W) in [-1, 1]. Without frame indices (empty tuples) only the mean colour is defined."""
-    vt = len(target_index) if target_index else None
     mean = context.mean(dim=(0, 2, 3), keepdim=True)  # (1, 3, 1, 1)
     if not context_index or not target_index:
         return {"baseline_psnr": mean}
@@ -60,7 +59,8 @@ def baseline_views(context: torch.Tensor, context_index: tuple[int, ...],
     copy = torch.stack([context[_nearest(context_index, k)] for k in target_index])
     blend = torch.stack([sum(w * context[j] for j, w in blend_weights(context_index, k).items())
                          for k in target_index])
-    return {"baseline_psnr": mean.expand(vt, *context.shape[1:]), "copy_psnr": copy, "blend_psnr": blend}
+    return {"baseline_psnr": mean.expand(len(target_index), *context.shape[1:]), "copy_psnr": copy,
+            "blend_psnr": blend}
 
 
 def baseline_psnrs(context: torch.Tensor, target: torch.Tensor, context_index: tuple[int, ...],
@@ -73,23 +73,25 @@ def baseline_psnrs(context: torch.Tensor, target: torch.Tensor, context_index: t
     return out
 
 
+def common_baselines(per_scene_values: list[dict]) -> list[str]:
+    """The baseline metrics (`BASELINE_METRICS` order) that every scene's values have: copy and blend need frame
+    indices, which an evaluation index may leave out for some scenes."""
+    return [m for m in BASELINE_METRICS if all(m in values for values in per_scene_values)]
+
+
 def benchmark_baselines(path: str | Path, resolution: int, *, index: str | Path | None = None,
                         max_scenes: int | None = None, progress: bool = False) -> dict[str, float]:
     """Each baseline's PSNR (dB) on an RE10K-format benchmark at `resolution`^2, aggregated as `evaluate_nvs`
     aggregates a model's (mean per scene, then over scenes), plus "scenes" (how many were scored)."""
     bench = Re10kBenchmark(path, resolution=resolution, index_path=index, skip_bad=True, cameras=False)
     total = len(bench) if max_scenes is None else min(len(bench), max_scenes)
-    per_image: dict[str, list[float]] = {}
-    scene_ids: list[str] = []
-    for _, scene in tqdm(bench.scenes(0, total), total=total, desc="baselines", disable=not progress, leave=False):
-        values = baseline_psnrs(scene.context.float(), scene.target.float(), scene.context_index,
-                                scene.target_index)
-        if per_image and set(values) != set(per_image):
-            values = {m: v for m, v in values.items() if m in per_image}
-            per_image = {m: v for m, v in per_image.items() if m in values}
-        for m, v in values.items():
-            per_image.setdefault(m, []).extend(v)
-        scene_ids.extend([scene.key] * scene.target.shape[0])
+    rows = [(scene.key, baseline_psnrs(scene.context.float(), scene.target.float(), scene.context_index,
+                                       scene.target_index))
+            for _, scene in tqdm(bench.scenes(0, total), total=total, desc="baselines", disable=not progress,
+                                 leave=False)]
+    metrics = common_baselines([values for _, values in rows])
+    per_image = {m: [v for _, values in rows for v in values[m]] for m in metrics}
+    scene_ids = [key for key, values in rows for _ in values["baseline_psnr"]]
     if not scene_ids:
         raise ValueError(f"benchmark {path}: no scenes to score")
     agg = aggregate_scenes(per_image, scene_ids)

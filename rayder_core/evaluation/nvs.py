@@ -18,7 +18,7 @@ from tqdm import tqdm
 from rayder_core.data.evalsets import Re10kBenchmark
 from rayder_core.distributed import all_gather, dist_rank_world, raise_first_error, shard_range
 from rayder_core.eval_config import BenchmarkSpec
-from rayder_core.evaluation.baselines import BASELINE_METRICS, baseline_psnrs
+from rayder_core.evaluation.baselines import baseline_psnrs, common_baselines
 from rayder_core.metrics import LpipsMetric, aggregate_scenes, mse_pm1, psnr, ssim
 
 # The metrics an NVS record carries (values or a missing reason); fits use a subset (reports.common.FITTED_NVS_METRICS).
@@ -122,8 +122,7 @@ def evaluate_nvs(model: torch.nn.Module, spec: BenchmarkSpec, *, resolution: int
         raise ValueError(f"benchmark {spec.name} at {spec.path}: no scenes to evaluate"
                          + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
     lpips_reasons = [part["lpips"] for part in parts if part["lpips"] != "ok"]
-    # the baselines every scene has (copy and blend need frame indices, which an index may leave out)
-    baselines = [m for m in BASELINE_METRICS if all(m in r["values"] for r in rows)]
+    baselines = common_baselines([r["values"] for r in rows])
     metrics = ["psnr", "mse", "ssim", *baselines] + ([] if lpips_reasons else ["lpips"])
     per_image: dict[str, list[float]] = {m: [v for r in rows for v in r["values"][m]] for m in metrics}
     scene_ids = [r["scene"] for r in rows for _ in r["values"]["psnr"]]
