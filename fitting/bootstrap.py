@@ -2,7 +2,10 @@
 
 Every bootstrap of the package draws its resamples here (`resample_indices`: `seed` -> the same index sets for
 `fit_law`, the batched two-stage refits of `fitting.data_constrained` and anything else that resamples points), so
-two analyses with one seed see the same resamples. Resamples are of whole points, with replacement.
+two analyses with one seed see the same resamples. Resamples are of whole points, with replacement, or of whole
+groups of points (a cluster bootstrap: `groups`, e.g. the runs forked from one trunk, which share its initialisation
+and data order and so its luck; resampling them as points treats correlated points as independent and gives CIs
+too narrow for what a new seed does: docs/fitting.md, "Bootstrap units").
 
 Diagnostics (issue 25): a resample with few distinct points (`DEGENERATE_DISTINCT`, <= 3) cannot determine a
 law's shape; on 6 points about a third of the resamples are like that, and the CI then mostly measures them.
@@ -14,7 +17,10 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 
+from typing import Sequence
+
 import numpy as np
+import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -22,6 +28,17 @@ from .laws import Law, law_from_spec
 from .problem import FitProblem, best_of
 
 CI_METHODS = ("percentile", "basic")
+POINT_UNIT = "point"
+"""`--bootstrap-by point`: resample points; any other value names the column whose groups are resampled whole (store
+points have `trunk`: the runs that share one trunk's first steps, `rayder_core.store.with_replicates`)."""
+TRUNK_UNIT = "trunk"
+STORE_BOOTSTRAP_UNITS = (POINT_UNIT, TRUNK_UNIT)  # the units of store points (a sweep's `fit.bootstrap_by`)
+
+
+def bootstrap_groups_column(unit: str) -> str | None:
+    """The column of a `--bootstrap-by` unit (None for POINT_UNIT: points are resampled)."""
+    return None if unit == POINT_UNIT else unit
+
 DEGENERATE_DISTINCT = 3  # a resample with at most this many distinct points is counted as degenerate
 CI_EDGE_FRACTION = 0.01  # a CI end within 1% of a parameter's range (log range for constants) reaches its edge
 
@@ -29,6 +46,21 @@ CI_EDGE_FRACTION = 0.01  # a CI end within 1% of a parameter's range (log range 
 def resample_indices(n_points: int, n_resamples: int, seed: int) -> np.ndarray:
     """Index sets (n_resamples, n_points) of resamples with replacement, seeded (numpy default_rng)."""
     return np.random.default_rng(seed).integers(0, n_points, size=(n_resamples, n_points))
+
+
+def resample_groups(groups: Sequence, n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Index sets of a cluster bootstrap: each resample draws as many groups as there are, with replacement (seeded
+    as `resample_indices` draws points), and takes every point of each drawn group, in point order within a group.
+    `groups` holds one label per point; groups are numbered in order of first appearance, so with one point per
+    group the index sets are exactly `resample_indices(n_points, n_resamples, seed)`. Resamples differ in length
+    when groups differ in size."""
+    labels = pd.Series(list(groups), dtype=object)
+    if labels.isna().any():
+        raise ValueError(f"resample_groups: {int(labels.isna().sum())} point(s) have no group label")
+    codes, _ = pd.factorize(labels, sort=False)
+    members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    draws = resample_indices(len(members), n_resamples, seed)
+    return [np.concatenate([members[g] for g in row]) for row in draws]
 
 
 def resample_counts(n_points: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -39,9 +71,10 @@ def resample_counts(n_points: int, n_resamples: int, seed: int) -> np.ndarray:
     return W
 
 
-def count_degenerate(index_sets: np.ndarray, max_distinct: int = DEGENERATE_DISTINCT) -> int:
-    """Number of resamples (rows of point indices) with at most `max_distinct` distinct points."""
-    return int(sum(len(np.unique(row)) <= max_distinct for row in np.asarray(index_sets)))
+def count_degenerate(index_sets: np.ndarray | list[np.ndarray], max_distinct: int = DEGENERATE_DISTINCT) -> int:
+    """Number of resamples (rows of point indices, or index arrays of any lengths) with at most `max_distinct`
+    distinct points."""
+    return int(sum(len(np.unique(row)) <= max_distinct for row in index_sets))
 
 
 def degenerate_note(n_degenerate: int, n_resamples: int, n_points: int) -> list[str]:
@@ -130,13 +163,18 @@ def _refit_chunk(law_spec: tuple, X: list[np.ndarray], y: np.ndarray, objective:
 
 
 def refit_resamples(problem: FitProblem, starts: list[np.ndarray], n: int, seed: int, n_jobs: int | None,
-                    progress: bool | None, restarts: int = 0) -> tuple[np.ndarray, int]:
-    """Refit `problem` on `n` resamples of its points (`resample_indices(seed)`), in `n_jobs` processes (default
-    min(2, CPUs)); returns (rows of natural parameters (NaN: failed refit), number of degenerate resamples)."""
+                    progress: bool | None, restarts: int = 0,
+                    groups: Sequence | None = None) -> tuple[np.ndarray, int]:
+    """Refit `problem` on `n` resamples of its points (`resample_indices(seed)`; with `groups`, one label per point,
+    resamples of whole groups: `resample_groups`), in `n_jobs` processes (default min(2, CPUs)); returns (rows of
+    natural parameters (NaN: failed refit), number of degenerate resamples)."""
     n_par = len(problem.law.param_names)
     if n <= 0:
         return np.empty((0, n_par)), 0
-    sets = list(resample_indices(len(problem.y), n, seed))
+    if groups is not None and len(groups) != len(problem.y):
+        raise ValueError(f"refit_resamples: {len(groups)} group labels for {len(problem.y)} points")
+    sets = (list(resample_indices(len(problem.y), n, seed)) if groups is None
+            else resample_groups(groups, n, seed))
     n_jobs = n_jobs or min(2, os.cpu_count() or 1)
     args = (problem.law.spec, problem.X, problem.y, problem.objective, problem.delta, problem.reduction, problem.tol,
             problem.scale)
@@ -157,4 +195,4 @@ def refit_resamples(problem: FitProblem, starts: list[np.ndarray], n: int, seed:
     bar.close()
     U = np.concatenate(chunks, axis=0)
     with np.errstate(over="ignore"):
-        return np.where(problem.is_log, np.exp(U), U), count_degenerate(np.asarray(sets))
+        return np.where(problem.is_log, np.exp(U), U), count_degenerate(sets)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from rayder_core.store import BenchLookupError, ResultsStore
 
+from .bootstrap import POINT_UNIT, bootstrap_groups_column
 from .checkpoints import format_report
 from .replicates import REPLICATE_MODES
 from .cli_analyses import (add_arguments, parse_constraints, run_analysis, run_isoflop, select_store_points,
@@ -77,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                           "line of a log-log fit, the usual way a power law is read off a frontier plot")
     fit.add_argument("--reduction", default="sum", choices=("sum", "mean"), help="Huber over points (default: sum)")
     fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    fit.add_argument("--bootstrap-by", default=POINT_UNIT, metavar="UNIT",
+                     help="what a resample draws: 'point' (default) or a column whose groups are drawn whole (a "
+                          "cluster bootstrap); store points have 'trunk': the run lengths forked from one trunk, "
+                          "which share its initialisation and data order")
     fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples and of random starts "
                                                           "(default: %(default)s)")
     fit.add_argument("--starts", type=int, default=20,
@@ -122,7 +127,8 @@ def _load_csv(args: argparse.Namespace, x: list[str], y: str) -> pd.DataFrame:
 def _fit_options(args: argparse.Namespace, x: list[str], y: str, fix: dict, tie: dict) -> FitOptions:
     """The fit settings of the command line (metric/bench filled in by the store path)."""
     return FitOptions(law=args.law, x=tuple(x), y=y, objective=args.objective, delta=args.delta,
-                      reduction=args.reduction, bootstrap=args.bootstrap, seed=args.seed, n_starts=args.starts,
+                      reduction=args.reduction, bootstrap=args.bootstrap,
+                      bootstrap_groups=bootstrap_groups_column(args.bootstrap_by), seed=args.seed, n_starts=args.starts,
                       n_jobs=args.jobs, sweep=args.sweep, fix=fix, tie=tie)
 
 

@@ -59,6 +59,7 @@ class FitOptions:
     delta: float = 1e-3
     reduction: str = "sum"
     bootstrap: int = 1000
+    bootstrap_groups: str | None = None
     seed: int = 0
     n_starts: int | None = 8
     holdout: bool = True
@@ -107,6 +108,8 @@ class FitResult:
     fixed: dict[str, float] = field(default_factory=dict)  # parameter -> value it was fixed at (natural units)
     tied: dict[str, str] = field(default_factory=dict)  # parameter -> the free parameter it was tied to
     n_degenerate_resamples: int = 0  # bootstrap resamples with <= 3 distinct points (fitting.bootstrap)
+    bootstrap_groups: str | None = None  # column whose groups were resampled whole (None: points were)
+    n_bootstrap_groups: int = 0  # how many groups the fitted points fell into (0: points were resampled)
     # The fitted points (raw input columns and target) and, for warm-started refits (cross-validation in
     # fitting.compare), the fit-space problem and its distinct optima. Not part of the record.
     inputs: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -229,8 +232,10 @@ class FitResult:
                  f"objective {self.objective:.6g}, R^2 {self.r2:.4f} (log {self.r2_log:.4f}), RMSE {self.rmse:.3g}, "
                  f"{self.n_points} points, {starts}, {self.elapsed_s:.2f} s"]
         if self.n_bootstrap:
-            lines.append(f"  {self.n_bootstrap} bootstrap resamples, {self.n_degenerate_resamples} with <= 3 distinct "
-                         f"points")
+            unit = (f" of whole {self.bootstrap_groups} groups ({self.n_bootstrap_groups})"
+                    if self.bootstrap_groups else "")
+            lines.append(f"  {self.n_bootstrap} bootstrap resamples{unit}, {self.n_degenerate_resamples} with <= 3 "
+                         f"distinct points")
         if (self.fixed or self.tied) and not self.scored:
             lines.append(f"  {self.n_free} free parameters (constraints: {self.law_label})")
         for n, v in self.params.items():
@@ -309,6 +314,20 @@ def _prepare(df: pd.DataFrame, x: list[str], y: str, n_params: int) -> tuple[pd.
     return df, [vals[:, i] for i in range(len(x))], vals[:, -1]
 
 
+def _bootstrap_groups(data: pd.DataFrame, column: str | None) -> list | None:
+    """The group label of each fitted point for a cluster bootstrap (None: resample points)."""
+    if column is None:
+        return None
+    if column not in data.columns:
+        raise ValueError(f"fit_law: bootstrap_groups={column!r} is not a column of the points (have "
+                         f"{list(data.columns)})")
+    labels = data[column]
+    if labels.isna().any():
+        raise ValueError(f"fit_law: {int(labels.isna().sum())} fitted point(s) have no {column!r} "
+                         f"(bootstrap_groups needs a label on every point)")
+    return labels.astype(str).tolist()
+
+
 def _holdout_errors(problem: FitProblem, starts: list[np.ndarray], x: list[str], refs: list[float],
                     frac: float) -> dict:
     """Extrapolation errors (mean |relative error| in %, metric space) of refits with data held out.
@@ -347,7 +366,8 @@ def _holdout_errors(problem: FitProblem, starts: list[np.ndarray], x: list[str],
 
 def fit_law(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "D"), y: str = "y", *,
             objective: str = "huber", delta: float = 1e-3, reduction: str = "sum", bootstrap: int = 1000,
-            seed: int = 0, n_starts: int | None = 8, holdout: bool = True, holdout_frac: float = 0.2,
+            bootstrap_groups: str | None = None, seed: int = 0, n_starts: int | None = 8, holdout: bool = True,
+            holdout_frac: float = 0.2,
             ci: float = 0.95, ci_method: str = "percentile", boot_restarts: int = 0, tol: float | None = DEFAULT_TOL,
             n_jobs: int | None = None, progress: bool | None = None,
             metric: str | None = None, bench: str | None = None, sweep: str | None = None,
@@ -357,7 +377,9 @@ def fit_law(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "
     A table from `frontier()` is reduced to its per-D frontier points (column on_frontier_d). `n_starts` starts are
     refined: the best grid points, and when `n_starts` exceeds the law's grid, every grid point plus random starts
     drawn inside the bounds (seeded by `seed`; None: every grid point, i.e. brute force). `bootstrap` resamples of
-    the points (seeded, in `n_jobs` processes, default min(2, CPUs)) give CIs at level `ci` and prediction bands;
+    the points (seeded, in `n_jobs` processes, default min(2, CPUs); with `bootstrap_groups`, a column of `df`,
+    resamples of whole groups of points: a cluster bootstrap, for points that share their noise, such as the run
+    lengths forked from one trunk) give CIs at level `ci` and prediction bands;
     each resample is refitted by L-BFGS-B warm-started at the full-data optimum plus `boot_restarts` runs from the
     resample's best grid points (weakly identified laws can have a better optimum in another basin); the best is
     kept. `ci_method` "percentile" takes the bootstrap quantiles, "basic" reflects them about the estimate
@@ -373,7 +395,8 @@ def fit_law(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "
     With every parameter fixed nothing is fitted: the law is scored (`score_law`).
     """
     options = FitOptions(law=law, x=tuple(x), y=y, objective=objective, delta=delta, reduction=reduction,
-                         bootstrap=bootstrap, seed=seed, n_starts=n_starts, holdout=holdout, holdout_frac=holdout_frac,
+                         bootstrap=bootstrap, bootstrap_groups=bootstrap_groups, seed=seed, n_starts=n_starts,
+                         holdout=holdout, holdout_frac=holdout_frac,
                          ci=ci, ci_method=ci_method, boot_restarts=boot_restarts, tol=tol, n_jobs=n_jobs,
                          progress=progress, metric=metric, bench=bench, sweep=sweep, fix=dict(fix or {}),
                          tie=dict(tie or {}))
@@ -464,6 +487,7 @@ def _fit(df: pd.DataFrame, o: FitOptions) -> FitResult:
     x = list(o.x)
     metric = o.metric or df.attrs.get("metric")
     data, X, yv = _prepare(df, x, o.y, len(law_obj.param_names))
+    groups = _bootstrap_groups(data, o.bootstrap_groups)
     # Fit on inputs divided by their geometric mean: log A and alpha then no longer move together.
     refs = [float(np.exp(np.mean(np.log(xi)))) for xi in X]
     for j, k in base_law.ref_of.items():
@@ -479,7 +503,7 @@ def _fit(df: pd.DataFrame, o: FitOptions) -> FitResult:
     P = {n: float(full[n]) for n in base_law.param_names}
     yhat = base_law.predict(P, X)
     boot_norm, n_degenerate = refit_resamples(problem, optima[:1], o.bootstrap, o.seed, o.n_jobs, o.progress,
-                                              o.boot_restarts)
+                                              o.boot_restarts, groups)
     boot_dict = base_law.denormalise(expand_params(law_obj, {n: boot_norm[:, i] for i, n in
                                                              enumerate(law_obj.param_names)}), refs)
     boot = np.stack([np.broadcast_to(boot_dict[n], (len(boot_norm),)) for n in base_law.param_names], axis=1)
@@ -506,7 +530,8 @@ def _fit(df: pd.DataFrame, o: FitOptions) -> FitResult:
         n_bootstrap=int(o.bootstrap), bootstrap_params=boot, holdout=hold, data_hash=_data_hash(X, yv),
         warnings=notes, metric=metric, bench=o.bench, sweep=o.sweep, elapsed_s=time.perf_counter() - t0,
         fixed=dict(fix), tied=dict(tie), inputs=X, targets=yv, _problem=problem, _optima=optima,
-        n_degenerate_resamples=n_degenerate)
+        n_degenerate_resamples=n_degenerate, bootstrap_groups=o.bootstrap_groups,
+        n_bootstrap_groups=0 if groups is None else len(set(groups)))
 
 
 def score_law(df: pd.DataFrame, law: str, x: Sequence[str], y: str, params: Mapping[str, float], *,

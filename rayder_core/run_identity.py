@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
+from pathlib import PurePath
 from typing import Any, Mapping
 
 NOT_IDENTITY = ("out_dir", "log_every", "keep_checkpoints", "device", "tf32", "dist_timeout_min", "store_mode",
@@ -43,6 +45,16 @@ def identity_of(config: Mapping[str, Any]) -> dict[str, Any]:
 def identity_digest(identity: Mapping[str, Any]) -> str:
     """The 10-hex-digit digest of an identity mapping (the tail of a run id)."""
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def trunk_of(start_from: str | None) -> tuple[str | None, int]:
+    """(run id, step) of the checkpoint path `start_from` (<run_dir>/checkpoints/step_XXXXXXX.pt); (None, 0) for
+    none, step 0 for a path not named as a step checkpoint."""
+    if not start_from:
+        return None, 0
+    path = PurePath(start_from)
+    match = re.fullmatch(r"step_(\d+)\.pt", path.name)
+    return path.parent.parent.name, int(match.group(1)) if match else 0
 
 
 def replicate_key(config: Mapping[str, Any] | str) -> str:

@@ -10,6 +10,7 @@ import sys
 from fitting.checkpoints import CHECKPOINT_MODES
 from fitting.cli_analyses import parse_constraints
 from fitting.laws import DEFAULT_LAW, constrain
+from fitting.bootstrap import POINT_UNIT
 from fitting.replicates import REPLICATE_MODES
 from rayder_core.store import DEFAULT_DB, StoreError
 from reports.report import ReportError, build_report
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="hold a law parameter fixed, e.g. --fix L_inf=0 (as rayder-fit --fix)")
     parser.add_argument("--replicates", choices=REPLICATE_MODES, default="mean",
                         help="runs that differ only in their seed: their mean, median or every run (as rayder-fit)")
+    parser.add_argument("--bootstrap-by", default=POINT_UNIT, metavar="UNIT",
+                        help="bootstrap unit of laws fitted now: point (default) or trunk (as rayder-fit)")
     parser.add_argument("--where", metavar="EXPR", default=None,
                         help="keep only the runs where this pandas query on the runs table holds, e.g. "
                              "\"preset != 'tiny-w16'\" (as rayder-fit --where; the laws are then fitted now)")
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         result = build_report(args.db, args.out, figures_dir=args.figures_dir, figure_formats=formats,
                               bootstrap=args.bootstrap, seed=args.seed, min_step=args.min_step,
                               checkpoints=args.checkpoints, fix=fix, replicates=args.replicates,
+                              bootstrap_by=args.bootstrap_by,
                               use_stored_fits=not args.refit, dpi=args.dpi, where=args.where)
     except (ReportError, StoreError) as exc:
         print(f"rayder-report: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fitting import DEFAULT_LAW, FitOptions, FitResult, StudyOptions, fit_study, get_law, target_label
+from fitting.bootstrap import POINT_UNIT, bootstrap_groups_column
 from reports.common import DEFAULT_BOOTSTRAP, FITTED_NVS_METRICS, Study, count_label
 
 @dataclass
@@ -75,18 +76,20 @@ def _stored_fit_row(study: Study, bench: str, metric: str, law: str, data_hash: 
 
 def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                min_step: int = 0, use_stored: bool = True, checkpoints: str | None = None,
-               fix: dict[str, float] | None = None, replicates: str = "mean") -> MetricFit:
+               fix: dict[str, float] | None = None, replicates: str = "mean",
+               bootstrap_by: str = POINT_UNIT) -> MetricFit:
     """Frontier and law of one benchmark/metric: the newest stored fit if any (its bootstrap band is refitted
     now), else a fit made now with `bootstrap` resamples. Too few points gives a MetricFit with `problem` set.
-    `checkpoints` (None: every one), `fix` and `replicates` are those of `rayder-fit --checkpoints / --fix /
-    --replicates`."""
+    `checkpoints` (None: every one), `fix`, `replicates` and `bootstrap_by` are those of `rayder-fit --checkpoints /
+    --fix / --replicates / --bootstrap-by`."""
     pts = study.eval_points(bench, metric)
     empty = MetricFit(bench, metric, frontier=pd.DataFrame(columns=["C", "D", "y", "on_frontier_d"]))
     if pts.empty:
         empty.problem = f"no {metric} values on {bench}"
         return empty
     options = StudyOptions(fit=FitOptions(law=DEFAULT_LAW, x=("C", "D"), y="y", bootstrap=bootstrap, seed=seed,
-                                          metric=metric, bench=bench, progress=False, fix=dict(fix or {})),
+                                          metric=metric, bench=bench, progress=False, fix=dict(fix or {}),
+                                          bootstrap_groups=bootstrap_groups_column(bootstrap_by)),
                            metric=metric, checkpoints=checkpoints, min_step=min_step, replicates=replicates)
     fitted = fit_study(pts, options)
     if fitted.table.empty:  # the frontier itself failed (e.g. non-positive values)
@@ -121,11 +124,11 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
 
 def fit_all(study: Study, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, min_step: int = 0,
             use_stored: bool = True, checkpoints: str | None = None, fix: dict[str, float] | None = None,
-            replicates: str = "mean") -> dict[tuple[str, str], MetricFit]:
+            replicates: str = "mean", bootstrap_by: str = POINT_UNIT) -> dict[tuple[str, str], MetricFit]:
     """MetricFit for every NVS benchmark x metric (with a progress bar)."""
     keys = [(b, m) for b in study.nvs_benches for m in FITTED_NVS_METRICS]
     return {k: fit_metric(study, *k, bootstrap=bootstrap, seed=seed, min_step=min_step, use_stored=use_stored,
-                          checkpoints=checkpoints, fix=fix, replicates=replicates)
+                          checkpoints=checkpoints, fix=fix, replicates=replicates, bootstrap_by=bootstrap_by)
             for k in tqdm(keys, desc="fitting laws", disable=not keys, leave=False)}
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from fitting.bootstrap import POINT_UNIT
 from reports.common import *  # noqa: F401,F403  (public names callers import from reports.report)
 from reports.common import (DEFAULT_BOOTSTRAP, PAGE_STYLE, ReportError, Study, _fit_points,  # noqa: F401
                             load_study, plt, tidy_log_axes)
@@ -96,15 +97,16 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
                  figure_formats: tuple[str, ...] = ("pdf", "png"), bootstrap: int = DEFAULT_BOOTSTRAP,
                  seed: int = 0, min_step: int = 0, use_stored_fits: bool = True, dpi: int = 150,
                  checkpoints: str | None = None, fix: dict[str, float] | None = None,
-                 replicates: str = "mean", where: str | None = None) -> ReportResult:
+                 replicates: str = "mean", where: str | None = None,
+                 bootstrap_by: str = POINT_UNIT) -> ReportResult:
     """Render the study report of the store at `db_path` into `out_pdf`, and each page into `figures_dir`
     (default: `<out_pdf stem>_figures/` next to it; None-like empty tuple `figure_formats` writes none).
 
     Raises ReportError when the store is missing or has no runs. Partial stores render with pages that say what
     is missing. `bootstrap` resamples are used for fits made now; `min_step` drops earlier checkpoints from fits,
     `checkpoints` (all | cooldown | final; None: every one) selects those fitted, `fix` holds law parameters fixed
-    and `replicates` (mean | median | all) says how seeds of one cell become a point (as `rayder-fit --checkpoints /
-    --fix / --replicates`). `where` keeps only the runs it selects (`load_study`); the laws are then fitted now
+    and `replicates` (mean | median | all) says how seeds of one cell become a point, `bootstrap_by` what a resample
+    draws (as `rayder-fit --checkpoints / --fix / --replicates / --bootstrap-by`). `where` keeps only the runs it selects (`load_study`); the laws are then fitted now
     (a stored fit does not say which runs it used).
     """
     t0 = time.perf_counter()
@@ -116,7 +118,7 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
     if figure_formats:
         figures_dir.mkdir(parents=True, exist_ok=True)
     fits = fit_all(study, bootstrap=bootstrap, seed=seed, min_step=min_step, use_stored=use_stored_fits,
-                   checkpoints=checkpoints, fix=fix, replicates=replicates)
+                   checkpoints=checkpoints, fix=fix, replicates=replicates, bootstrap_by=bootstrap_by)
     pages, files = [], []
     tmp_pdf = out_pdf.with_name(out_pdf.name + ".partial")
     with plt.rc_context(PAGE_STYLE), PdfPages(tmp_pdf, metadata={"Title": f"RayDer study report: {db_path}",

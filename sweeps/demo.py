@@ -24,10 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from fitting import FitOptions, StudyOptions
+from fitting.bootstrap import bootstrap_groups_column
 from fitting import fit_study as fit_points
 from fitting.compare import format_comparison
 from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
 from fitting.study import format_selection
+from rayder_core.data.evalsets import parse_gap_index_name
 from rayder_core.data.manifest import Manifest
 from rayder_core.store import ResultsStore, RunSubset
 from rayder_core.yamlconf import ConfigError
@@ -50,6 +52,13 @@ def nvs_benches(spec: SweepSpec) -> list[str]:
     """The grid's NVS benchmarks in config order: the first is the primary law's (the in-distribution held-out set
     in the demo), the others get a law of their own (the held-out texture families: distribution shift)."""
     return [b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"]
+
+
+def gap_benches(spec: SweepSpec) -> list[str]:
+    """The grid's NVS benchmarks read through an extra gap index (`evaluation_index_gapsMIN-MAX.json`: the same
+    scenes with the context views further apart than the default 6-12 frames)."""
+    return [b.name for b in spec.runs()[0].eval.benchmarks
+            if b.kind == "re10k" and b.index and parse_gap_index_name(Path(b.index).name)]
 
 
 def _run_tool(module: str, args: list[str]) -> int:
@@ -87,8 +96,13 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
         # probe set); the others use the texture families never seen in training
         families = ["--families", "train", "--probe-sequences", "0"] if bench_root.name.endswith(INDIST_SUFFIX) \
             else []
+        # a benchmark whose index is named evaluation_index_gapsMIN-MAX.json reads the same scenes with the context
+        # views MIN..MAX frames apart: that index is written with the scenes
+        gaps = sorted({g for b in cfg.eval.benchmarks if b.index and Path(b.path).parent == bench_root
+                       for g in [parse_gap_index_name(Path(b.index).name)] if g})
+        extra = ["--extra-gaps", ",".join(f"{lo}-{hi}" for lo, hi in gaps)] if gaps else []
         if _run_tool("rayder_core.data.cli", ["bench", "--out", str(bench_root), "--scenes", str(bench_scenes),
-                                              "--resolution", res, *families]):
+                                              "--resolution", res, *families, *extra]):
             raise SystemExit("demo: generating the benchmarks failed (see above)")
 
 
@@ -128,7 +142,8 @@ def other_design_runs(spec: SweepSpec) -> int:
 def study_options(spec: SweepSpec, bench: str, metric: str, bootstrap: int) -> StudyOptions:
     """How the demo fits `metric` on `bench`: the grid's `fit:` settings, 20 starts, `bootstrap` resamples."""
     return StudyOptions(fit=FitOptions(bootstrap=bootstrap, seed=0, n_starts=20, progress=True, metric=metric,
-                                       bench=bench, sweep=spec.name, fix=dict(spec.fit.fix)),
+                                       bench=bench, sweep=spec.name, fix=dict(spec.fit.fix),
+                                       bootstrap_groups=bootstrap_groups_column(spec.fit.bootstrap_by)),
                         metric=metric, checkpoints=spec.fit.checkpoints, drop_warmup=True,
                         min_step=spec.fit.min_step, replicates=spec.fit.replicates)
 
@@ -240,6 +255,8 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
               sc.check_skips(store, spec.name)]
     if spec.holdout:
         checks.append(sc.check_holdout_10(summary_df))
+    for wide in gap_benches(spec):  # the blend is harder to beat with the context views further apart
+        checks.append(sc.check_beats_blend(store, spec.name, wide, fits.get(f"psnr@{wide}")))
     return checks, summary_df
 
 

@@ -49,6 +49,7 @@ from typing import Any
 from fitting.checkpoints import CHECKPOINT_MODES
 from fitting.holdout_runs import HOLDOUT_SUFFIX
 from fitting.laws import DEFAULT_LAW, constrain, get_law
+from fitting.bootstrap import POINT_UNIT, STORE_BOOTSTRAP_UNITS
 from fitting.replicates import REPLICATE_MODES
 from rayder_core.models import FAMILIES, family_of, model_config, presets
 from rayder_core.train_config import TrainConfig
@@ -252,12 +253,13 @@ def available_cores() -> int:
 @dataclass
 class FitSpec:
     """How the study's laws are fitted from the store (`python -m sweeps.demo`, its report and seed check; the same
-    as `rayder-fit --checkpoints C --min-step N --fix NAME=VALUE --replicates R`)."""
+    as `rayder-fit --checkpoints C --min-step N --fix NAME=VALUE --replicates R --bootstrap-by U`)."""
 
     checkpoints: str = "all"            # all | cooldown | final (fitting.checkpoints.select_checkpoints)
     min_step: int = 0                   # checkpoints before this training step are left out
     fix: dict[str, float] = field(default_factory=dict)  # parameters of the card law held fixed, e.g. {L_inf: 0}
     replicates: str = "mean"            # mean | median | all: how the seeds of one cell become a point
+    bootstrap_by: str = POINT_UNIT      # point | trunk: what a bootstrap resample draws (fitting.bootstrap)
 
     def __post_init__(self) -> None:
         if self.checkpoints not in CHECKPOINT_MODES:
@@ -266,6 +268,8 @@ class FitSpec:
             raise ValueError(f"replicates must be one of {REPLICATE_MODES}, got {self.replicates!r}")
         if self.min_step < 0:
             raise ValueError(f"min_step must be >= 0, got {self.min_step}")
+        if self.bootstrap_by not in STORE_BOOTSTRAP_UNITS:
+            raise ValueError(f"bootstrap_by must be one of {STORE_BOOTSTRAP_UNITS}, got {self.bootstrap_by!r}")
         names = get_law(DEFAULT_LAW).param_names
         for name, value in self.fix.items():  # per key, so that the error names it (fit.fix.NAME)
             if name not in names:
@@ -279,7 +283,8 @@ class FitSpec:
         return (f" --checkpoints {self.checkpoints}" * (self.checkpoints != "all")
                 + f" --min-step {self.min_step}" * (self.min_step > 0)
                 + "".join(f" --fix {k}={v:g}" for k, v in self.fix.items())
-                + f" --replicates {self.replicates}" * (self.replicates != "mean"))
+                + f" --replicates {self.replicates}" * (self.replicates != "mean")
+                + f" --bootstrap-by {self.bootstrap_by}" * (self.bootstrap_by != POINT_UNIT))
 
 
 @dataclass

@@ -34,7 +34,7 @@ from fitting.fit import FitWarning, fit_law
 from fitting.frontier import running_frontier, transform_metric
 from fitting.holdout_runs import validate_holdout
 from fitting.replicates import average_replicates
-from rayder_core.training.trunk import trunk_of
+from rayder_core.run_identity import trunk_of
 from sweeps.preflight import CpuFloor, duration
 
 

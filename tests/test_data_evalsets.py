@@ -140,6 +140,38 @@ def test_bench_command_writes_disjoint_static_benchmarks(tmp_path, capsys):
     assert "nothing to do" in capsys.readouterr().out
 
 
+def test_extra_gap_index_reads_the_same_scenes_with_context_views_further_apart(tmp_path, capsys):
+    """`--extra-gaps 12-24`: a second index of the same scenes (evaluation_index_gaps12-24.json) whose context views
+    are 12..24 frames apart with 3 distinct targets between; the default index (6..12) is the one written without it,
+    and the reader takes either."""
+    from rayder_core.data.cli import main
+
+    plain, wide = tmp_path / "plain", tmp_path / "wide"
+    base = ["bench", "--scenes", "6", "--probe-sequences", "0", "--resolution", "16"]
+    assert main([*base, "--out", str(plain)]) == 0
+    assert main([*base, "--out", str(wide), "--extra-gaps", "12-24"]) == 0
+    default = json.loads((wide / "re10k-synth" / "evaluation_index.json").read_text())
+    assert default == json.loads((plain / "re10k-synth" / "evaluation_index.json").read_text())
+    name = B.gap_index_name(12, 24)
+    assert name == "evaluation_index_gaps12-24.json" and B.parse_gap_index_name(name) == (12, 24)
+    assert B.parse_gap_index_name("evaluation_index.json") is None and not (plain / "re10k-synth" / name).exists()
+    gaps = json.loads((wide / "re10k-synth" / name).read_text())
+    assert gaps.keys() == default.keys()
+    for key, views in gaps.items():
+        i, j = views["context"]
+        assert 12 <= j - i <= 24 and 0 <= i and j < 30 and len(set(views["target"])) == 3
+        assert all(i < k < j for k in views["target"])
+        assert 6 <= default[key]["context"][1] - default[key]["context"][0] <= 12
+    near = {s.key: s for s in B.Re10kBenchmark(wide / "re10k-synth", resolution=16)}
+    far = list(B.Re10kBenchmark(wide / "re10k-synth", resolution=16, index_path=wide / "re10k-synth" / name))
+    assert len(far) == 6 and all(s.context_index == tuple(gaps[s.key]["context"]) for s in far)
+    assert not torch.equal(far[0].context, near[far[0].key].context)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*base, "--out", str(wide), "--extra-gaps", "24-12"])
+    assert "--extra-gaps must be MIN-MAX ranges" in capsys.readouterr().err
+
+
 def test_reader_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="index.json"):
         B.Re10kBenchmark(tmp_path)

@@ -24,11 +24,13 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
     monkeypatch.setattr(demo, "grid_store", lambda spec: ResultsStore(spec.db_path))
     # the synthetic store's checkpoints are at steps 30..120; its law has a floor, fitted free on every checkpoint
     spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.min_step=0", "fit.checkpoints=all", "fit.fix={}"])
-    assert demo.nvs_benches(spec) == ["indist-synth", "re10k-synth"]
+    assert demo.nvs_benches(spec) == ["indist-synth", "indist-wide", "re10k-synth"]
+    assert demo.gap_benches(spec) == ["indist-wide"]  # the same scenes, context views 12-24 frames apart
     fits, n_frontier = demo.fit_study(spec)
     out = capsys.readouterr().out
 
-    assert set(fits) == {"psnr", "ssim", "lpips", "psnr@re10k-synth"}
+    assert set(fits) == {"psnr", "ssim", "lpips", "psnr@indist-wide", "psnr@re10k-synth"}
+    assert fits["psnr@indist-wide"] is None  # not evaluated in this store
     assert fits["lpips"] is None  # recorded missing (no VGG weights): no law, no made-up number
     assert fits["psnr@re10k-synth"] is None  # the second benchmark holds only mse here: no PSNR law
     stored = ResultsStore(db).fits()
@@ -142,12 +144,15 @@ def test_grid_fit_settings_reach_the_fit_and_the_report(tmp_path: Path, monkeypa
     _demo_like_store(db, bench="indist-synth")
     spec = demo.demo_spec(demo.DEMO_GRID, [f"db={db}", "fit.checkpoints=final", "fit.min_step=0",
                                            "fit.fix={L_inf: 0}"])
-    assert spec.fit.rayder_fit_args() == " --checkpoints final --fix L_inf=0"
+    assert spec.fit.rayder_fit_args() == " --checkpoints final --fix L_inf=0 --bootstrap-by trunk"
     fit, n = demo.fit_one(ResultsStore(db), spec, "indist-synth", "psnr")
     runs = ResultsStore(db).eval_points("indist-synth", "psnr", sweep="demo")["run_id"].nunique()
     assert fit.params["L_inf"] == 0 and fit.fixed == {"L_inf": 0.0} and 0 < n <= runs  # one point per run at most
-    shown = fit_metric(load_study(db), "indist-synth", "psnr", bootstrap=4, checkpoints="final", fix={"L_inf": 0})
+    assert fit.bootstrap_groups == "trunk" and fit.n_bootstrap_groups > 0  # the grid's trunks are resampled whole
+    shown = fit_metric(load_study(db), "indist-synth", "psnr", bootstrap=4, checkpoints="final", fix={"L_inf": 0},
+                       bootstrap_by="trunk")
     assert shown.source.startswith("stored fit") and shown.formula == fit.formula()
+    assert shown.band_fit.bootstrap_groups == "trunk"  # the report's band resamples the same units
     with pytest.raises(ConfigError, match=r"fit.fix.Linf: not a parameter"):
         demo.demo_spec(demo.DEMO_GRID, ["fit.fix={Linf: 0}"])
     from reports import cli as report_cli

@@ -46,8 +46,8 @@ def test_paper_grid_matches_the_paper():
     assert len({r.run_id for r in runs}) == 12
 
 
-def test_demo_grid_is_design_v14():
-    """The demo (design v14): the muP ladder w32 / w48 / w64 x D = 64 / 128 / 256 / 512 / 1024 / 2048 of 2048 clips x
+def test_demo_grid_is_design_v15():
+    """The demo (design v15 = v14 with the trunks resampled by the bootstrap and a third NVS benchmark): the muP ladder w32 / w48 / w64 x D = 64 / 128 / 256 / 512 / 1024 / 2048 of 2048 clips x
     lengths 1250 / 2000 / 4000 sharing the 4000-step trunk, batch 32, laws on final checkpoints with L_inf held at 0
     and gamma at 1, plus a held-out run at 2x the grid's largest compute."""
     spec = load_spec(REPO / "sweeps" / "demo.yaml")
@@ -62,12 +62,16 @@ def test_demo_grid_is_design_v14():
     assert sorted((r.steps, int(r.start_from[-10:-3])) for r in runs if r.steps < 4000) == \
         [(1250, 1000)] * 18 + [(2000, 1600)] * 18
     assert spec.fit.checkpoints == "final" and spec.fit.min_step == 300 and spec.fit.fix == {"L_inf": 0, "gamma": 1}
-    assert spec.fit.rayder_fit_args() == " --checkpoints final --min-step 300 --fix L_inf=0 --fix gamma=1"
+    assert spec.fit.rayder_fit_args() == (" --checkpoints final --min-step 300 --fix L_inf=0 --fix gamma=1"
+                                          " --bootstrap-by trunk")  # design v15: the trunks are resampled
     assert spec.fit.replicates == "mean" and "--replicates" not in spec.fit.rayder_fit_args()
     median = load_spec(REPO / "sweeps" / "demo.yaml", ["fit.replicates=median"]).fit
-    assert median.rayder_fit_args().endswith(" --replicates median")
+    assert median.rayder_fit_args().endswith(" --replicates median --bootstrap-by trunk")
     # the primary (first) NVS benchmark is the in-distribution set; the held-out families get their own law
-    assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "re10k-synth"]
+    assert [b.name for b in runs[0].eval.benchmarks if b.kind == "re10k"] == ["indist-synth", "indist-wide",
+                                                                              "re10k-synth"]
+    wide = runs[0].eval.benchmarks[1]  # the in-distribution scenes, context views 12-24 frames apart
+    assert wide.path == runs[0].eval.benchmarks[0].path and wide.index.endswith("evaluation_index_gaps12-24.json")
     assert [b.protocols for b in runs[0].eval.benchmarks if b.kind == "probe"] == [["per_scene"]]
     for r in runs:  # 6 log-spaced evaluated checkpoints per trunk, all after warmup
         steps = r.eval.steps_for(r.steps)

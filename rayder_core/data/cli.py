@@ -30,6 +30,17 @@ def _fractions(text: str) -> tuple[float, ...]:
     return values
 
 
+def _gap_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """'12-24,18-29' -> ((12, 24), (18, 29)): frames between the two context views, inclusive."""
+    try:
+        ranges = tuple(tuple(int(v) for v in part.split("-")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--extra-gaps must be MIN-MAX ranges of frames, got {text!r}") from None
+    if not ranges or any(len(r) != 2 or not 1 < r[0] <= r[1] for r in ranges):
+        raise argparse.ArgumentTypeError(f"--extra-gaps must be MIN-MAX ranges with 2 <= MIN <= MAX, got {text!r}")
+    return ranges  # type: ignore[return-value]
+
+
 def _print_manifest(manifest, path: Path) -> None:
     print(f"manifest: {path}")
     for f, label in manifest.labels().items():
@@ -66,7 +77,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     info = make_synthetic_benchmarks(args.out, scenes=args.scenes, resolution=args.resolution, seed=args.seed,
-                                     probe_sequences=args.probe_sequences, families=args.families)
+                                     probe_sequences=args.probe_sequences, families=args.families,
+                                     extra_gaps=args.extra_gaps)
     if info["cached"]:
         print(f"bench: {args.out} already holds these benchmarks; nothing to do")
     else:
@@ -155,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", choices=("heldout", "train"), default="heldout",
                    help="texture families: 'heldout' (never in training: a distribution-shift set, the default) or "
                         "'train' (an in-distribution held-out set: new scenes of the training families)")
+    p.add_argument("--extra-gaps", type=_gap_ranges, default=(), metavar="MIN-MAX[,MIN-MAX]",
+                   help="also write an evaluation index of the same scenes with the context views MIN..MAX frames "
+                        "apart (re10k-synth/evaluation_index_gapsMIN-MAX.json), e.g. 12-24; the default index has "
+                        "them 6..12 frames apart")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-from", help="convert a DL3DV (nerfstudio), COLMAP or LLFF benchmark to our format")

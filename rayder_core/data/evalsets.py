@@ -26,8 +26,9 @@ import io
 import json
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,8 +412,26 @@ def _camera(meta: dict[str, Any]) -> Camera:
                   torch.tensor(c["f"], dtype=torch.float64))
 
 
-def evaluation_views(rng: np.random.Generator, num_views: int, min_gap: int = 6, max_gap: int = 12) -> dict[str, list[int]]:
-    """Two context frames ``min_gap..max_gap`` apart and three distinct target frames strictly between them."""
+DEFAULT_CONTEXT_GAPS = (6, 12)
+"""Frames between the two context views of `evaluation_index.json` (inclusive range): 1-2 s at 6 fps."""
+
+
+def gap_index_name(min_gap: int, max_gap: int) -> str:
+    """File name of a synthetic benchmark's extra evaluation index with context views `min_gap..max_gap` frames
+    apart (`make_synthetic_benchmarks(extra_gaps=...)`), e.g. evaluation_index_gaps12-24.json."""
+    return f"evaluation_index_gaps{min_gap}-{max_gap}.json"
+
+
+def parse_gap_index_name(name: str) -> tuple[int, int] | None:
+    """(min_gap, max_gap) of a `gap_index_name` file name; None for any other name."""
+    match = re.fullmatch(r"evaluation_index_gaps(\d+)-(\d+)\.json", name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def evaluation_views(rng: np.random.Generator, num_views: int, min_gap: int = DEFAULT_CONTEXT_GAPS[0],
+                     max_gap: int = DEFAULT_CONTEXT_GAPS[1]) -> dict[str, list[int]]:
+    """Two context frames ``min_gap..max_gap`` apart (at most ``num_views - 1``) and three distinct target frames
+    strictly between them."""
     gap = int(rng.integers(min_gap, min(max_gap, num_views - 1) + 1))
     i = int(rng.integers(0, num_views - gap))
     targets = sorted(int(k) for k in rng.choice(np.arange(i + 1, i + gap), size=3, replace=False))
@@ -426,23 +445,30 @@ BENCH_FAMILIES = ("heldout", "train")
 
 def make_synthetic_benchmarks(out: str | os.PathLike = "data/synth/bench", scenes: int = 64, resolution: int = 64,
                               seed: int = 1000, probe_sequences: int | None = None, seconds: float = 5.0,
-                              progress: bool = True, families: str = "heldout") -> dict[str, Any]:
+                              progress: bool = True, families: str = "heldout",
+                              extra_gaps: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
     """Write ``out/re10k-synth`` (RE10K format + ``evaluation_index.json``) and ``out/probe-synth`` (none when
     ``probe_sequences`` is 0).
 
     Scenes are static and drawn from their own random streams (seed ``seed``, streams 1 and 2; training clips use
     the corpus seed and stream 0), so no benchmark scene is in any data fraction. ``families``: 'heldout' textures
-    never seen in training, or 'train' for an in-distribution held-out set (`BENCH_FAMILIES`). Cached: same settings
+    never seen in training, or 'train' for an in-distribution held-out set (`BENCH_FAMILIES`). Each (min, max) of
+    ``extra_gaps`` adds an index of the same scenes with context views that many frames apart
+    (`gap_index_name`, each drawn from its own stream: the default index does not change). Cached: same settings
     and complete output -> nothing is done.
     """
     probe_sequences = scenes if probe_sequences is None else probe_sequences
-    if scenes < 1 or probe_sequences < 0 or resolution < 2 or families not in BENCH_FAMILIES:
+    extra_gaps = [(int(lo), int(hi)) for lo, hi in extra_gaps]
+    if scenes < 1 or probe_sequences < 0 or resolution < 2 or families not in BENCH_FAMILIES \
+            or any(not 1 < lo <= hi for lo, hi in extra_gaps):
         raise ValueError(f"bad bench settings: scenes={scenes} (>= 1), probe_sequences={probe_sequences} (>= 0), "
-                         f"resolution={resolution}, families={families!r} (one of {BENCH_FAMILIES})")
+                         f"resolution={resolution}, families={families!r} (one of {BENCH_FAMILIES}), extra_gaps="
+                         f"{extra_gaps} (each 2 <= min <= max)")
     texture_families = HELDOUT_FAMILIES if families == "heldout" else TRAIN_FAMILIES
     out = Path(out)
     cfg = {"version": 1, "scenes": scenes, "probe_sequences": probe_sequences, "resolution": resolution,
-           "seed": seed, "seconds": seconds, "families": list(texture_families)}
+           "seed": seed, "seconds": seconds, "families": list(texture_families),
+           **({"extra_gaps": extra_gaps} if extra_gaps else {})}  # absent when none: older caches stay valid
     record = out / "bench.json"
     re10k, probe = out / "re10k-synth", out / "probe-synth"
     info = {"re10k": str(re10k), "probe": str(probe), "scenes": scenes, "probe_sequences": probe_sequences}
@@ -454,17 +480,23 @@ def make_synthetic_benchmarks(out: str | os.PathLike = "data/synth/bench", scene
     for stale in [*(re10k / "test").glob("*.torch"), *probe.glob("*.npz")]:  # from a run with other settings
         stale.unlink()
     rng = np.random.default_rng([seed, 7])
+    gap_rngs = {gaps: np.random.default_rng([seed, 7, *gaps]) for gaps in extra_gaps}
     evaluation: dict[str, Any] = {}
+    extra: dict[tuple[int, int], dict[str, Any]] = {gaps: {} for gaps in extra_gaps}
 
     def nvs_scenes():
         for i in tqdm(range(scenes), desc="bench re10k", unit="scene", disable=not progress):
             frames, meta = make_clip(i, seed, resolution, seconds, families=texture_families, stream=1)
             key = f"synthbench{i:05d}"
             evaluation[key] = evaluation_views(rng, len(frames))
+            for gaps, gap_rng in gap_rngs.items():
+                extra[gaps][key] = evaluation_views(gap_rng, len(frames), *gaps)
             yield {"key": key, "images": frames, "cameras": _camera(meta), "url": meta["source"]}
 
     write_re10k_chunks(nvs_scenes(), re10k, "test")
     write_evaluation_index(evaluation, re10k / "evaluation_index.json")
+    for gaps, index in extra.items():
+        write_evaluation_index(index, re10k / gap_index_name(*gaps))
 
     def probe_seqs():
         for i in tqdm(range(probe_sequences), desc="bench probe", unit="seq", disable=not progress):

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 import duckdb
 import pandas as pd
 
-from rayder_core.run_identity import replicate_key
+from rayder_core.run_identity import replicate_key, trunk_of
 from rayder_core.store.schema import (DEFAULT_FAMILY, FAMILY_FROM_CONFIG, FLOPS_CONVENTION, LR_PHASES, RUN_STATUSES,
                                       SCHEMA_VERSION, create_or_migrate)
 
@@ -25,21 +25,44 @@ LOCK_TIMEOUT_S = 600.0
 
 
 def with_replicates(points: pd.DataFrame) -> pd.DataFrame:
-    """`points` (with the runs' `config` JSON) with columns seed and replicate in place of config: one
+    """`points` (with the runs' `config` JSON) with columns seed, replicate and trunk in place of config: one
     `replicate_key` per run, so runs that differ only in their seed share it. A run whose config has no seed (or
-    does not parse) is keyed alone ("run:<run_id>"): nothing says what it replicates."""
+    does not parse) is keyed alone ("run:<run_id>"): nothing says what it replicates. `trunk` is the replicate key
+    of the run whose first steps a run shares (following `start_from` to a run trained from step 0, its own key
+    for such a run; "run:<id>" for a trunk not among the points): the run lengths forked from one trunk share its
+    initialisation and data order, and so its luck (a cluster bootstrap resamples them together:
+    `rayder-fit --bootstrap-by trunk`)."""
     keys: dict[str, tuple[Any, str]] = {}
+    parents: dict[str, str | None] = {}
     for run_id, config in points[["run_id", "config"]].drop_duplicates("run_id").itertuples(index=False):
         try:
             mapping = json.loads(config)
             seed = mapping.get("seed")
             keys[run_id] = (seed, replicate_key(mapping) if isinstance(seed, int) else f"run:{run_id}")
+            parents[run_id] = trunk_of(mapping.get("start_from"))[0]
         except (TypeError, ValueError, AttributeError):
             keys[run_id] = (None, f"run:{run_id}")
+            parents[run_id] = None
     out = points.drop(columns="config")
     out["seed"] = pd.array([keys[r][0] for r in out["run_id"]], dtype="Int64")
     out["replicate"] = [keys[r][1] for r in out["run_id"]]
+    trunks = {r: _trunk_key(r, keys, parents) for r in keys}
+    out["trunk"] = [trunks[r] for r in out["run_id"]]
     return out
+
+
+def _trunk_key(run_id: str, keys: dict[str, tuple[Any, str]], parents: dict[str, str | None]) -> str:
+    """The replicate key of the run at the root of `run_id`'s `start_from` chain (see `with_replicates`)."""
+    seen = {run_id}
+    while parents.get(run_id):
+        parent = parents[run_id]
+        if parent not in keys:
+            return f"run:{parent}"
+        if parent in seen:  # a cycle cannot come from training; key it by where it was found
+            break
+        seen.add(parent)
+        run_id = parent
+    return keys[run_id][1]
 
 
 class StoreError(RuntimeError):
@@ -403,8 +426,9 @@ class ResultsStore:
         Columns: run_id, sweep, family (the run's model family; `family` filters), preset, params, fraction, D, step,
         samples, compute_gflop (C, GFLOP), value (raw metric as evaluated), n (scenes), lr and lr_phase of the
         checkpoint (NULL before schema 3), status of the run, is_last (the run's newest checkpoint), seed (the run's
-        training seed; NULL when its config has none) and replicate (`run_identity.replicate_key`: equal for runs
-        that differ only in their seed). Checkpoints whose metric is missing are excluded (see `missing_evals`).
+        training seed; NULL when its config has none), replicate (`run_identity.replicate_key`: equal for runs
+        that differ only in their seed) and trunk (`with_replicates`: equal for the run lengths forked from one
+        trunk). Checkpoints whose metric is missing are excluded (see `missing_evals`).
         """
         # schema 3 adds the LR phase per checkpoint; older stores (read as they are) give NULL there
         lr_cols = ("c.lr, c.lr_phase" if self._has_column("checkpoints", "lr_phase")

@@ -11,11 +11,11 @@ the checkpoint in `start_from`, which is not part of its identity, and the longe
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from rayder_core.fileio import atomic_write_text
+from rayder_core.run_identity import trunk_of
 from rayder_core.train_config import TrainConfig, load_train_config
 from rayder_core.training.checkpoints import copy_checkpoint
 
@@ -44,16 +44,6 @@ def fork_step(short: TrainConfig, long: TrainConfig) -> int | None:
     starts = [c.optim.decay_start for c in (short, long) if c.optim.decay_start is not None]
     step = min(starts) if starts else short.steps - 1
     return step if 0 < step < short.steps else None
-
-
-def trunk_of(start_from: str | None) -> tuple[str | None, int]:
-    """(run id, step) of the checkpoint path `start_from` (<run_dir>/checkpoints/step_XXXXXXX.pt); (None, 0) for
-    none, step 0 for a path not named as a step checkpoint."""
-    if not start_from:
-        return None, 0
-    path = Path(start_from)
-    match = re.fullmatch(r"step_(\d+)\.pt", path.name)
-    return path.parent.parent.name, int(match.group(1)) if match else 0
 
 
 def trunk_run_id(cfg: TrainConfig) -> str | None:
