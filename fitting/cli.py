@@ -166,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         x = ["C", "D", "U"] if args.csv else ["C", "S", "U"]
     fix, tie = parse_constraints(args)
     _check_score(args, fix, tie)
+    if args.bootstrap_by != POINT_UNIT and (args.isoflop or args.two_stage):
+        print("rayder-fit: --bootstrap-by applies to law fits; --isoflop and --two-stage resample points (or runs) "
+              "by their own rules", file=sys.stderr)
+        return 2
     if args.frontier_by and not args.frontier:
         print("rayder-fit: --frontier-by needs --frontier X (the column the frontier runs along)", file=sys.stderr)
         return 2

@@ -95,6 +95,8 @@ def test_rayder_fit_bootstrap_by_a_csv_column(tmp_path, capsys):
     assert fit_main(["--csv", str(path), "--x", "C", "--y", "y", "--law", "single", "--fix", "L_inf=0",
                      "--bootstrap", "30", "--bootstrap-by", "g", "--jobs", "1"]) == 0
     assert "resamples of whole g groups (10)" in capsys.readouterr().out
+    assert fit_main(["--csv", str(path), "--x", "C", "--y", "y", "--bootstrap-by", "g", "--isoflop"]) == 2
+    assert "--bootstrap-by applies to law fits" in capsys.readouterr().err
 
 
 def _config(seed: int, steps: int, start_from: str | None = None) -> dict:
