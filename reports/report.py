@@ -106,7 +106,8 @@ def build_report(db_path: str | Path, out_pdf: str | Path, *, figures_dir: str |
     is missing. `bootstrap` resamples are used for fits made now; `min_step` drops earlier checkpoints from fits,
     `checkpoints` (all | cooldown | final; None: every one) selects those fitted, `fix` holds law parameters fixed
     and `replicates` (mean | median | all) says how seeds of one cell become a point, `bootstrap_by` what a resample
-    draws (as `rayder-fit --checkpoints / --fix / --replicates / --bootstrap-by`). `where` keeps only the runs it selects (`load_study`); the laws are then fitted now
+    draws (as `rayder-fit --checkpoints / --fix / --replicates / --bootstrap-by`). `where` keeps only the runs it
+    selects (`load_study`); the laws are then fitted now
     (a stored fit does not say which runs it used).
     """
     t0 = time.perf_counter()

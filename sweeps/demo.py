@@ -54,11 +54,16 @@ def nvs_benches(spec: SweepSpec) -> list[str]:
     return [b.name for b in spec.runs()[0].eval.benchmarks if b.kind == "re10k"]
 
 
+def bench_gaps(bench) -> tuple[int, int] | None:
+    """(min, max) frames between the context views of a benchmark read through an extra gap index
+    (`evaluation_index_gapsMIN-MAX.json`: the same scenes as its default index, the views further apart); None
+    for any other benchmark."""
+    return parse_gap_index_name(Path(bench.index).name) if bench.kind == "re10k" and bench.index else None
+
+
 def gap_benches(spec: SweepSpec) -> list[str]:
-    """The grid's NVS benchmarks read through an extra gap index (`evaluation_index_gapsMIN-MAX.json`: the same
-    scenes with the context views further apart than the default 6-12 frames)."""
-    return [b.name for b in spec.runs()[0].eval.benchmarks
-            if b.kind == "re10k" and b.index and parse_gap_index_name(Path(b.index).name)]
+    """The grid's NVS benchmarks read through an extra gap index (`bench_gaps`)."""
+    return [b.name for b in spec.runs()[0].eval.benchmarks if bench_gaps(b)]
 
 
 def _run_tool(module: str, args: list[str]) -> int:
@@ -98,8 +103,7 @@ def prepare_data(spec: SweepSpec, *, clips: int, bench_scenes: int, workers: int
             else []
         # a benchmark whose index is named evaluation_index_gapsMIN-MAX.json reads the same scenes with the context
         # views MIN..MAX frames apart: that index is written with the scenes
-        gaps = sorted({g for b in cfg.eval.benchmarks if b.index and Path(b.path).parent == bench_root
-                       for g in [parse_gap_index_name(Path(b.index).name)] if g})
+        gaps = sorted({bench_gaps(b) for b in cfg.eval.benchmarks if Path(b.path).parent == bench_root} - {None})
         extra = ["--extra-gaps", ",".join(f"{lo}-{hi}" for lo, hi in gaps)] if gaps else []
         if _run_tool("rayder_core.data.cli", ["bench", "--out", str(bench_root), "--scenes", str(bench_scenes),
                                               "--resolution", res, *families, *extra]):

@@ -107,7 +107,10 @@ def check_baseline(store, sweep: str, bench: str) -> Check:
                  f"{best['baseline_psnr']:.2f} dB ({gain:+.2f} dB)", ">= +3 dB", gain >= 3.0)
 
 
-def law_reaches(fit, mse: float, d: float, c_from: float, factor_max: float = 1e6) -> float | None:
+REACH_FACTOR_MAX = 1e6  # how far beyond the largest compute `law_reaches` searches
+
+
+def law_reaches(fit, mse: float, d: float, c_from: float, factor_max: float = REACH_FACTOR_MAX) -> float | None:
     """The compute C (the fit's units, GFLOP for store fits) at which `fit`'s MSE at data size `d` falls to `mse`,
     searched from `c_from` to `factor_max` x `c_from` (log-space root, `scipy.optimize.brentq`): `c_from` when the law
     is already below, None when it stays above (e.g. its D term or floor alone exceeds `mse`)."""
@@ -146,7 +149,8 @@ def check_beats_blend(store, sweep: str, bench: str, fit=None) -> Check:
         pts = store.eval_points(bench, "psnr", sweep=sweep)
         d, c_max = float(pts["D"].max()), float(pts["compute_gflop"].max())
         reach = law_reaches(fit, float(transform_metric(best["blend_psnr"], "psnr")), d, c_max)  # MSE on [-1, 1]
-        measured += (f"; the law does not reach it at D={d:g} below {1e6:g}x the largest C" if reach is None else
+        measured += (f"; the law does not reach it at D={d:g} below {REACH_FACTOR_MAX:g}x the largest C"
+                     if reach is None else
                      f"; the law reaches it at D={d:g} at {reach:.3g} GFLOP, {reach / c_max:.3g}x the largest C")
     return Check(name, measured, target, gain > 0)
 
