@@ -28,7 +28,7 @@ from fitting.bootstrap import bootstrap_groups_column
 from fitting import fit_study as fit_points
 from fitting.compare import format_comparison
 from fitting.holdout_runs import format_holdout, holdout_points, store_holdout_validation, validate_holdout
-from fitting.study import format_selection
+from fitting.study import format_selection, prepare_points
 from rayder_core.data.evalsets import parse_gap_index_name
 from rayder_core.data.manifest import Manifest
 from rayder_core.store import ResultsStore, RunSubset
@@ -173,6 +173,13 @@ def fit_one(store, spec: SweepSpec, bench: str, metric: str, bootstrap: int | No
     return study.fit, n_frontier
 
 
+def frontier_table(store, spec: SweepSpec, bench: str, metric: str) -> pd.DataFrame:
+    """The per-D frontier table that `fit_one` fits (the grid's `fit:` selection; columns C, D, y, on_frontier_d,
+    trunk, preset, ...); empty without evaluations."""
+    raw = store.eval_points(bench, metric, sweep=spec.name)
+    return raw if raw.empty else prepare_points(raw, study_options(spec, bench, metric, 0))[0]
+
+
 def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     """Fit each quantity once on the grid's sweep (its held-out runs excluded): on the primary benchmark the MSE law
     from PSNR, 1-SSIM, and LPIPS where it was computed; on every other NVS benchmark the MSE law (key
@@ -254,6 +261,7 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
               sc.check_frontier(n_frontier, minimum=20),
               sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison,
                                       free_floor=free_floor, free_gamma=free_gamma),
+              sc.check_d_term_runs(frontier_table(store, spec, bench, "psnr"), fits.get("psnr")),
               sc.check_law(fits.get("ssim"), "1-SSIM", 0.93, False),
               sc.check_extrapolation_slope(fits.get("psnr"), store, spec.name, bench),
               sc.check_skips(store, spec.name)]

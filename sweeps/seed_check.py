@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     for label, c in zip(labels, size):
         print(f"  size matters, {label}: {'yes' if c.ok else 'no'} ({c.measured})")
     print(f"  same answer on size: {'yes' if same else 'NO'}")
+    for label, spec in zip(labels, (spec0, spec1)):  # where the D exponent can move with the seed (study_checks)
+        runs = sc.frontier_runs_by_d(demo.frontier_table(demo.grid_store(spec), spec, bench, "psnr"))
+        print(f"  frontier runs per D, {label}: " + ", ".join(f"{int(d)}: {n}" for d, n in runs.items()))
     both = pd.concat([sc.final_mse_by_preset(demo.grid_store(s), s.name, bench) for s in (spec0, spec1)])
     means = both.groupby(["preset", "params"])["mean"].mean().reset_index().sort_values("params")
     falls = bool((means["mean"].diff().dropna() < 0).all())

@@ -11,6 +11,7 @@ from pathlib import Path
 from rayder_core.store import ResultsStore
 from reports.common import load_study
 from sweeps import demo
+from sweeps import study_checks as sc
 from tests.test_first_hour import _demo_like_store
 
 
@@ -54,6 +55,11 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
         0.005 < fit.ci_low[e] and fit.ci_high[e] < 4.995 and fit.ci_high[e] - fit.ci_low[e] < 2 * fit.params[e]
         for e in ("alpha", "beta"))
     assert law.ok == expected
+    # the D exponent's support: the runs on each D's frontier of the table the primary law was fitted on
+    d_term = next(c for c in checks if c.name.startswith("D term"))
+    runs = sc.frontier_runs_by_d(demo.frontier_table(ResultsStore(db), spec, "indist-synth", "psnr"))
+    assert d_term.measured.startswith("frontier runs per D: " + ", ".join(f"{int(d)}: {n}" for d, n in runs.items()))
+    assert d_term.ok is bool((runs >= 2).all())
     # a primary law with a parameter at a bound: the AIC comparison against gamma = 1 is printed and stored as
     # `rayder-fit --compare kaplan,additive` stores it (one row per law, on the law's own points)
     bounded = dataclasses.replace(fit, ci_high={**fit.ci_high, "beta": fit.law.bounds["beta"][1]})

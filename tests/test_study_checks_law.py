@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from fitting import fit_law
+from fitting.frontier import running_frontier
 from sweeps import study_checks as sc
 from sweeps import seed_check, seed_noise
 from sweeps.seed_check import compare_effective
@@ -375,3 +376,56 @@ def test_law_reaches_a_target_mse_where_the_closed_form_says():
     assert sc.law_reaches(fit, 1.0, d, c_from=1e4) == 1e4  # already below at c_from
     floor = p["B"] * 64.0 ** -p["beta"]  # the D term alone at D = 64: no compute gets below it
     assert sc.law_reaches(fit, 0.9 * floor, 64.0, c_from=1e4) is None
+
+
+def _frontier_table(d64_runs: int, rng_seed: int = 2) -> pd.DataFrame:
+    """Final points of 2 trunks x 3 lengths at D = 64 / 256 / 1024 / 2048 from 0.03 C^-0.18 + 80 D^-2 (1% noise),
+    with the per-D frontier flagged (running minimum along C). With `d64_runs` = 1 the second trunk at D = 64 sits
+    20% above everything the first reaches (a plateau set by one run's luck), so one trunk holds that frontier."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for D in (64.0, 256.0, 1024.0, 2048.0):
+        for t, scale in (("a", 1.0), ("b", 1.6)):
+            for C in np.geomspace(1e3, 1e4, 3) * scale:
+                y = (0.03 * C ** -0.18 + 80.0 * D ** -2.0) * np.exp(rng.normal(0, 0.01))
+                if D == 64.0 and t == "b" and d64_runs == 1:
+                    y = 1.2 * (0.03 * 1e3 ** -0.18 + 80.0 * D ** -2.0)
+                rows.append({"C": C, "D": D, "y": y, "trunk": f"{t}@{int(D)}", "run_id": f"{t}{int(D)}-{C:.0f}"})
+    table = pd.DataFrame(rows).sort_values(["D", "C"]).reset_index(drop=True)
+    table["on_frontier_d"] = False
+    for _, idx in table.groupby("D").indices.items():
+        table.loc[idx, "on_frontier_d"] = running_frontier(table["C"].to_numpy()[idx], table["y"].to_numpy()[idx])
+    return table
+
+
+def _law_on(table: pd.DataFrame):
+    front = table[table["on_frontier_d"]].reset_index(drop=True)
+    return fit_law(front, bootstrap=0, n_starts=20, holdout=False, progress=False, fix={"L_inf": 0.0, "gamma": 1.0})
+
+
+def test_frontier_runs_by_d_counts_trunks_and_averaged_seeds_brute_force():
+    table = _frontier_table(d64_runs=1)
+    got = sc.frontier_runs_by_d(table)
+    want = {D: len({t for t, on, d in zip(table["trunk"], table["on_frontier_d"], table["D"]) if on and d == D})
+            for D in sorted(set(table["D"]))}
+    assert got.to_dict() == want and want[64.0] == 1
+    # a cell whose point averages 3 seeds (`--replicates mean`) counts as 3 runs; without a trunk column, run ids
+    averaged = table.assign(n_replicates=np.where(table["D"] == 64.0, 3, 1))
+    assert sc.frontier_runs_by_d(averaged)[64.0] == 3
+    assert sc.frontier_runs_by_d(table.drop(columns="trunk"))[64.0] == table[
+        table["on_frontier_d"] & (table["D"] == 64.0)]["run_id"].nunique()
+
+
+def test_d_term_check_fails_where_one_run_holds_a_frontier_and_refits_without_the_smallest_d():
+    for runs, expect in ((1, False), (2, True)):
+        table = _frontier_table(d64_runs=runs)
+        assert sc.frontier_runs_by_d(table)[64.0] == runs
+        fit = _law_on(table)
+        check = sc.check_d_term_runs(table, fit)
+        assert check.ok is expect, check.measured
+        assert ("one run sets the frontier at D = 64" in check.measured) is (not expect)
+        # the exponent without the smallest D: an independent fit of the same law on the other frontier points
+        without = _law_on(table[table["D"] > 64.0])
+        assert f"without D=64: {without.params['beta']:.3g}" in check.measured, check.measured
+    assert sc.check_d_term_runs(table, None).ok is None
+    assert sc.check_d_term_runs(table.iloc[:0], fit).ok is None
