@@ -39,6 +39,11 @@ def bootstrap_groups_column(unit: str) -> str | None:
     """The column of a `--bootstrap-by` unit (None for POINT_UNIT: points are resampled)."""
     return None if unit == POINT_UNIT else unit
 
+
+def describe_unit(unit: str) -> str:
+    """'points' for POINT_UNIT, else 'whole <unit> groups' (what a bootstrap of that unit resamples)."""
+    return "points" if unit == POINT_UNIT else f"whole {unit} groups"
+
 DEGENERATE_DISTINCT = 3  # a resample with at most this many distinct points is counted as degenerate
 CI_EDGE_FRACTION = 0.01  # a CI end within 1% of a parameter's range (log range for constants) reaches its edge
 

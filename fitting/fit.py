@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
-from .bootstrap import CI_METHODS, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band, refit_resamples
+from .bootstrap import CI_METHODS, POINT_UNIT, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band, refit_resamples
 from .laws import DEFAULT_LAW, Law, constrain, expand_params, get_law
 from .frontier import target_label
 from .problem import DEFAULT_TOL, FitProblem, best_of, one_blas_thread
@@ -262,7 +262,8 @@ class FitResult:
                "n_points": self.n_points, "objective": self.objective, "n_starts": self.n_starts,
                "n_starts_at_best": self.n_starts_at_best, "n_bootstrap": self.n_bootstrap,
                "data_hash": self.data_hash, "holdout": self.holdout, "formula": None, "fixed": dict(self.fixed),
-               "tied": dict(self.tied), "n_free": self.n_free}
+               "tied": dict(self.tied), "n_free": self.n_free,
+               "bootstrap_unit": (self.bootstrap_groups or POINT_UNIT) if self.n_bootstrap else None}
         rec.update(overrides)
         for k in ("metric", "bench", "sweep"):
             setattr(self, k, rec[k]) if k in overrides else None

@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fitting import DEFAULT_LAW, FitOptions, FitResult, StudyOptions, fit_study, get_law, target_label
-from fitting.bootstrap import POINT_UNIT, bootstrap_groups_column
+from fitting.bootstrap import POINT_UNIT, bootstrap_groups_column, describe_unit
 from reports.common import DEFAULT_BOOTSTRAP, FITTED_NVS_METRICS, Study, count_label
 
 @dataclass
@@ -62,16 +62,26 @@ class MetricFit:
             return None
 
 
-def _stored_fit_row(study: Study, bench: str, metric: str, law: str, data_hash: str) -> tuple[pd.Series | None, int]:
-    """(newest stored fit of `law` on exactly these points, number of stored fits of this bench/metric on other
-    points). A fit of other points (one model family, another sweep, fewer runs) is never shown as this page's law."""
+def _stored_fit_row(study: Study, bench: str, metric: str, law: str, data_hash: str,
+                    unit: str = POINT_UNIT) -> tuple[pd.Series | None, int, str | None]:
+    """(newest stored fit of `law` on exactly these points whose bootstrap resampled `unit` (or did not record what
+    it resampled: stores before schema 5), number of stored fits of this bench/metric on other points, the unit of
+    a stored fit of these points that resampled another unit, else None). A fit of other points (one model family,
+    another sweep, fewer runs) is never shown as this page's law, nor CIs of another unit beside this page's band."""
     fits = study.fits
     if fits.empty:
-        return None, 0
+        return None, 0, None
     sel = fits[(fits["bench"] == bench) & (fits["law"] == law)
                & fits["metric"].isin([metric, target_label(metric)])]
     same = sel[sel["data_hash"] == data_hash]
-    return (None if same.empty else same.sort_values("created").iloc[-1]), int(len(sel) - len(same))
+    n_other = int(len(sel) - len(same))
+    other_unit = None
+    if "bootstrap_unit" in same.columns:
+        recorded = same["bootstrap_unit"]
+        differs = recorded.notna() & (recorded != unit)
+        other_unit = str(recorded[differs].iloc[-1]) if differs.any() else None
+        same = same[~differs]
+    return (None if same.empty else same.sort_values("created").iloc[-1]), n_other, other_unit
 
 
 def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
@@ -102,11 +112,15 @@ def fit_metric(study: Study, bench: str, metric: str, *, bootstrap: int = DEFAUL
         return result
     fresh = fitted.fit
     result.band_fit = fresh
-    stored, n_other = (_stored_fit_row(study, bench, metric, fresh.law_label, fresh.data_hash) if use_stored
-                       else (None, 0))
+    stored, n_other, other_unit = (_stored_fit_row(study, bench, metric, fresh.law_label, fresh.data_hash,
+                                                   bootstrap_by) if use_stored else (None, 0, None))
     if n_other:
         result.notes.append(f"{n_other} stored fit(s) of {bench} {metric} used other points than this frontier "
                             f"(e.g. one model family or sweep, or fewer runs) and are not shown here")
+    if other_unit is not None and stored is None:
+        result.notes.append(f"the stored fit of these points resampled {describe_unit(other_unit)} in its "
+                            f"bootstrap, this report resamples {describe_unit(bootstrap_by)} (--bootstrap-by): the "
+                            "law and its CIs are fitted now")
     if stored is not None:
         result.params, result.ci_low, result.ci_high = (json.loads(stored[k]) for k in ("params", "ci_low",
                                                                                       "ci_high"))

@@ -159,6 +159,12 @@ def test_grid_fit_settings_reach_the_fit_and_the_report(tmp_path: Path, monkeypa
                        bootstrap_by="trunk")
     assert shown.source.startswith("stored fit") and shown.formula == fit.formula()
     assert shown.band_fit.bootstrap_groups == "trunk"  # the report's band resamples the same units
+    # the store records what the stored CIs resampled; a report that resamples another unit does not show them
+    assert list(ResultsStore(db).fits("psnr")["bootstrap_unit"]) == ["trunk"]
+    other = fit_metric(load_study(db), "indist-synth", "psnr", bootstrap=4, checkpoints="final", fix={"L_inf": 0},
+                       bootstrap_by="point")
+    assert other.source.startswith("fitted now") and other.band_fit.bootstrap_groups is None
+    assert any("resampled whole trunk groups" in n and "resamples points" in n for n in other.notes), other.notes
     with pytest.raises(ConfigError, match=r"fit.fix.Linf: not a parameter"):
         demo.demo_spec(demo.DEMO_GRID, ["fit.fix={Linf: 0}"])
     from reports import cli as report_cli

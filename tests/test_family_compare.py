@@ -92,7 +92,7 @@ def test_store_family_column_and_migration_keep_every_row(tmp_path):
     store.upsert_run("new-e", sweep="s", preset="tiny-s", params=2, fraction=1.0, D=4,
                      config={"model": {"family": "erayzer", "preset": "tiny-s"}}, status="running")
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(schema.SCHEMA_VERSION)
     cols = {r[0]: r[1] for r in con.execute("SELECT column_name, data_type FROM information_schema.columns "
                                             "WHERE table_name = 'runs'").fetchall()}
     rows = dict(con.execute("SELECT run_id, family FROM runs").fetchall())

@@ -37,7 +37,7 @@ def test_the_old_store_reads_as_it_was_written(tmp_path):
     store = ResultsStore(old_store(tmp_path / "old.duckdb"))
     counts = store.table_counts()
     assert counts["runs"] == 4 and counts["checkpoints"] == 12 and counts["evals"] == 216
-    assert store.meta_values("schema_version") == {"schema_version": str(SCHEMA_VERSION)}
+    assert store.meta_values("schema_version") == {"schema_version": "4"}  # read as it is: not migrated
     runs = store.runs(sweep="demo")
     assert sorted(runs["preset"].unique()) == ["tiny-w16", "tiny-w32"] and set(runs["family"]) == {"rayder"}
     points = store.eval_points("indist-synth", "psnr", sweep="demo")
@@ -62,3 +62,28 @@ def test_an_old_run_directory_is_collected_into_the_old_store_unchanged(tmp_path
                                       old, check_exact=True)
     run = after.runs(sweep="demo").set_index("run_id").loc[OLD_RUN]
     assert run["status"] == "finished" and run["preset"] == "tiny-w16" and int(run["D"]) == 64
+
+
+def test_the_first_write_migrates_fits_to_record_their_bootstrap_unit(tmp_path):
+    """Schema 5: `fits.bootstrap_unit` says what a stored fit's bootstrap resampled; a fit stored before is kept with
+    NULL (not recorded, not guessed), a fit stored after carries its unit."""
+    db = old_store(tmp_path / "old.duckdb")
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO fits VALUES ('old-fit', 'demo', 'kaplan', 'psnr', 'indist-synth', '[\"C\", \"D\"]', "
+                "'y', '{}', '{}', '{}', 0.99, 0.99, 0.001, 10, 0.1, 8, 8, 100, 'h0', '{}', 'f', now())")
+    con.close()
+    store = ResultsStore(db)
+    assert "bootstrap_unit" not in store.fits().columns  # read before the migration: the column does not exist yet
+    pts = pd.DataFrame({"C": [1e2, 1e3, 1e4] * 2, "D": [64.0] * 3 + [1024.0] * 3,
+                        "y": [0.05, 0.03, 0.02, 0.04, 0.02, 0.01], "trunk": list("aabbcc")})
+    from fitting import fit_law
+    for groups, unit in ((None, "point"), ("trunk", "trunk")):
+        fit = fit_law(pts, bootstrap=4, bootstrap_groups=groups, n_starts=2, holdout=False, progress=False,
+                      sweep=unit, metric="psnr", bench="indist-synth", fix={"L_inf": 0.0, "gamma": 1.0})
+        store.write_fit(fit.to_record())
+    assert store.meta_values("schema_version") == {"schema_version": str(SCHEMA_VERSION)} and SCHEMA_VERSION == 5
+    fits = store.fits()
+    units = {sweep: (None if pd.isna(unit) else unit) for sweep, unit in zip(fits["sweep"], fits["bootstrap_unit"])}
+    assert units == {"demo": None, "point": "point", "trunk": "trunk"}
+    unbootstrapped = fit_law(pts, bootstrap=0, n_starts=2, holdout=False, progress=False, fix={"L_inf": 0.0})
+    assert unbootstrapped.to_record()["bootstrap_unit"] is None  # no resamples: no unit

@@ -8,7 +8,7 @@ import duckdb
 
 from rayder_core.family import DEFAULT_FAMILY  # runs.family of a config without model.family
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # the family of a run from its stored config (stores read before their schema-4 migration)
 FAMILY_FROM_CONFIG = f"coalesce(json_extract_string(config, '$.model.family'), '{DEFAULT_FAMILY}')"
 FLOPS_CONVENTION = "exact"  # the unit of checkpoints.flops / compute_gflop (models.rayder.flops.CONVENTIONS)
@@ -57,6 +57,9 @@ MIGRATIONS: dict[int, list[str]] = {
     # schema 4 (issue 11): the model family of every run, from its config (no row is dropped or rewritten otherwise)
     3: [f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS family VARCHAR DEFAULT '{DEFAULT_FAMILY}'",
         f"UPDATE runs SET family = {FAMILY_FROM_CONFIG}"],
+    # schema 5: what a fit's bootstrap resampled ('point', or the column whose groups it resampled whole, e.g.
+    # 'trunk'); NULL for the fits stored before (not recorded, not guessed)
+    4: ["ALTER TABLE fits ADD COLUMN IF NOT EXISTS bootstrap_unit VARCHAR"],
 }
 
 LR_PHASES = ("warmup", "stable", "decay")  # checkpoints.lr_phase: schedule phase of the checkpoint's last step

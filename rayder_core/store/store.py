@@ -332,14 +332,18 @@ class ResultsStore:
             _upsert_rows(con, "train_log", "", values, 2)
 
     def write_fit(self, record: dict) -> str:
-        """Store one fit; the same (sweep, law, metric, bench, x_cols, y_col, data_hash) replaces the older row."""
+        """Store one fit; the same (sweep, law, metric, bench, x_cols, y_col, data_hash) replaces the older row.
+        `bootstrap_unit` ('point' or the column whose groups were resampled whole) says what its CIs resampled."""
         key = json.dumps([record.get("sweep"), record["law"], record["metric"], record["bench"],
                           list(record.get("x_cols", [])), record.get("y_col"), record.get("data_hash")])
         fit_id = hashlib.sha1(key.encode()).hexdigest()[:16]
         dumps = lambda v: json.dumps(v, sort_keys=True, default=float)  # noqa: E731
         with self._connect(write=True) as con:
             con.execute(
-                "INSERT OR REPLACE INTO fits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO fits (fit_id, sweep, law, metric, bench, x_cols, y_col, params, ci_low, "
+                "ci_high, r2, r2_log, rmse, n_points, objective, n_starts, n_starts_at_best, n_bootstrap, data_hash, "
+                "holdout, formula, created, bootstrap_unit) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [fit_id, record.get("sweep"), record["law"], record["metric"], record["bench"],
                  dumps(list(record.get("x_cols", []))), record.get("y_col"), dumps(record.get("params", {})),
                  dumps(record.get("ci_low", {})), dumps(record.get("ci_high", {})),
@@ -347,7 +351,7 @@ class ResultsStore:
                  _finite_or_none(record.get("rmse")), record.get("n_points"),
                  _finite_or_none(record.get("objective")), record.get("n_starts"), record.get("n_starts_at_best"),
                  record.get("n_bootstrap"), record.get("data_hash"), dumps(record.get("holdout", {})),
-                 record.get("formula"), _now()],
+                 record.get("formula"), _now(), record.get("bootstrap_unit")],
             )
         return fit_id
 
@@ -410,6 +414,8 @@ class ResultsStore:
         return self.query("SELECT * FROM train_log WHERE run_id = ? ORDER BY step", [run_id])
 
     def fits(self, metric: str | None = None, bench: str | None = None) -> pd.DataFrame:
+        """Stored fits, oldest first; `bootstrap_unit` is NULL for fits stored before schema 5 (and absent from a
+        store read before its migration)."""
         sql, params = "SELECT * FROM fits WHERE 1=1", []
         if metric is not None:
             sql += " AND metric = ?"
