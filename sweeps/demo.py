@@ -279,8 +279,7 @@ def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
     runs = runs[runs["run_id"].isin(ids)]
     ck = store.checkpoints()
     ck = ck[ck["run_id"].isin(ids)]
-    ev = store.evals()
-    ev = ev[ev["run_id"].isin(ids) & ev["value"].notna()]
+    ev = grid_evals(spec)
     n_eval = ev.groupby("run_id")["step"].nunique() if len(ev) else None
     compute = ck.groupby("run_id")["compute_gflop"].max().sum() if len(ck) else 0.0
     lines = [
@@ -297,8 +296,33 @@ def summary(spec: SweepSpec, pdf: Path | None, seconds: float) -> str:
         for _, f in fits.drop_duplicates(["metric", "bench"], keep="last").iterrows():  # the latest fit of each law
             lines.append(f"law:     {f['metric']} on {f['bench']}: {f['formula']}  (R^2 = {f['r2']:.3f}, "
                          f"{f['n_points']} frontier points)")
+    lines += [line for bench in nvs_benches(spec) if (line := best_checkpoint_line(ev, bench))]
     lines.append(f"time:    {seconds / 60:.1f} min (data, {len(ids)} runs, fits, report)")
     return "\n".join(lines)
+
+
+def grid_evals(spec: SweepSpec) -> pd.DataFrame:
+    """The recorded (non-missing) evaluations of the grid's runs (and its held-out runs, when `spec` has them)."""
+    ev = ResultsStore(spec.db_path).evals()
+    return ev[ev["run_id"].isin(grid_run_ids(spec)) & ev["value"].notna()]
+
+
+def best_checkpoint_line(evals: pd.DataFrame, bench: str) -> str | None:
+    """'best:    on BENCH: novel views P dB (run at step S); its context views re-rendered R dB; no model: frame
+    blend B dB, nearest context view N dB' from `evals` rows (run_id, step, bench, metric, value): the checkpoint
+    with the highest novel-view PSNR, what it scores when it re-renders its own inputs (`recon_psnr`: reconstruction,
+    nothing to synthesise) and the predictions that need no model at the same scenes; None without PSNRs."""
+    rows = evals[evals["bench"] == bench].pivot_table(index=["run_id", "step"], columns="metric", values="value")
+    if "psnr" not in rows.columns or rows["psnr"].isna().all():
+        return None
+    (run_id, step), best = rows["psnr"].idxmax(), rows.loc[rows["psnr"].idxmax()]
+    line = f"best:    on {bench}: novel views {best['psnr']:.2f} dB ({run_id} at step {step})"
+    if not pd.isna(best.get("recon_psnr")):
+        line += f"; its context views re-rendered {best['recon_psnr']:.2f} dB"
+    extra = [f"{label} {best[m]:.2f} dB" for m, label in (("blend_psnr", "frame blend"),
+                                                           ("copy_psnr", "nearest context view"))
+             if not pd.isna(best.get(m))]
+    return line + (f"; no model: {', '.join(extra)}" if extra else "")
 
 
 def next_commands(spec: SweepSpec, grid: str, overrides: list[str], pdf: str) -> list[str]:

@@ -4,8 +4,10 @@ Runs the demo grid again with seed 1 into its own store and run directory (`resu
 `runs/demo-seed1`; the seed-0 demo is run first when its store has no finished grid), fits the primary MSE law on
 both, and prints the comparison: the effective exponents alpha*gamma and beta*gamma of seed 1 (what the data
 identify when one term dominates) against seed 0's bootstrap 95% CIs, whether those CIs are narrower than the
-estimates, the answer of each seed to "does size matter at the largest D?", and the seed noise of one run's final
-MSE at each data size D (runs matched by preset, D and length: where the law's exponents can move with the seed);
+estimates, the answer of each seed to "does size matter at the largest D?", each seed's frontier runs per D (how
+many independent runs the D exponent rests on), each seed's best checkpoint per benchmark against the predictions
+that need no model, and the seed noise of one run's final MSE at each data size D (runs matched by preset, D and
+length: where the law's exponents can move with the seed);
 `--simulate N` then refits the first grid's law on N simulated seeds with that noise (`sweeps.seed_noise`). With
 `--validate` (as `make seed-check` calls it) each seed's demo also trains its held-out runs and predicts them (`make
 validate`). A grid with several seeds per cell (`--set "grid.seeds=[0,1]"`: its laws are fitted on the seeds' mean,
@@ -115,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, spec in zip(labels, (spec0, spec1)):  # where the D exponent can move with the seed (study_checks)
         runs = sc.frontier_runs_by_d(demo.frontier_table(demo.grid_store(spec), spec, bench, "psnr"))
         print(f"  frontier runs per D, {label}: " + ", ".join(f"{int(d)}: {n}" for d, n in runs.items()))
+    for label, spec in zip(labels, (spec0, spec1)):  # the best checkpoint against the predictions that need no model
+        for nvs in demo.nvs_benches(spec):
+            line = demo.best_checkpoint_line(demo.grid_evals(spec), nvs)
+            if line:
+                print(f"  {label}, " + line.removeprefix("best:").strip())
     both = pd.concat([sc.final_mse_by_preset(demo.grid_store(s), s.name, bench) for s in (spec0, spec1)])
     means = both.groupby(["preset", "params"])["mean"].mean().reset_index().sort_values("params")
     falls = bool((means["mean"].diff().dropna() < 0).all())

@@ -235,3 +235,19 @@ def test_next_commands_fit_the_grids_sweep_with_its_fit_settings(tmp_path: Path,
     lines = demo.next_commands(other, str(demo.DEMO_GRID), ["db=results-seed1.duckdb"], "x.pdf")
     assert all(f"--db {other.db_path}" in ln for ln in lines[:3]) and "--out x.pdf" in lines[2]
     assert "--set db=results-seed1.duckdb" in lines[3]
+
+
+def test_best_checkpoint_line_names_the_best_novel_view_psnr_with_its_reconstruction_and_the_baselines():
+    import pandas as pd
+
+    rows = []
+    for run_id, step, psnr, recon in (("a", 100, 25.0, 27.0), ("a", 200, 28.5, 30.25), ("b", 200, 27.0, 31.0)):
+        rows += [(run_id, step, "indist", "psnr", psnr), (run_id, step, "indist", "recon_psnr", recon),
+                 (run_id, step, "indist", "blend_psnr", 32.0), (run_id, step, "indist", "copy_psnr", 30.8),
+                 (run_id, step, "other", "mse", 0.01)]
+    evals = pd.DataFrame(rows, columns=["run_id", "step", "bench", "metric", "value"])
+    line = demo.best_checkpoint_line(evals, "indist")
+    assert line == ("best:    on indist: novel views 28.50 dB (a at step 200); its context views re-rendered "
+                    "30.25 dB; no model: frame blend 32.00 dB, nearest context view 30.80 dB")
+    assert demo.best_checkpoint_line(evals, "other") is None  # no PSNR there
+    assert demo.best_checkpoint_line(evals[evals["metric"] == "psnr"], "indist").endswith("(a at step 200)")
