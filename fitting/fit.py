@@ -29,7 +29,8 @@ import pandas as pd
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
-from .bootstrap import CI_METHODS, POINT_UNIT, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band, refit_resamples
+from .bootstrap import (CI_METHODS, POINT_UNIT, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band,
+                        refit_resamples)
 from .laws import DEFAULT_LAW, Law, constrain, expand_params, get_law
 from .frontier import target_label
 from .problem import DEFAULT_TOL, FitProblem, best_of, one_blas_thread
