@@ -4,10 +4,12 @@ Runs the demo grid again with seed 1 into its own store and run directory (`resu
 `runs/demo-seed1`; the seed-0 demo is run first when its store has no finished grid), fits the primary MSE law on
 both, and prints the comparison: the effective exponents alpha*gamma and beta*gamma of seed 1 (what the data
 identify when one term dominates) against seed 0's bootstrap 95% CIs, whether those CIs are narrower than the
-estimates, the answer of each seed to "does size matter at the largest D?", each seed's frontier runs per D (how
-many independent runs the D exponent rests on), each seed's best checkpoint per benchmark against the predictions
-that need no model, and the seed noise of one run's final MSE at each data size D (runs matched by preset, D and
-length: where the law's exponents can move with the seed);
+estimates, the difference of the two seeds' exponents over the standard error of both CIs (the calibrated
+comparison: the rule above holds at most 83% of the time even with exact CIs), the answer of each seed to "does size
+matter at the largest D?", each seed's frontier runs per D (how many independent runs the D exponent rests on), each
+seed's best checkpoint per benchmark against the predictions that need no model, and the seed noise of one run's
+final MSE at each data size D (runs matched by preset, D and length: where the law's exponents can move with the
+seed);
 `--simulate N` then refits the first grid's law on N simulated seeds with that noise (`sweeps.seed_noise`). With
 `--validate` (as `make seed-check` calls it) each seed's demo also trains its held-out runs and predicts them (`make
 validate`). A grid with several seeds per cell (`--set "grid.seeds=[0,1]"`: its laws are fitted on the seeds' mean,
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     size = [sc.check_size_matters(demo.grid_store(s), s.name, bench) for s in (spec0, spec1)]
     same = size[0].ok == size[1].ok
     print(f"\nseed check on {bench} (MSE law):\n" + "\n".join(lines))
+    for name, (diff, se, z) in sc.seed_difference(*fits).items():  # the calibrated comparison, beside the rule
+        print(f"  {name:<12} {labels[1]} - {labels[0]}: {diff:+.3g} (standard error from both CIs {se:.3g}, "
+              f"|z| = {z:.2f}: {'within' if z <= 1.96 else 'BEYOND'} 1.96; the rule above holds at most 83% of the "
+              "time even with exact CIs)")
     for label, c in zip(labels, size):
         print(f"  size matters, {label}: {'yes' if c.ok else 'no'} ({c.measured})")
     print(f"  same answer on size: {'yes' if same else 'NO'}")

@@ -146,6 +146,18 @@ def test_seed_comparison_inside_and_outside():
     far = _fit(params={"L_inf": 0.01, "alpha": 0.9, "beta": 0.41, "gamma": 1.0}, bootstrap_params=boot)
     lines, ok = compare_effective(seed0, far)
     assert not ok and "OUTSIDE" in lines[0]
+    # the calibrated comparison: the difference over the standard error of both CIs (numpy written out)
+    boot1 = boot.copy()
+    boot1[:, 2] = rng.normal(0.9, 0.04, 400)
+    far = _fit(params=far.params, bootstrap_params=boot1)
+    got = sc.seed_difference(seed0, far)
+    half = lambda x: np.subtract(*np.percentile(x, [97.5, 2.5])) / (2 * 1.96)  # noqa: E731
+    se_alpha = np.sqrt(half(boot[:, 2]) ** 2 + half(boot1[:, 2]) ** 2)
+    assert got["alpha*gamma"] == pytest.approx((0.4, se_alpha, 0.4 / se_alpha), rel=1e-12)
+    assert 0.04 < se_alpha < 0.06  # ~ sqrt(0.03^2 + 0.04^2) for normal draws
+    se_beta = np.sqrt(2) * half(boot[:, 4])
+    assert got["beta*gamma"] == pytest.approx((0.41 - 0.4, se_beta, 0.01 / se_beta), rel=1e-9)
+    assert np.isnan(sc.seed_difference(_fit(bootstrap_params=np.zeros((0, 6))), far)["alpha*gamma"][1])  # no draws
 
 
 def test_extrapolation_slope_check():
