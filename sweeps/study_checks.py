@@ -138,8 +138,8 @@ def check_beats_blend(store, sweep: str, bench: str, fit=None) -> Check:
     if best is None:
         return Check(name, "no PSNR evaluations", target, None)
     if pd.isna(best.get("blend_psnr")):
-        return Check(name, "no frame-blend baseline recorded (evaluated before it was; `rayder-data baselines "
-                     "BENCH --resolution R` scores it on the benchmark)", target, None)
+        return Check(name, "no frame-blend baseline recorded (evaluated before it was; `rayder-eval "
+                     "--baselines BENCH --resolution R` scores it on the benchmark)", target, None)
     gain = float(best["psnr"] - best["blend_psnr"])
     scored = wide.dropna(subset=["psnr", "blend_psnr"])
     beat = int((scored["psnr"] > scored["blend_psnr"]).sum())

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rayder_core.data import cli as data_cli
 from rayder_core.data import evalsets as B
 from rayder_core.eval_config import BenchmarkSpec
+from rayder_core.evaluation import cli as eval_cli
 from rayder_core.evaluation.baselines import (baseline_psnrs, baseline_views, benchmark_baselines, blend_weights,
                                               common_baselines)
 from rayder_core.evaluation.nvs import evaluate_nvs
@@ -113,17 +113,21 @@ def test_benchmark_baselines_match_a_numpy_brute_force_and_evaluate_nvs_records_
         assert all(m in row for row in out["scenes"])
 
 
-def test_rayder_data_baselines_prints_the_numpy_reference_and_refuses_a_missing_benchmark(tmp_path, capsys):
+def test_rayder_eval_baselines_prints_the_numpy_reference_and_refuses_bad_input(tmp_path, capsys):
     root = _bench(tmp_path / "bench", ["a", "b", "c"])
     ref = _numpy_reference(root, 32)
-    assert data_cli.main(["baselines", str(root), "--resolution", "32"]) == 0
+    assert eval_cli.main(["--baselines", str(root), "--resolution", "32"]) == 0
     out = capsys.readouterr().out
     assert "(3 scenes" in out
     for label, metric in (("mean colour", "baseline_psnr"), ("nearest context view", "copy_psnr"),
                           ("frame blend", "blend_psnr")):
         assert f"{label:<22} {ref[metric]:6.2f} dB" in out, out
-    assert data_cli.main(["baselines", str(tmp_path / "nowhere"), "--resolution", "32"]) == 2
+    assert eval_cli.main(["--baselines", str(tmp_path / "nowhere"), "--resolution", "32"]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
+    for argv in (["--baselines", str(root)], ["--baselines", str(root), "--resolution", "32", str(tmp_path)], []):
+        with pytest.raises(SystemExit) as usage:  # no resolution; a run directory as well; neither
+            eval_cli.main(argv)
+        assert usage.value.code == 2
 
 
 class _ShrinkingRenderer(torch.nn.Module):

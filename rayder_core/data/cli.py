@@ -5,7 +5,6 @@
     rayder-data manifest --shards DIR --fractions 0.01,0.1,1.0 --seed 0
     rayder-data bench --out data/synth/bench --scenes 64 --resolution 64 --seed 1000
     rayder-data bench-from {dl3dv,colmap,llff} ROOT... --out DIR [--rule even|every8] [--views 24]
-    rayder-data baselines data/synth/bench-indist/re10k-synth --resolution 16 [--index FILE] [--max-scenes N]
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from rayder_core.data.synth import synthesize
 from rayder_core.data.ingest import ingest
 from rayder_core.data.evalsets import make_synthetic_benchmarks
 from rayder_core.data import readers
-from rayder_core.evaluation.baselines import benchmark_baselines
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -123,25 +121,6 @@ def cmd_bench_from(args: argparse.Namespace) -> int:
     return 0
 
 
-BASELINE_LABELS = {"baseline_psnr": "mean colour", "copy_psnr": "nearest context view", "blend_psnr": "frame blend"}
-
-
-def cmd_baselines(args: argparse.Namespace) -> int:
-    """The PSNR (dB) of the predictions that need no model, on a benchmark, scored as a model is scored."""
-    if not Path(args.path).exists():
-        raise FileNotFoundError(f"{args.path} does not exist")
-    got = benchmark_baselines(args.path, args.resolution, index=args.index, max_scenes=args.max_scenes,
-                              progress=True)
-    index = args.index or Path(args.path) / "evaluation_index.json"
-    print(f"baselines of {args.path} at {args.resolution}^2 ({int(got['scenes'])} scenes, index {index}):")
-    for metric, label in BASELINE_LABELS.items():
-        if metric in got:
-            print(f"  {label:<22} {got[metric]:6.2f} dB   ({metric})")
-        else:
-            print(f"  {label:<22}      -      ({metric}: the index gives no frame indices)")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayder-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,16 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=24, help="frames used by the 'even' rule (default: 24)")
     p.add_argument("--max-context", type=int, default=8, help="context frames of the 'every8' rule (default: 8)")
     p.set_defaults(func=cmd_bench_from)
-
-    p = sub.add_parser("baselines", help="score the predictions that need no model (mean colour, nearest context "
-                                         "view, frame blend) on an RE10K-format benchmark, as a model is scored")
-    p.add_argument("path", help="benchmark directory (test/*.torch and evaluation_index.json)")
-    p.add_argument("--resolution", type=int, required=True, help="square side in pixels the views are scored at "
-                                                                 "(the resolution the models are evaluated at)")
-    p.add_argument("--index", default=None, help="evaluation index (default: PATH/evaluation_index.json), e.g. "
-                                                 "evaluation_index_gaps12-24.json")
-    p.add_argument("--max-scenes", type=int, default=None, help="score only the first N scenes")
-    p.set_defaults(func=cmd_baselines)
     return parser
 
 

@@ -1,6 +1,7 @@
 """`rayder-eval RUN_DIR [--step S | --all | --pending] [--db results.duckdb]`: evaluate a run's checkpoints after the
 fact (under torchrun/srun with several processes: sharded, the same numbers as one process). `--pending` is the job
-of `eval.mode: job`."""
+of `eval.mode: job`. `rayder-eval --baselines BENCH --resolution R [--index F]`: the predictions that need no model
+(mean colour, nearest context view, frame blend) scored on a benchmark as a model is scored."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rayder_core.distributed import init_distributed, leave_distributed
+from rayder_core.evaluation.baselines import BASELINE_METRICS, benchmark_baselines
 from rayder_core.evaluation.checkpoint import load_model_from_checkpoint
 from rayder_core.evaluation.records import write_eval_records
 from rayder_core.evaluation.suite import evaluate_model
@@ -25,11 +27,32 @@ def due_steps(cfg: Any, steps: list[int]) -> list[int]:
     return [s for s in steps if s in due]
 
 
+BASELINE_LABELS = dict(zip(BASELINE_METRICS, ("mean colour", "nearest context view", "frame blend")))
+
+
+def print_baselines(path: Path, resolution: int, index: Path | None, max_scenes: int | None) -> int:
+    """Print the PSNR (dB) of each no-model baseline on the benchmark at `path` (`benchmark_baselines`)."""
+    if not path.exists():
+        print(f"rayder-eval --baselines: {path} does not exist", file=sys.stderr)
+        return 2
+    try:
+        got = benchmark_baselines(path, resolution, index=index, max_scenes=max_scenes, progress=True)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"rayder-eval --baselines: {exc}", file=sys.stderr)
+        return 2
+    print(f"baselines of {path} at {resolution}^2 ({int(got['scenes'])} scenes, index "
+          f"{index or path / 'evaluation_index.json'}):")
+    for metric, label in BASELINE_LABELS.items():
+        shown = f"{got[metric]:6.2f} dB" if metric in got else "     -   "
+        print(f"  {label:<22} {shown}   ({metric}{'' if metric in got else ': the index gives no frame indices'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rayder-eval", description="Evaluate a run's checkpoints zero-shot. Under torchrun/srun with several "
         "processes the scenes are sharded over the ranks (same numbers as one process).")
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?", help="run directory (not with --baselines)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--all", action="store_true", help="evaluate every checkpoint")
     parser.add_argument("--pending", action="store_true",
@@ -38,7 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="results.duckdb",
                         help="results store ('' to skip; ignored with store_mode: index, collect instead)")
     parser.add_argument("--probe-iters", type=int, default=None)
+    parser.add_argument("--baselines", type=Path, default=None, metavar="BENCH",
+                        help="score the predictions that need no model (mean colour, nearest context view, frame "
+                             "blend) on this RE10K-format benchmark directory instead of a run; needs --resolution")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="with --baselines: square side in pixels the views are scored at (the models' eval one)")
+    parser.add_argument("--index", type=Path, default=None,
+                        help="with --baselines: evaluation index (default: BENCH/evaluation_index.json)")
+    parser.add_argument("--max-scenes", type=int, default=None, help="with --baselines: only the first N scenes")
     args = parser.parse_args(argv)
+    if args.baselines is not None:
+        if args.run_dir is not None or args.resolution is None:
+            parser.error("--baselines BENCH takes --resolution R and no run directory")
+        return print_baselines(args.baselines, args.resolution, args.index, args.max_scenes)
+    if args.run_dir is None:
+        parser.error("a run directory is required (or --baselines BENCH --resolution R)")
     try:
         cfg = load_train_config(args.run_dir / "config.yaml")
     except ConfigError as exc:
