@@ -29,8 +29,8 @@ import pandas as pd
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
-from .bootstrap import (CI_METHODS, POINT_UNIT, bootstrap_ci, ci_edge_notes, degenerate_note, prediction_band,
-                        refit_resamples)
+from .bootstrap import (CI_METHODS, POINT_UNIT, bootstrap_ci, ci_edge_notes, degenerate_note, describe_unit,
+                        prediction_band, refit_resamples)
 from .laws import DEFAULT_LAW, Law, constrain, expand_params, get_law
 from .frontier import target_label
 from .problem import DEFAULT_TOL, FitProblem, best_of, one_blas_thread
@@ -233,7 +233,7 @@ class FitResult:
                  f"objective {self.objective:.6g}, R^2 {self.r2:.4f} (log {self.r2_log:.4f}), RMSE {self.rmse:.3g}, "
                  f"{self.n_points} points, {starts}, {self.elapsed_s:.2f} s"]
         if self.n_bootstrap:
-            unit = (f" of whole {self.bootstrap_groups} groups ({self.n_bootstrap_groups})"
+            unit = (f" of {describe_unit(self.bootstrap_groups)} ({self.n_bootstrap_groups})"
                     if self.bootstrap_groups else "")
             lines.append(f"  {self.n_bootstrap} bootstrap resamples{unit}, {self.n_degenerate_resamples} with <= 3 "
                          f"distinct points")

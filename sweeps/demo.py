@@ -315,7 +315,8 @@ def best_checkpoint_line(evals: pd.DataFrame, bench: str) -> str | None:
     rows = evals[evals["bench"] == bench].pivot_table(index=["run_id", "step"], columns="metric", values="value")
     if "psnr" not in rows.columns or rows["psnr"].isna().all():
         return None
-    (run_id, step), best = rows["psnr"].idxmax(), rows.loc[rows["psnr"].idxmax()]
+    run_id, step = rows["psnr"].idxmax()
+    best = rows.loc[(run_id, step)]
     line = f"best:    on {bench}: novel views {best['psnr']:.2f} dB ({run_id} at step {step})"
     if not pd.isna(best.get("recon_psnr")):
         line += f"; its context views re-rendered {best['recon_psnr']:.2f} dB"

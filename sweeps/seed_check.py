@@ -115,19 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nseed check on {bench} (MSE law):\n" + "\n".join(lines))
     for name, (diff, se, z) in sc.seed_difference(*fits).items():  # the calibrated comparison, beside the rule
         print(f"  {name:<12} {labels[1]} - {labels[0]}: {diff:+.3g} (standard error from both CIs {se:.3g}, "
-              f"|z| = {z:.2f}: {'within' if z <= 1.96 else 'BEYOND'} 1.96; the rule above holds at most 83% of the "
-              "time even with exact CIs)")
+              f"|z| = {z:.2f}: {'within' if z <= sc.Z95 else 'BEYOND'} {sc.Z95:.2f}; the rule above holds at most "
+              f"{sc.SECOND_SEED_CEILING:.0%} of the time even with exact CIs)")
     for label, c in zip(labels, size):
         print(f"  size matters, {label}: {'yes' if c.ok else 'no'} ({c.measured})")
     print(f"  same answer on size: {'yes' if same else 'NO'}")
     for label, spec in zip(labels, (spec0, spec1)):  # where the D exponent can move with the seed (study_checks)
         runs = sc.frontier_runs_by_d(demo.frontier_table(demo.grid_store(spec), spec, bench, "psnr"))
-        print(f"  frontier runs per D, {label}: " + ", ".join(f"{int(d)}: {n}" for d, n in runs.items()))
+        print(f"  frontier runs per D, {label}: {sc.format_runs_by_d(runs)}")
     for label, spec in zip(labels, (spec0, spec1)):  # the best checkpoint against the predictions that need no model
-        for nvs in demo.nvs_benches(spec):
-            line = demo.best_checkpoint_line(demo.grid_evals(spec), nvs)
-            if line:
-                print(f"  {label}, " + line.removeprefix("best:").strip())
+        evals = demo.grid_evals(spec)
+        for line in filter(None, (demo.best_checkpoint_line(evals, nvs) for nvs in demo.nvs_benches(spec))):
+            print(f"  {label}, " + line.removeprefix("best:").strip())
     both = pd.concat([sc.final_mse_by_preset(demo.grid_store(s), s.name, bench) for s in (spec0, spec1)])
     means = both.groupby(["preset", "params"])["mean"].mean().reset_index().sort_values("params")
     falls = bool((means["mean"].diff().dropna() < 0).all())

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
+from scipy.stats import norm
 
 from fitting.compare import compare_laws, log_likelihood
 from fitting.fit import FitWarning, fit_law
@@ -173,10 +174,15 @@ def frontier_runs_by_d(table: pd.DataFrame, unit: str = "trunk") -> pd.Series:
     return per_unit.groupby(level=0).sum().sort_index().astype(int)
 
 
+def format_runs_by_d(runs: pd.Series) -> str:
+    """'64: 1, 128: 3, ...' (D: independent runs on its frontier, `frontier_runs_by_d`)."""
+    return ", ".join(f"{int(d)}: {n}" for d, n in runs.items())
+
+
 def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2) -> Check:
     """The law's D exponent must not rest on one run's luck: every data size's frontier holds >= `minimum`
     independent runs (trunks; `frontier_runs_by_d`). At small D the held-out loss plateaus early at a level set by the
-    initialisation (design v15: 17.5-28.9 x 1e-3 over 4 seeds at D = 64), the frontier keeps only the cheapest run,
+    initialisation (docs/benchmarks.md, "What the D exponent rests on"), the frontier keeps only the cheapest run,
     and a bootstrap over runs cannot show that run's seed noise. Reported beside it: beta refitted without the smallest
     D (same law, fixes and points otherwise), how much the exponent leans on that one data size."""
     name = f"D term rests on >= {minimum} runs per D"
@@ -184,14 +190,9 @@ def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2) -> Chec
     if fit is None or table is None or table.empty or "on_frontier_d" not in table.columns:
         return Check(name, "no law or no frontier", target, None)
     runs = frontier_runs_by_d(table)
-    measured = "frontier runs per D: " + ", ".join(f"{int(d)}: {n}" for d, n in runs.items())
+    measured = "frontier runs per D: " + format_runs_by_d(runs)
     if "beta" in fit.params and "beta" not in fit.fixed and fit.inputs is not None and runs.size >= 3:
-        keep = fit.inputs[1] > runs.index[0]
-        points = pd.DataFrame({"C": fit.inputs[0][keep], "D": fit.inputs[1][keep], "y": fit.targets[keep]})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FitWarning)
-            without = fit_law(points, law=fit.law.name, bootstrap=0, seed=0, n_starts=20, holdout=False,
-                              progress=False, fix=dict(fit.fixed) or None, tie=dict(fit.tied) or None)
+        without = refit_points(fit, keep=fit.inputs[1] > runs.index[0])
         measured += (f"; beta {fit.params['beta']:.3g}, without D={int(runs.index[0])}: "
                      f"{without.params['beta']:.3g}")
     thin = [int(d) for d, n in runs.items() if n < minimum]
@@ -401,18 +402,25 @@ def _comparison_text(table: pd.DataFrame) -> str:
             f"{abs(card['aic'] - one['aic']):.1f} in favour of {better})")
 
 
+def refit_points(fit, keep: np.ndarray | None = None, free: str | None = None, bootstrap: int = 0):
+    """`fit`'s law refitted on its own points (those where `keep` is True; all by default) with its fixes and ties,
+    `free` (a fixed parameter) set free; 20 starts, no hold-out; the refit's own FitWarnings are not reported."""
+    keep = np.ones(len(fit.targets), dtype=bool) if keep is None else keep
+    points = pd.DataFrame({"C": fit.inputs[0][keep], "D": fit.inputs[1][keep], "y": fit.targets[keep]})
+    with warnings.catch_warnings():  # what the check reports is the refit's estimate; its warnings are not news
+        warnings.simplefilter("ignore", FitWarning)
+        return fit_law(points, law=fit.law.name, bootstrap=bootstrap, seed=0, n_starts=20, holdout=False,
+                       progress=False, fix={k: v for k, v in fit.fixed.items() if k != free} or None,
+                       tie=dict(fit.tied) or None)
+
+
 def free_refit(fit, name: str, bootstrap: int = 100):
     """When `fit` holds parameter `name` fixed (grid `fit.fix`): the same law refitted on the same points with
     `name` free (the other fixes kept), so that the check can show whether the data pin it down (None when `name`
     was free)."""
     if fit is None or name not in fit.fixed or fit.inputs is None:
         return None
-    points = pd.DataFrame({"C": fit.inputs[0], "D": fit.inputs[1], "y": fit.targets})
-    with warnings.catch_warnings():  # its CI is what the check reports; the refit's own warnings are not news
-        warnings.simplefilter("ignore", FitWarning)
-        return fit_law(points, law=fit.law.name, bootstrap=bootstrap, seed=0, n_starts=20, holdout=False,
-                       progress=False, fix={k: v for k, v in fit.fixed.items() if k != name},
-                       tie=dict(fit.tied) or None)
+    return refit_points(fit, free=name, bootstrap=bootstrap)
 
 
 def free_floor_holdout(free, held: pd.DataFrame | None) -> str | None:
@@ -519,16 +527,22 @@ def _effective_draws(fit, e: str) -> np.ndarray:
     return prod[np.isfinite(prod)]
 
 
+Z95 = float(norm.ppf(0.975))  # 1.96: the half-width of a normal 95% interval in standard deviations
+SECOND_SEED_CEILING = float(2 * norm.cdf(Z95 / np.sqrt(2)) - 1)
+"""0.834: how often a second seed's estimate lies inside exact 95% CIs of the first's (two estimates of one exponent
+differ by sqrt(2) times one estimate's spread): the ceiling of the seed check's inside-the-CI rule."""
+
+
 def seed_difference(fit0, fit1) -> dict[str, tuple[float, float, float]]:
     """For each effective exponent of both fits: (second - first, its standard error, |difference| / standard error).
-    Each fit's standard error is its bootstrap 95% CI's width / (2 x 1.96) (robust to the long tails of resamples
-    that lose a data size), combined as sqrt(se0^2 + se1^2). The calibrated two-seed comparison: two estimates of
-    one exponent differ by sqrt(2) times one estimate's spread, so "the second inside the first's 95% CI" holds at
-    most 83% of the time even with exact CIs, while |z| <= 1.96 holds 95% of the time when only the seed changed."""
+    Each fit's standard error is its bootstrap 95% CI's width / (2 x Z95) (robust to the long tails of resamples
+    that lose a data size), combined as sqrt(se0^2 + se1^2). The calibrated two-seed comparison: "the second inside
+    the first's 95% CI" holds at most SECOND_SEED_CEILING of the time even with exact CIs, while |z| <= Z95 holds 95%
+    of the time when only the seed changed."""
     e0, e1 = effective_exponents(fit0), effective_exponents(fit1)
     out = {}
     for name in e0.keys() & e1.keys():
-        se = float(np.hypot(*((e[name][2] - e[name][1]) / (2 * 1.96) for e in (e0, e1))))
+        se = float(np.hypot(*((e[name][2] - e[name][1]) / (2 * Z95) for e in (e0, e1))))
         diff = e1[name][0] - e0[name][0]
         out[name] = (diff, se, abs(diff) / se if se > 0 else float("nan"))
     return dict(sorted(out.items()))

@@ -59,6 +59,7 @@ def test_fit_study_fits_each_quantity_once(tmp_path: Path, monkeypatch, capsys) 
     d_term = next(c for c in checks if c.name.startswith("D term"))
     runs = sc.frontier_runs_by_d(demo.frontier_table(ResultsStore(db), spec, "indist-synth", "psnr"))
     assert d_term.measured.startswith("frontier runs per D: " + ", ".join(f"{int(d)}: {n}" for d, n in runs.items()))
+    assert sc.format_runs_by_d(runs) in d_term.measured
     assert d_term.ok is bool((runs >= 2).all())
     # a primary law with a parameter at a bound: the AIC comparison against gamma = 1 is printed and stored as
     # `rayder-fit --compare kaplan,additive` stores it (one row per law, on the law's own points)
