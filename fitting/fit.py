@@ -405,6 +405,19 @@ def fit_law(df: pd.DataFrame, law: str = DEFAULT_LAW, x: Sequence[str] = ("C", "
     return fit_with_options(df, options)
 
 
+def refit_points(fit: FitResult, keep: np.ndarray | None = None, free: str | None = None,
+                 bootstrap: int = 0) -> FitResult:
+    """`fit`'s law refitted on its own points (those where `keep` is True; all by default) with its fixes and ties,
+    `free` (a fixed parameter) set free; 20 starts, no hold-out; the refit's own FitWarnings are not reported."""
+    keep = np.ones(len(fit.targets), dtype=bool) if keep is None else keep
+    points = pd.DataFrame({"C": fit.inputs[0][keep], "D": fit.inputs[1][keep], "y": fit.targets[keep]})
+    with warnings.catch_warnings():  # what a caller reports is the refit's estimate; its warnings are not news
+        warnings.simplefilter("ignore", FitWarning)
+        return fit_law(points, law=fit.law.name, bootstrap=bootstrap, seed=0, n_starts=20, holdout=False,
+                       progress=False, fix={k: v for k, v in fit.fixed.items() if k != free} or None,
+                       tie=dict(fit.tied) or None)
+
+
 def fit_with_options(df: pd.DataFrame, options: FitOptions) -> FitResult:
     """`fit_law` with its settings in one `FitOptions` (what `fitting.study.fit_study` calls)."""
     base_law = get_law(options.law)

@@ -5,7 +5,9 @@ Pages, in order (each is one matplotlib figure on an A4-landscape page):
 1. summary: sweeps, runs by state, the preset x data-fraction grid (parameters, D videos), total compute and wall
    time, and what is missing (failed runs, metrics missing and why);
 2. scaling across data and model size (paper Figure 10), one page per NVS benchmark;
-3. compute-optimal frontier and fitted law L(C, D) (Figure 11), one page per NVS benchmark;
+3. compute-optimal frontier and fitted law L(C, D) (Figure 11), one page per NVS benchmark; then what the MSE law's
+   D term rests on (held-out MSE against epochs, data sizes that reached their minimum, frontier runs per D, the D
+   exponent without the smallest D), one page per NVS benchmark;
 4. residuals of every fit, then a page with the fitted parameters and their bootstrap CIs;
 5. camera geometry vs compute (Figure 13), one page per probe benchmark;
 6. training curves (loss, PSNR, skipped steps) of every run, small multiples, 12 runs per page;
@@ -37,7 +39,8 @@ from reports.common import (DEFAULT_BOOTSTRAP, PAGE_STYLE, ReportError, Study, _
                             load_study, plt, tidy_log_axes)
 from reports.fits import MetricFit, _stored_fit_row, fit_all, fit_metric, format_holdout  # noqa: F401
 from reports import family_page  # families overlaid (only for a store with two model families)
-from reports.pages import allocation, fit_tables, frontier, holdout, isoflop, pose_errors, scaling, summary, training
+from reports.pages import (allocation, d_term, fit_tables, frontier, holdout, isoflop, pose_errors, scaling, summary,
+                           training)
 from reports.pages.allocation import allocation_budgets, allocation_page, allocation_table, flops_per_sample  # noqa: F401
 from reports.pages.pose_errors import camera_page  # noqa: F401
 from reports.pages.fit_tables import _num, parameters_page, residuals_page  # noqa: F401
@@ -57,6 +60,7 @@ PAGES = [
     summary,
     scaling,
     frontier,
+    d_term,
     fit_tables,
     pose_errors,
     training,

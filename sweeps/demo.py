@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fitting import FitOptions, StudyOptions
+from fitting import FitOptions, StudyOptions, transform_metric
 from fitting.bootstrap import bootstrap_groups_column
 from fitting import fit_study as fit_points
 from fitting.compare import format_comparison
@@ -180,6 +180,14 @@ def frontier_table(store, spec: SweepSpec, bench: str, metric: str) -> pd.DataFr
     return raw if raw.empty else prepare_points(raw, study_options(spec, bench, metric, 0))[0]
 
 
+def checkpoint_table(store, spec: SweepSpec, bench: str, metric: str) -> pd.DataFrame:
+    """Every evaluated checkpoint of the grid's runs on `bench` (warmup included, no selection) with its
+    lower-is-better target `y` (MSE on [-1, 1] from PSNR, 1-SSIM, LPIPS): where each run's held-out loss bottomed
+    out (`fitting.d_term`)."""
+    raw = store.eval_points(bench, metric, sweep=spec.name)
+    return raw.assign(y=transform_metric(raw["value"], metric)) if len(raw) else raw
+
+
 def fit_study(spec: SweepSpec) -> tuple[dict, int]:
     """Fit each quantity once on the grid's sweep (its held-out runs excluded): on the primary benchmark the MSE law
     from PSNR, 1-SSIM, and LPIPS where it was computed; on every other NVS benchmark the MSE law (key
@@ -261,7 +269,8 @@ def validate_and_check(spec: SweepSpec, fits: dict, n_frontier: int) -> tuple[li
               sc.check_frontier(n_frontier, minimum=20),
               sc.check_identified_law(fits.get("psnr"), "MSE (from PSNR)", 0.97, comparison=comparison,
                                       free_floor=free_floor, free_gamma=free_gamma),
-              sc.check_d_term_runs(frontier_table(store, spec, bench, "psnr"), fits.get("psnr")),
+              sc.check_d_term_runs(frontier_table(store, spec, bench, "psnr"), fits.get("psnr"),
+                                   points=checkpoint_table(store, spec, bench, "psnr")),
               sc.check_law(fits.get("ssim"), "1-SSIM", 0.93, False),
               sc.check_extrapolation_slope(fits.get("psnr"), store, spec.name, bench),
               sc.check_skips(store, spec.name)]

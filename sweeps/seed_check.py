@@ -121,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  size matters, {label}: {'yes' if c.ok else 'no'} ({c.measured})")
     print(f"  same answer on size: {'yes' if same else 'NO'}")
     for label, spec in zip(labels, (spec0, spec1)):  # where the D exponent can move with the seed (study_checks)
-        runs = sc.frontier_runs_by_d(demo.frontier_table(demo.grid_store(spec), spec, bench, "psnr"))
-        print(f"  frontier runs per D, {label}: {sc.format_runs_by_d(runs)}")
+        store = demo.grid_store(spec)
+        runs = sc.frontier_runs_by_d(demo.frontier_table(store, spec, bench, "psnr"))
+        print(f"  frontier runs per D, {label}: {sc.format_runs_by_d(runs)}; "
+              + sc.data_limited_line(demo.checkpoint_table(store, spec, bench, "psnr")))
     for label, spec in zip(labels, (spec0, spec1)):  # the best checkpoint against the predictions that need no model
         evals = demo.grid_evals(spec)
         for line in filter(None, (demo.best_checkpoint_line(evals, nvs) for nvs in demo.nvs_benches(spec))):

@@ -24,7 +24,6 @@ whether it is met. None of them is tuned to pass: the targets are the issues', t
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +32,9 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from fitting.compare import compare_laws, log_likelihood
-from fitting.fit import FitWarning, fit_law
+from fitting.d_term import (data_limited_by_d, epochs_to_minimum, format_data_limited, format_runs_by_d,
+                            frontier_runs_by_d, held_out_minima)
+from fitting.fit import refit_points
 from fitting.frontier import running_frontier, transform_metric
 from fitting.holdout_runs import validate_holdout
 from fitting.replicates import average_replicates
@@ -162,29 +163,15 @@ def check_frontier(points: int, minimum: int = 15) -> Check:
     return Check("frontier points", f"{points} per-D frontier points", f">= {minimum}", points >= minimum)
 
 
-def frontier_runs_by_d(table: pd.DataFrame, unit: str = "trunk") -> pd.Series:
-    """How many independent runs hold each data size's frontier: the distinct values of `unit` (default the trunk:
-    run lengths forked from one trunk are one run; `run_id` where the table has no such column) among the per-D
-    frontier points (`on_frontier_d`) of `table` (a `fitting.frontier` table), each counted as many times as the
-    seeds averaged into it (`n_replicates`, `fitting.replicates`), indexed by D (videos), ascending."""
-    front = table[table["on_frontier_d"].astype(bool)]
-    column = unit if unit in front.columns else "run_id"
-    seeds = front["n_replicates"] if "n_replicates" in front.columns else pd.Series(1, index=front.index)
-    per_unit = seeds.fillna(1).groupby([front["D"], front[column]]).max()
-    return per_unit.groupby(level=0).sum().sort_index().astype(int)
-
-
-def format_runs_by_d(runs: pd.Series) -> str:
-    """'64: 1, 128: 3, ...' (D: independent runs on its frontier, `frontier_runs_by_d`)."""
-    return ", ".join(f"{int(d)}: {n}" for d, n in runs.items())
-
-
-def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2) -> Check:
+def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2, points: pd.DataFrame | None = None) -> Check:
     """The law's D exponent must not rest on one run's luck: every data size's frontier holds >= `minimum`
     independent runs (trunks; `frontier_runs_by_d`). At small D the held-out loss plateaus early at a level set by the
     initialisation (docs/benchmarks.md, "What the D exponent rests on"), the frontier keeps only the cheapest run,
     and a bootstrap over runs cannot show that run's seed noise. Reported beside it: beta refitted without the smallest
-    D (same law, fixes and points otherwise), how much the exponent leans on that one data size."""
+    D (same law, fixes and points otherwise), how much the exponent leans on that one data size; and, from `points`
+    (every evaluated checkpoint: run_id, D, step, samples, y), the data sizes whose held-out loss bottomed out inside
+    the runs (`fitting.d_term`) and how many steps the largest D would need to reach its own minimum at the epochs
+    measured there (the trend that sizes a grid whose D term is fitted where data is plentiful)."""
     name = f"D term rests on >= {minimum} runs per D"
     target = f">= {minimum} independent runs (trunks) on every D's frontier"
     if fit is None or table is None or table.empty or "on_frontier_d" not in table.columns:
@@ -198,7 +185,27 @@ def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2) -> Chec
     thin = [int(d) for d, n in runs.items() if n < minimum]
     if thin:
         measured += f"; one run sets the frontier at D = {', '.join(map(str, thin))}"
+    if points is not None and len(points):
+        measured += "; " + data_limited_line(points)
     return Check(name, measured, target, not thin)
+
+
+def data_limited_line(points: pd.DataFrame) -> str:
+    """Which data sizes reached their held-out minimum inside the runs (`fitting.d_term.data_limited_by_d`) and, at
+    the median epochs of those minima, the steps (batch as trained) the largest D would need to reach its own."""
+    minima = held_out_minima(points)
+    if minima.empty:
+        return "no run has enough evaluated checkpoints to show where its held-out loss bottomed out"
+    line = format_data_limited(data_limited_by_d(minima))
+    epochs = epochs_to_minimum(minima)
+    if np.isfinite(epochs):
+        d_max = float(points["D"].max())
+        last = points.loc[points["step"].idxmax()]
+        batch = float(last["samples"]) / float(last["step"])
+        steps = epochs * d_max / batch
+        line += (f"; at {epochs:.0f} epochs D = {int(d_max)} would reach its minimum after ~{steps:.3g} steps "
+                 f"({steps / float(last['step']):.2g}x the longest run)")
+    return line
 
 
 def check_law(fit, label: str, r2_target: float, need_beta: bool) -> Check:
@@ -400,18 +407,6 @@ def _comparison_text(table: pd.DataFrame) -> str:
     better = "the card law" if card["aic"] < one["aic"] else "gamma = 1"
     return (f"AIC vs gamma = 1: card law {card['aic']:.1f}, gamma = 1 {one['aic']:.1f} (d_aic "
             f"{abs(card['aic'] - one['aic']):.1f} in favour of {better})")
-
-
-def refit_points(fit, keep: np.ndarray | None = None, free: str | None = None, bootstrap: int = 0):
-    """`fit`'s law refitted on its own points (those where `keep` is True; all by default) with its fixes and ties,
-    `free` (a fixed parameter) set free; 20 starts, no hold-out; the refit's own FitWarnings are not reported."""
-    keep = np.ones(len(fit.targets), dtype=bool) if keep is None else keep
-    points = pd.DataFrame({"C": fit.inputs[0][keep], "D": fit.inputs[1][keep], "y": fit.targets[keep]})
-    with warnings.catch_warnings():  # what the check reports is the refit's estimate; its warnings are not news
-        warnings.simplefilter("ignore", FitWarning)
-        return fit_law(points, law=fit.law.name, bootstrap=bootstrap, seed=0, n_starts=20, holdout=False,
-                       progress=False, fix={k: v for k, v in fit.fixed.items() if k != free} or None,
-                       tie=dict(fit.tied) or None)
 
 
 def free_refit(fit, name: str, bootstrap: int = 100):

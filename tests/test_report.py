@@ -168,9 +168,9 @@ def test_report_of_synthetic_study(synthetic_store, tmp_path):
     out = tmp_path / "study.pdf"
     result = build_report(db, out, figures_dir=tmp_path / "figs", figure_formats=("png",), bootstrap=40)
     assert result.elapsed_s < 120  # brief: < 40 s on an idle machine; generous here for 2 shared cores
-    assert len(result.pages) == expected_page_count(1, 1, len(written["runs"])) == 9
+    assert len(result.pages) == expected_page_count(1, 1, len(written["runs"])) == 10
     pngs = pdf_pages_as_png(out, tmp_path)
-    assert len(pngs) == 9  # the PDF really has the pages build_report says
+    assert len(pngs) == 10  # the PDF really has the pages build_report says
     for png in pngs:
         assert ink_fraction(png) > 0.01, f"{png.name} is (nearly) blank"
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(f"{n}.png" for n in result.pages)
@@ -185,7 +185,7 @@ def test_report_of_synthetic_study(synthetic_store, tmp_path):
         assert ref.r2 > 0.95, ref.summary()
         assert re.sub(r"\s+", " ", ref.formula()) in text, ref.formula()
     for title in ("Study summary", "Scaling across data and model size", "Compute-optimal frontier and fitted law",
-                  "Residuals of the fitted laws", "Fitted parameters", "Learned camera geometry vs compute",
+                  "What the D term rests on", "Residuals of the fitted laws", "Fitted parameters", "Learned camera geometry vs compute",
                   "Training curves", "Compute-optimal allocation", "isoFLOP profiles"):
         assert title in text
     # The summary names what is missing and why.
