@@ -77,6 +77,26 @@ def epochs_to_minimum(minima: pd.DataFrame) -> float:
     return float(up["epochs_min"].median()) if len(up) else float("nan")
 
 
+def largest_d_projection(points: pd.DataFrame, minima: pd.DataFrame) -> tuple[float, float, float, int] | None:
+    """(epochs, D_max, steps, longest run's steps): at `epochs_to_minimum(minima)` epochs, the training steps (at the
+    batch the longest run trained with: its samples / steps) after which the largest D of `points` would reach its
+    held-out minimum; None when no run turned up. A trend read off the smaller D, not a measurement at D_max."""
+    epochs = epochs_to_minimum(minima)
+    if not np.isfinite(epochs) or points.empty:
+        return None
+    last = points.loc[points["step"].idxmax()]
+    d_max = float(points["D"].max())
+    steps = epochs * d_max / (float(last["samples"]) / float(last["step"]))
+    return epochs, d_max, steps, int(last["step"])
+
+
+def format_projection(projection: tuple[float, float, float, int]) -> str:
+    """'at 275 epochs D = 2048 would reach its minimum after ~1.76e+04 steps (4.4x the longest run)'."""
+    epochs, d_max, steps, longest = projection
+    return (f"at {epochs:.0f} epochs D = {d_max:g} would reach its minimum after ~{steps:.3g} steps "
+            f"({steps / longest:.2g}x the longest run)")
+
+
 def format_data_limited(by_d: pd.DataFrame) -> str:
     """'minimum inside the runs at D = 64, 128, 256 (median 182, 302, 275 epochs); still falling at the last
     checkpoint at D = 512, 1024, 2048 (250, 125, 62 epochs)' from `data_limited_by_d`."""

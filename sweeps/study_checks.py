@@ -32,8 +32,8 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from fitting.compare import compare_laws, log_likelihood
-from fitting.d_term import (data_limited_by_d, epochs_to_minimum, format_data_limited, format_runs_by_d,
-                            frontier_runs_by_d, held_out_minima)
+from fitting.d_term import (data_limited_by_d, format_data_limited, format_projection, format_runs_by_d,
+                            frontier_runs_by_d, held_out_minima, largest_d_projection)
 from fitting.fit import refit_points
 from fitting.frontier import running_frontier, transform_metric
 from fitting.holdout_runs import validate_holdout
@@ -197,15 +197,8 @@ def data_limited_line(points: pd.DataFrame) -> str:
     if minima.empty:
         return "no run has enough evaluated checkpoints to show where its held-out loss bottomed out"
     line = format_data_limited(data_limited_by_d(minima))
-    epochs = epochs_to_minimum(minima)
-    if np.isfinite(epochs):
-        d_max = float(points["D"].max())
-        last = points.loc[points["step"].idxmax()]
-        batch = float(last["samples"]) / float(last["step"])
-        steps = epochs * d_max / batch
-        line += (f"; at {epochs:.0f} epochs D = {int(d_max)} would reach its minimum after ~{steps:.3g} steps "
-                 f"({steps / float(last['step']):.2g}x the longest run)")
-    return line
+    projection = largest_d_projection(points, minima)
+    return line + ("; " + format_projection(projection) if projection else "")
 
 
 def check_law(fit, label: str, r2_target: float, need_beta: bool) -> Check:

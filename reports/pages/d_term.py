@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fitting import transform_metric
-from fitting.d_term import (data_limited_by_d, epochs_to_minimum, frontier_runs_by_d, held_out_minima,
-                            MIN_CHECKPOINTS, TURNED_UP_TOL)
+from fitting.d_term import (MIN_CHECKPOINTS, TURNED_UP_TOL, data_limited_by_d, format_projection,
+                            frontier_runs_by_d, held_out_minima, largest_d_projection)
 from fitting.fit import refit_points
 from reports.common import FRACTION_CMAP, NO_NVS, Study, message_page, new_page, shades, table_on
 from reports.fits import MetricFit
@@ -72,15 +72,11 @@ def d_term_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]
     table_on(right, d_term_rows(fit.frontier, minima), ["D", "frontier runs", "turned up", "epochs at min",
                                                         "epochs at end"], font_size=8,
              col_widths=[0.12, 0.22, 0.2, 0.23, 0.23])
-    epochs = epochs_to_minimum(minima)
     lines = [beta_without_smallest_d(fit)]
-    if np.isfinite(epochs):
-        last = points.loc[points["step"].idxmax()]
-        d_max = float(points["D"].max())
-        steps = epochs * d_max / (float(last["samples"]) / float(last["step"]))
-        lines.append(f"runs that turned up did so after {epochs:.0f} epochs (median); at that, D = {d_max:g} would "
-                     f"reach its minimum after ~{steps:.3g} steps, {steps / float(last['step']):.2g}x the longest run")
-    fig.text(0.6, 0.46, "\n".join(textwrap.fill(line, 70) for line in lines), va="top", fontsize=9)
+    projection = largest_d_projection(points, minima)
+    if projection:
+        lines.append("median over the runs that turned up: " + format_projection(projection))
+    fig.text(0.6, 0.56, "\n".join(textwrap.fill(line, 70) for line in lines), va="top", fontsize=9)
     return fig
 
 
