@@ -79,8 +79,10 @@ def epochs_to_minimum(minima: pd.DataFrame) -> float:
 
 def largest_d_projection(points: pd.DataFrame, minima: pd.DataFrame) -> tuple[float, float, float, int] | None:
     """(epochs, D_max, steps, longest run's steps): at `epochs_to_minimum(minima)` epochs, the training steps (at the
-    batch the longest run trained with: its samples / steps) after which the largest D of `points` would reach its
-    held-out minimum; None when no run turned up. A trend read off the smaller D, not a measurement at D_max."""
+    batch the longest run trained with: its samples / steps) before which the largest D of `points` cannot reach its
+    held-out minimum; None when no run turned up. A lower bound read off the smaller D, not a measurement at D_max:
+    the epochs to the minimum did not fall with D where measured (tiny-w64: ~180-300 at D = 64-256; tiny-w32: ~180-550
+    at D = 64-128, still improving after 500 at D = 256 and after 300 at D = 2048; docs/benchmarks.md)."""
     epochs = epochs_to_minimum(minima)
     if not np.isfinite(epochs) or points.empty:
         return None
@@ -91,10 +93,11 @@ def largest_d_projection(points: pd.DataFrame, minima: pd.DataFrame) -> tuple[fl
 
 
 def format_projection(projection: tuple[float, float, float, int]) -> str:
-    """'at 275 epochs D = 2048 would reach its minimum after ~1.76e+04 steps (4.4x the longest run)'."""
+    """'at 275 epochs (the median minimum) D = 2048 needs >= ~1.76e+04 steps to reach its minimum (4.4x the longest
+    run)'."""
     epochs, d_max, steps, longest = projection
-    return (f"at {epochs:.0f} epochs D = {d_max:g} would reach its minimum after ~{steps:.3g} steps "
-            f"({steps / longest:.2g}x the longest run)")
+    return (f"at {epochs:.0f} epochs (the median minimum) D = {d_max:g} needs >= ~{steps:.3g} steps to reach its "
+            f"minimum ({steps / longest:.2g}x the longest run)")
 
 
 def format_data_limited(by_d: pd.DataFrame) -> str:

@@ -170,7 +170,7 @@ def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2, points:
     and a bootstrap over runs cannot show that run's seed noise. Reported beside it: beta refitted without the smallest
     D (same law, fixes and points otherwise), how much the exponent leans on that one data size; and, from `points`
     (every evaluated checkpoint: run_id, D, step, samples, y), the data sizes whose held-out loss bottomed out inside
-    the runs (`fitting.d_term`) and how many steps the largest D would need to reach its own minimum at the epochs
+    the runs (`fitting.d_term`) and the least steps the largest D needs to reach its own minimum at the epochs
     measured there (the trend that sizes a grid whose D term is fitted where data is plentiful)."""
     name = f"D term rests on >= {minimum} runs per D"
     target = f">= {minimum} independent runs (trunks) on every D's frontier"
@@ -192,7 +192,7 @@ def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2, points:
 
 def data_limited_line(points: pd.DataFrame) -> str:
     """Which data sizes reached their held-out minimum inside the runs (`fitting.d_term.data_limited_by_d`) and, at
-    the median epochs of those minima, the steps (batch as trained) the largest D would need to reach its own."""
+    the median epochs of those minima, the least steps (batch as trained) the largest D needs to reach its own."""
     minima = held_out_minima(points)
     if minima.empty:
         return "no run has enough evaluated checkpoints to show where its held-out loss bottomed out"

@@ -78,7 +78,7 @@ def test_d_term_check_reports_the_data_limited_sizes_and_the_steps_the_largest_d
     check = sc.check_d_term_runs(table, fit, points=pts)
     minima = held_out_minima(pts)
     steps = np.median(minima[minima["turned_up"]]["epochs_min"]) * 2048 / BATCH
-    assert f"D = 2048 would reach its minimum after ~{steps:.3g} steps ({steps / 4000:.2g}x the longest run)" in \
+    assert f"D = 2048 needs >= ~{steps:.3g} steps to reach its minimum ({steps / 4000:.2g}x the longest run)" in \
         check.measured, check.measured
     assert format_data_limited(data_limited_by_d(minima)) in check.measured
     assert check.ok is True  # two trunks on every D's frontier; the data-limited line is reported, never judged

@@ -75,7 +75,8 @@ def d_term_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]
     lines = [beta_without_smallest_d(fit)]
     projection = largest_d_projection(points, minima)
     if projection:
-        lines.append("median over the runs that turned up: " + format_projection(projection))
+        lines.append(format_projection(projection) + " (a lower bound: the epochs to the minimum did not fall with D "
+                     "where measured)")
     fig.text(0.6, 0.56, "\n".join(textwrap.fill(line, 70) for line in lines), va="top", fontsize=9)
     return fig
 
