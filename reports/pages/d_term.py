@@ -71,13 +71,13 @@ def d_term_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]
     right = fig.add_axes([0.6, 0.5, 0.37, 0.36])
     table_on(right, d_term_rows(fit.frontier, minima), ["D", "frontier runs", "turned up", "epochs at min",
                                                         "epochs at end"], font_size=8,
-             col_widths=[0.12, 0.22, 0.2, 0.23, 0.23])
+             col_widths=[0.1, 0.2, 0.18, 0.26, 0.26])
     lines = [beta_without_smallest_d(fit)]
     projection = largest_d_projection(points, minima)
     if projection:
         lines.append(format_projection(projection) + " (a lower bound: the epochs to the minimum did not fall with D "
                      "where measured)")
-    fig.text(0.6, 0.56, "\n".join(textwrap.fill(line, 70) for line in lines), va="top", fontsize=9)
+    fig.text(0.6, 0.56, "\n".join(textwrap.fill(line, 56) for line in lines), va="top", fontsize=9)
     return fig
 
 
