@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .fit import FitResult, refit_points
+
 # a run "turned up" when its last checkpoint's loss is above its minimum by more than this (relative): a plateau's
 # checkpoint-to-checkpoint wiggle is not overfitting
 TURNED_UP_TOL = 0.02
@@ -80,9 +82,8 @@ def epochs_to_minimum(minima: pd.DataFrame) -> float:
 def largest_d_projection(points: pd.DataFrame, minima: pd.DataFrame) -> tuple[float, float, float, int] | None:
     """(epochs, D_max, steps, longest run's steps): at `epochs_to_minimum(minima)` epochs, the training steps (at the
     batch the longest run trained with: its samples / steps) before which the largest D of `points` cannot reach its
-    held-out minimum; None when no run turned up. A lower bound read off the smaller D, not a measurement at D_max:
-    the epochs to the minimum did not fall with D where measured (tiny-w64: ~180-300 at D = 64-256; tiny-w32: ~180-550
-    at D = 64-128, still improving after 500 at D = 256 and after 300 at D = 2048; docs/benchmarks.md)."""
+    held-out minimum; None when no run turned up. Read off the smaller D, not measured at D_max: a lower bound where
+    the epochs to the minimum grow with D, as they did in the demo's runs (docs/benchmarks.md, "Runs to 300 epochs")."""
     epochs = epochs_to_minimum(minima)
     if not np.isfinite(epochs) or points.empty:
         return None
@@ -90,6 +91,17 @@ def largest_d_projection(points: pd.DataFrame, minima: pd.DataFrame) -> tuple[fl
     d_max = float(points["D"].max())
     steps = epochs * d_max / (float(last["samples"]) / float(last["step"]))
     return epochs, d_max, steps, int(last["step"])
+
+
+def beta_without_smallest_d(fit: FitResult) -> tuple[float, float] | None:
+    """(smallest D, beta of `fit`'s law refitted on its own points without that D: `refit_points`): how much the D
+    exponent leans on one data size; None when beta is fixed or absent, the fit has no inputs, or it has < 3 D."""
+    if "beta" not in fit.params or "beta" in fit.fixed or fit.inputs is None:
+        return None
+    d_values = np.unique(fit.inputs[1])
+    if d_values.size < 3:
+        return None
+    return float(d_values[0]), float(refit_points(fit, keep=fit.inputs[1] > d_values[0]).params["beta"])
 
 
 def format_projection(projection: tuple[float, float, float, int]) -> str:

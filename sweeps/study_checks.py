@@ -32,8 +32,8 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from fitting.compare import compare_laws, log_likelihood
-from fitting.d_term import (data_limited_by_d, format_data_limited, format_projection, format_runs_by_d,
-                            frontier_runs_by_d, held_out_minima, largest_d_projection)
+from fitting.d_term import (beta_without_smallest_d, data_limited_by_d, format_data_limited, format_projection,
+                            format_runs_by_d, frontier_runs_by_d, held_out_minima, largest_d_projection)
 from fitting.fit import refit_points
 from fitting.frontier import running_frontier, transform_metric
 from fitting.holdout_runs import validate_holdout
@@ -178,10 +178,9 @@ def check_d_term_runs(table: pd.DataFrame | None, fit, minimum: int = 2, points:
         return Check(name, "no law or no frontier", target, None)
     runs = frontier_runs_by_d(table)
     measured = "frontier runs per D: " + format_runs_by_d(runs)
-    if "beta" in fit.params and "beta" not in fit.fixed and fit.inputs is not None and runs.size >= 3:
-        without = refit_points(fit, keep=fit.inputs[1] > runs.index[0])
-        measured += (f"; beta {fit.params['beta']:.3g}, without D={int(runs.index[0])}: "
-                     f"{without.params['beta']:.3g}")
+    without = beta_without_smallest_d(fit)
+    if without is not None:
+        measured += f"; beta {fit.params['beta']:.3g}, without D={int(without[0])}: {without[1]:.3g}"
     thin = [int(d) for d, n in runs.items() if n < minimum]
     if thin:
         measured += f"; one run sets the frontier at D = {', '.join(map(str, thin))}"

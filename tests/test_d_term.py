@@ -10,7 +10,7 @@ import pandas as pd
 from fitting import fit_law
 from fitting.d_term import (MIN_CHECKPOINTS, TURNED_UP_TOL, data_limited_by_d, epochs_to_minimum,
                             format_data_limited, held_out_minima)
-from reports.pages.d_term import beta_without_smallest_d, d_term_rows
+from reports.pages.d_term import beta_line, d_term_rows
 from sweeps import study_checks as sc
 
 BATCH = 32
@@ -104,5 +104,5 @@ def test_report_rows_and_the_refit_without_the_smallest_d():
     law = fit_law(points, bootstrap=0, n_starts=20, holdout=False, progress=False, fix={"L_inf": 0.0, "gamma": 1.0})
     without = fit_law(points[points["D"] > 64], bootstrap=0, n_starts=20, holdout=False, progress=False,
                       fix={"L_inf": 0.0, "gamma": 1.0})
-    line = beta_without_smallest_d(SimpleNamespace(band_fit=law))
+    line = beta_line(SimpleNamespace(band_fit=law))
     assert line == f"beta {law.params['beta']:.3g}; refitted without D = 64: {without.params['beta']:.3g}"

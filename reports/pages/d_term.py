@@ -12,25 +12,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fitting import transform_metric
-from fitting.d_term import (MIN_CHECKPOINTS, TURNED_UP_TOL, data_limited_by_d, format_projection,
-                            frontier_runs_by_d, held_out_minima, largest_d_projection)
-from fitting.fit import refit_points
+from fitting.d_term import (MIN_CHECKPOINTS, TURNED_UP_TOL, beta_without_smallest_d, data_limited_by_d,
+                            format_projection, frontier_runs_by_d, held_out_minima, largest_d_projection)
 from reports.common import FRACTION_CMAP, NO_NVS, Study, message_page, new_page, shades, table_on
 from reports.fits import MetricFit
 
 TITLE = "What the D term rests on"
 
 
-def beta_without_smallest_d(fit: MetricFit) -> str:
+def beta_line(fit: MetricFit) -> str:
     """'beta 1.99; refitted without D = 64: 2.39' from the page's law (its fresh fit's own points), or why not."""
     law = fit.band_fit
-    if law is None or "beta" not in law.params or "beta" in law.fixed or law.inputs is None:
-        return "the D exponent is fixed or the law has none: no refit"
-    d_values = np.unique(law.inputs[1])
-    if d_values.size < 3:
-        return f"beta {law.params['beta']:.3g}; fewer than 3 data sizes: no refit without the smallest"
-    without = refit_points(law, keep=law.inputs[1] > d_values[0])
-    return f"beta {law.params['beta']:.3g}; refitted without D = {d_values[0]:g}: {without.params['beta']:.3g}"
+    without = beta_without_smallest_d(law) if law is not None else None
+    if without is None:
+        return "no refit without the smallest D (beta fixed or absent, or fewer than 3 data sizes)"
+    return f"beta {law.params['beta']:.3g}; refitted without D = {without[0]:g}: {without[1]:.3g}"
 
 
 def d_term_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]) -> Figure:
@@ -52,15 +48,12 @@ def d_term_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]
     ax = fig.add_axes([0.06, 0.1, 0.5, 0.76])
     d_values = sorted(points["D"].unique())
     colour = dict(zip(d_values, shades(FRACTION_CMAP, len(d_values))))
-    ups = set(minima.loc[minima["turned_up"], "run_id"])
-    for run_id, g in points.sort_values("step").groupby("run_id"):
-        if len(g) < MIN_CHECKPOINTS:
-            continue
+    shown = points[points["run_id"].isin(minima["run_id"])]  # the runs with enough checkpoints to show a minimum
+    for _, g in shown.sort_values("step").groupby("run_id"):
         d = g["D"].iloc[0]
         ax.plot(g["samples"] / d, g["y"], "-", color=colour[d], lw=1, alpha=0.8)
-        if run_id in ups:
-            i = int(np.argmin(g["y"].to_numpy()))
-            ax.plot(g["samples"].iloc[i] / d, g["y"].iloc[i], "o", mfc="none", mec=colour[d], ms=7)
+    for r in minima[minima["turned_up"]].itertuples():
+        ax.plot(r.epochs_min, r.y_min, "o", mfc="none", mec=colour[r.D], ms=7)
     for d in d_values:
         ax.plot([], [], "-", color=colour[d], label=f"D = {d:g}")
     ax.set_xscale("log")
@@ -72,11 +65,11 @@ def d_term_page(study: Study, bench: str, fits: dict[tuple[str, str], MetricFit]
     table_on(right, d_term_rows(fit.frontier, minima), ["D", "frontier runs", "turned up", "epochs at min",
                                                         "epochs at end"], font_size=8,
              col_widths=[0.1, 0.2, 0.18, 0.26, 0.26])
-    lines = [beta_without_smallest_d(fit)]
+    lines = [beta_line(fit)]
     projection = largest_d_projection(points, minima)
     if projection:
-        lines.append(format_projection(projection) + " (a lower bound: the epochs to the minimum did not fall with D "
-                     "where measured)")
+        lines.append(format_projection(projection) + " (read off the smaller D: a lower bound where the epochs to "
+                     "the minimum grow with D)")
     fig.text(0.6, 0.56, "\n".join(textwrap.fill(line, 56) for line in lines), va="top", fontsize=9)
     return fig
 
